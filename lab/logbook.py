@@ -1,0 +1,296 @@
+"""The logbook: every run, step, sample and request, in SQLite through sqlite-utils.
+
+WAL mode and a busy timeout on every connection let `monitor` in one terminal and
+`bench` in another write at once without "database is locked". Each thread opens its
+own `Logbook` (sqlite3 connections must not cross threads).
+
+Command line equivalent: `sqlite3 logbook/lab.db 'select key, status from steps'`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import sqlite_utils
+
+BUSY_TIMEOUT_MS = 30_000
+
+# Step and run statuses. "running" is only ever seen while a process writes the step;
+# a "running" row whose process is gone is shown as "interrupted" (see recover()).
+PASS, FAIL, SKIPPED, PENDING, INTERRUPTED, RUNNING = (
+    "pass", "fail", "skipped", "pending", "interrupted", "running")
+STATUSES = (PASS, FAIL, SKIPPED, PENDING, INTERRUPTED, RUNNING)
+
+
+def _m1(db: sqlite_utils.Database) -> None:
+    db["runs"].create({
+        "id": int, "day": str, "task": str, "profile": str, "host": str, "pid": int,
+        "lang": str, "versions": str, "options": str, "status": str,
+        "started_at": float, "ended_at": float,
+    }, pk="id")
+    db["steps"].create({
+        "id": int, "run_id": int, "key": str, "title": str, "status": str, "reason": str,
+        "command": str, "expected": str, "actual": str, "criteria": str, "values": str,
+        "evidence": str, "fix": str, "started_at": float, "ended_at": float,
+        "duration_s": float,
+    }, pk="id", foreign_keys=[("run_id", "runs", "id")])
+    db["steps"].create_index(["run_id", "key"])
+    db["samples"].create({
+        "id": int, "run_id": int, "step_id": int, "t": float, "source": str,
+        "device": str, "field": str, "value": float,
+    }, pk="id")
+    db["samples"].create_index(["step_id"])
+    db["requests"].create({
+        "id": int, "run_id": int, "step_id": int, "phase": str, "level": str,
+        "concurrency": int, "idx": int, "warmup": int, "ok": int, "error": str,
+        "http_status": int, "input_tokens": int, "output_tokens": int,
+        "queue_s": float, "sent_at_s": float, "ttft_s": float, "tpot_s": float,
+        "e2el_s": float, "itls_s": str,
+    }, pk="id")
+    db["requests"].create_index(["step_id"])
+    db["servers"].create({
+        "id": int, "run_id": int, "step_id": int, "profile": str, "model": str,
+        "tp": int, "argv": str, "env": str, "host": str, "port": int, "pid": int,
+        "log_path": str, "started_at": float, "ready_s": float, "stopped_at": float,
+        "facts": str,
+    }, pk="id")
+    db["notes"].create({
+        "item": str, "done": int, "note": str, "at": float,
+    }, pk="item")
+
+
+# Append-only: each entry runs once, in order; PRAGMA user_version counts those applied.
+MIGRATIONS = [_m1]
+
+
+class Logbook:
+    """One connection to the logbook database.
+
+    >>> book = Logbook("logbook/lab.db")          # creates and migrates
+    >>> run = book.start_run("day3", profile="cpu")
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000,
+                               check_same_thread=True)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self.db = sqlite_utils.Database(conn)
+        self.db.enable_wal()
+        self._migrate()
+
+    # -- schema --------------------------------------------------------------
+    def _migrate(self) -> None:
+        conn = self.db.conn
+        # BEGIN IMMEDIATE serialises two processes migrating a new file at once.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for i, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+                migration(self.db)
+                conn.execute(f"PRAGMA user_version = {i}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # -- runs ----------------------------------------------------------------
+    def start_run(self, day: str, *, task: str | None = None, profile: str = "",
+                  lang: str = "zh", versions: dict | None = None,
+                  options: dict | None = None) -> int:
+        with self.db.conn:
+            return self.db["runs"].insert({
+                "day": day, "task": task or day, "profile": profile,
+                "host": socket.gethostname(), "pid": os.getpid(), "lang": lang,
+                "versions": _dumps(versions or {}), "options": _dumps(options or {}),
+                "status": RUNNING, "started_at": time.time(), "ended_at": None,
+            }).last_pk
+
+    def update_run(self, run_id: int, **fields: Any) -> None:
+        for key in ("versions", "options"):
+            if key in fields:
+                fields[key] = _dumps(fields[key])
+        with self.db.conn:
+            self.db["runs"].update(run_id, fields)
+
+    def end_run(self, run_id: int, status: str) -> None:
+        self.update_run(run_id, status=status, ended_at=time.time())
+
+    def run(self, run_id: int) -> dict:
+        return _decode(self.db["runs"].get(run_id))
+
+    def runs(self, day: str | None = None) -> list[dict]:
+        where, args = ("day = ?", [day]) if day else (None, None)
+        return [_decode(r) for r in self.db["runs"].rows_where(where, args, order_by="id")]
+
+    # -- steps ---------------------------------------------------------------
+    def start_step(self, run_id: int, key: str, *, title: str, command: str,
+                   expected: str) -> int:
+        """Written when the step starts, so a crash leaves evidence of it."""
+        with self.db.conn:
+            return self.db["steps"].insert({
+                "run_id": run_id, "key": key, "title": title, "status": RUNNING,
+                "reason": None, "command": command, "expected": expected,
+                "actual": None, "criteria": "[]", "values": "{}", "evidence": None,
+                "fix": None, "started_at": time.time(), "ended_at": None,
+                "duration_s": None,
+            }).last_pk
+
+    def end_step(self, step_id: int, *, status: str, actual: str = "",
+                 criteria: list | None = None, values: dict | None = None,
+                 reason: str | None = None, evidence: str | None = None,
+                 fix: str | None = None, command: str | None = None) -> None:
+        assert status in STATUSES, status
+        ended = time.time()
+        started = self.db["steps"].get(step_id)["started_at"]
+        fields = {
+            "status": status, "actual": actual, "criteria": _dumps(criteria or []),
+            "values": _dumps(values or {}), "reason": reason, "evidence": evidence,
+            "fix": fix, "ended_at": ended, "duration_s": round(ended - started, 3),
+        }
+        if command is not None:
+            fields["command"] = command
+        with self.db.conn:
+            self.db["steps"].update(step_id, fields)
+
+    def step(self, step_id: int) -> dict:
+        return _decode(self.db["steps"].get(step_id))
+
+    def steps(self, run_id: int) -> list[dict]:
+        return [_decode(r) for r in
+                self.db["steps"].rows_where("run_id = ?", [run_id], order_by="id")]
+
+    def latest_steps(self, day: str) -> dict[str, dict]:
+        """The newest record of each step key across all runs of `day`."""
+        rows = self.db.query(
+            "select s.* from steps s join runs r on r.id = s.run_id "
+            "where r.day = ? order by s.id", [day])
+        return {r["key"]: _decode(r) for r in rows}
+
+    # -- recovery ------------------------------------------------------------
+    def recover(self) -> int:
+        """Mark steps and runs left "running" by a process that no longer exists as
+        interrupted. Returns how many steps changed. Safe to call any time."""
+        changed = 0
+        for run in list(self.db["runs"].rows_where("status = ?", [RUNNING])):
+            if _pid_alive(run["pid"]):  # still being written (or this very process)
+                continue
+            with self.db.conn:
+                for step in self.db["steps"].rows_where(
+                        "run_id = ? and status = ?", [run["id"], RUNNING]):
+                    self.db["steps"].update(step["id"], {
+                        "status": INTERRUPTED,
+                        "reason": "the process recording this step ended before it finished"})
+                    changed += 1
+                self.db["runs"].update(run["id"], {"status": INTERRUPTED})
+        return changed
+
+    # -- timelines and requests ---------------------------------------------
+    def add_samples(self, run_id: int, step_id: int, rows: Iterable[dict]) -> None:
+        """rows: {t, source, device, <field>: value, ...}; stored long-form, one value a row."""
+        flat = []
+        for row in rows:
+            for field, value in row.items():
+                if field in ("t", "source", "device") or value is None:
+                    continue
+                flat.append({"run_id": run_id, "step_id": step_id, "t": row["t"],
+                             "source": row["source"], "device": str(row["device"]),
+                             "field": field, "value": float(value)})
+        if flat:
+            with self.db.conn:
+                self.db["samples"].insert_all(flat)
+
+    def samples(self, step_id: int) -> list[dict]:
+        return list(self.db["samples"].rows_where("step_id = ?", [step_id], order_by="t, id"))
+
+    def add_request(self, run_id: int, step_id: int, phase: str, record: dict) -> None:
+        row = {k: record.get(k) for k in (
+            "level", "concurrency", "idx", "warmup", "ok", "error", "http_status",
+            "input_tokens", "output_tokens", "queue_s", "sent_at_s", "ttft_s",
+            "tpot_s", "e2el_s")}
+        row.update(run_id=run_id, step_id=step_id, phase=phase,
+                   itls_s=_dumps(record.get("itls_s") or []))
+        row["warmup"] = int(bool(row["warmup"]))
+        row["ok"] = int(bool(row["ok"]))
+        with self.db.conn:
+            self.db["requests"].insert(row)
+
+    def requests(self, step_id: int, phase: str | None = None) -> list[dict]:
+        where, args = "step_id = ?", [step_id]
+        if phase:
+            where, args = where + " and phase = ?", args + [phase]
+        return [_decode(r) for r in self.db["requests"].rows_where(where, args, order_by="id")]
+
+    # -- servers -------------------------------------------------------------
+    def add_server(self, **fields: Any) -> int:
+        for key in ("argv", "env", "facts"):
+            fields[key] = _dumps(fields.get(key))
+        with self.db.conn:
+            return self.db["servers"].insert(fields).last_pk
+
+    def update_server(self, server_id: int, **fields: Any) -> None:
+        if "facts" in fields:
+            fields["facts"] = _dumps(fields["facts"])
+        with self.db.conn:
+            self.db["servers"].update(server_id, fields)
+
+    def servers(self) -> list[dict]:
+        return [_decode(r) for r in self.db["servers"].rows_where(order_by="id")]
+
+    # -- notes (manual checklist items) --------------------------------------
+    def mark_done(self, item: str, note: str = "", done: bool = True) -> None:
+        with self.db.conn:
+            self.db["notes"].upsert({"item": item, "done": int(done), "note": note,
+                                     "at": time.time()}, pk="item")
+
+    def notes(self) -> dict[str, dict]:
+        return {r["item"]: r for r in self.db["notes"].rows}
+
+
+_JSON_COLUMNS = ("versions", "options", "criteria", "values", "itls_s", "argv", "env", "facts")
+
+
+def _decode(row: dict) -> dict:
+    row = dict(row)
+    for key in _JSON_COLUMNS:
+        if key in row and isinstance(row[key], str):
+            row[key] = json.loads(row[key])
+    return row
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class StepRef:
+    """Where a step's rows go: passed to helpers that write samples or requests."""
+    book_path: Path
+    run_id: int
+    step_id: int

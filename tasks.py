@@ -1,0 +1,168 @@
+"""vllm-lab: the vLLM learning checklist as Invoke tasks.
+
+    invoke day3                 # steps 1-7, verified and recorded, then logbook/day3.md
+    invoke serve --port 8001    # one step on its own
+    invoke log --lang en        # re-render from the logbook
+
+Thin on purpose: each task parses options and calls lab/. Heavy imports happen inside
+the tasks, so `invoke --list` stays fast (it never imports vllm, torch or transformers).
+"""
+from __future__ import annotations
+
+import functools
+
+from invoke import Collection, Exit, task
+
+from lab.config import DEFAULTS
+
+COMMON_HELP = {
+    "profile": "gpu | cpu | rehearsal (default: gpu when NVML finds a GPU, else cpu)",
+    "lang": "language of the rendered log: zh (default) or en",
+    "port": "server port (default 8000)",
+}
+
+
+def _lab(c, **overrides):
+    """A Lab from Invoke's config (invoke.yaml, INVOKE_LAB_* variables) plus flags."""
+    from lab.cli import to_dict
+    from lab.session import Lab
+    cfg = to_dict(c.config.lab)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        node, *path = key.split(".")
+        target = cfg
+        for part in [node, *path][:-1]:
+            target = target[part]
+        target[([node, *path])[-1]] = value
+    return Lab.from_config(cfg)
+
+
+def _guard(fn):
+    """LabError -> one line and a non-zero exit; never a traceback."""
+    @functools.wraps(fn)
+    def wrapper(c, *args, **kwargs):
+        from lab.errors import LabError
+        try:
+            code = fn(c, *args, **kwargs)
+        except LabError as err:
+            msg = f"error: {err}"
+            if err.fix:
+                msg += f"\n  fix: {err.fix}"
+            raise Exit(msg, 2)
+        except KeyboardInterrupt:
+            raise Exit("interrupted: the server was stopped and the step marked interrupted", 130)
+        if code:
+            raise Exit(code=code)
+    return wrapper
+
+
+def _step(c, key, day="day3", profile=None, lang=None, port=None, **kwargs):
+    from lab.cli import run_step_task
+    lab = _lab(c, profile=profile, lang=lang, port=port)
+    return run_step_task(lab, day, key, **kwargs)
+
+
+@task(help={**COMMON_HELP, "min_gpus": "GPUs needed with enough free memory (day 3: 1, day 4: 2)",
+            "free_gib": "free memory each GPU needs, GiB (seed: 16)"})
+@_guard
+def gpus(c, profile=None, lang=None, port=None, min_gpus=1, free_gib=None):
+    """1. Check GPU resources (nvidia-smi): a GPU with > 16 GB free."""
+    from lab.cli import run_step_task
+    lab = _lab(c, profile=profile, lang=lang, port=port, **{"thresholds.gpu_free_gib": free_gib})
+    return run_step_task(lab, "day3", "gpus", min_gpus=int(min_gpus))
+
+
+@task(help={**COMMON_HELP, "python": "use this existing vLLM interpreter instead of the managed env",
+            "reinstall": "pip-install into the managed env again"})
+@_guard
+def install(c, profile=None, lang=None, port=None, python=None, reinstall=False):
+    """2. Install vLLM into its own env and check `import vllm` prints the version."""
+    from lab.cli import run_step_task
+    lab = _lab(c, profile=profile, lang=lang, port=port, python=python)
+    return run_step_task(lab, "day3", "install", reinstall=reinstall)
+
+
+@task(help=COMMON_HELP)
+@_guard
+def tools(c, profile=None, lang=None, port=None):
+    """3. Install monitoring tools (nvitop, gpustat) and check nvitop answers."""
+    return _step(c, "tools", profile=profile, lang=lang, port=port)
+
+
+@task(help={**COMMON_HELP, "tp": "tensor-parallel size (day 4: 2)", "model": "model id or local path",
+            "host": "bind address (default 127.0.0.1; 0.0.0.0 warns without --api-key)",
+            "api_key": "API key passed to vLLM (never stored)",
+            "python": "an existing vLLM interpreter", "timeout": "startup timeout, s",
+            "extra_args": "more vLLM flags, e.g. \"--enforce-eager\""})
+@_guard
+def serve(c, profile=None, lang=None, port=None, tp=1, model=None, host=None, api_key=None,
+          python=None, timeout=None, extra_args=None):
+    """4. Serve the model in the background and wait for /health (stop it with `invoke stop`)."""
+    from lab.cli import run_step_task
+    lab = _lab(c, profile=profile, lang=lang, port=port, host=host, api_key=api_key,
+               python=python, startup_timeout_s=timeout, extra_args=extra_args)
+    day = "day4" if int(tp) > 1 else "day3"
+    return run_step_task(lab, "day3", "serve", tp=int(tp), day=day, model=model)
+
+
+@task(help={**COMMON_HELP, "duration": "seconds to sample while the load runs",
+            "concurrency": "concurrent requests of the load"})
+@_guard
+def monitor(c, profile=None, lang=None, port=None, duration=None, concurrency=None):
+    """5. Monitor the GPU (nvitop) under load: memory used > 90 %, utilisation > 80 %."""
+    from lab.cli import run_step_task
+    lab = _lab(c, profile=profile, lang=lang, port=port,
+               **{"monitor.duration_s": duration, "monitor.concurrency": concurrency})
+    return run_step_task(lab, "day3", "monitor")
+
+
+@task(name="api-test", help=COMMON_HELP)
+@_guard
+def api_test(c, profile=None, lang=None, port=None):
+    """6. API test: the seed's chat prompt, /v1/models and a streamed reply."""
+    return _step(c, "api-test", profile=profile, lang=lang, port=port)
+
+
+@task(help=COMMON_HELP)
+@_guard
+def metrics(c, profile=None, lang=None, port=None):
+    """7. Read /metrics: the key vllm: series, with meanings (old names mapped)."""
+    return _step(c, "metrics", profile=profile, lang=lang, port=port)
+
+
+@task(help={"all": "also end untracked vLLM servers found on this machine"})
+@_guard
+def stop(c, all=False):
+    """Stop the vLLM server and all its children (no orphan keeps GPU memory)."""
+    from lab.cli import stop as stop_server
+    ended = stop_server(_lab(c, profile="cpu"), all_orphans=all)
+    print(f"stopped {len(ended)} process(es)" + (f": {', '.join(map(str, ended))}" if ended else ""))
+
+
+@task(help={**COMMON_HELP, "keep_server": "leave the server running at the end",
+            "reinstall": "pip-install the managed vLLM env again",
+            "python": "an existing vLLM interpreter", "api_key": "API key passed to vLLM (never stored)",
+            "duration": "monitor: seconds of load"})
+@_guard
+def day3(c, profile=None, lang=None, port=None, keep_server=False, reinstall=False,
+         python=None, api_key=None, duration=None):
+    """Day 3: steps 1-7 in order, stop the server, render logbook/day3.md."""
+    from lab.cli import run_day3
+    lab = _lab(c, profile=profile, lang=lang, port=port, python=python, api_key=api_key,
+               **{"monitor.duration_s": duration})
+    return run_day3(lab, keep_server=keep_server, reinstall=reinstall)
+
+
+@task(help={"day": "day3 | day4 | day5", "run": "render only this run id (default: latest record of each step)",
+            "lang": COMMON_HELP["lang"]})
+@_guard
+def log(c, day="day3", run=None, lang=None):
+    """Re-render a day's execution log from the logbook (any past run)."""
+    from lab.cli import render_log
+    path = render_log(_lab(c, lang=lang, profile="cpu"), day, int(run) if run else None)
+    print(path)
+
+
+ns = Collection(gpus, install, tools, serve, monitor, api_test, metrics, stop, day3, log)
+ns.configure({"lab": DEFAULTS})
