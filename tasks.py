@@ -52,6 +52,10 @@ def _guard(fn):
             raise Exit(msg, 2)
         except KeyboardInterrupt:
             raise Exit("interrupted: the server was stopped and the step marked interrupted", 130)
+        except Exception as err:  # a bug of ours: one line here, the traceback in a file
+            from lab.cli import save_traceback
+            raise Exit(f"internal error: {type(err).__name__}: {err} "
+                       f"(traceback: {save_traceback(c)})", 1)
         if code:
             raise Exit(code=code)
     return wrapper
@@ -102,8 +106,8 @@ def serve(c, profile=None, lang=None, port=None, tp=1, model=None, host=None, ap
     from lab.cli import run_step_task
     lab = _lab(c, profile=profile, lang=lang, port=port, host=host, api_key=api_key,
                python=python, startup_timeout_s=timeout, extra_args=extra_args)
-    day = "day4" if int(tp) > 1 else "day3"
-    return run_step_task(lab, "day3", "serve", tp=int(tp), day=day, model=model)
+    model_of = "day4" if int(tp) > 1 else "day3"
+    return run_step_task(lab, "day3", "serve", tp=int(tp), model_of=model_of, model=model)
 
 
 @task(help={**COMMON_HELP, "duration": "seconds to sample while the load runs",
@@ -148,10 +152,11 @@ def stop(c, all=False):
 def day3(c, profile=None, lang=None, port=None, keep_server=False, reinstall=False,
          python=None, api_key=None, duration=None):
     """Day 3: steps 1-7 in order, stop the server, render logbook/day3.md."""
-    from lab.cli import run_day3
+    from lab.cli import run_day
     lab = _lab(c, profile=profile, lang=lang, port=port, python=python, api_key=api_key,
                **{"monitor.duration_s": duration})
-    return run_day3(lab, keep_server=keep_server, reinstall=reinstall)
+    return run_day(lab, "day3", keep_server=keep_server,
+                   kwargs={"install": {"reinstall": reinstall}}, options={"reinstall": reinstall})
 
 
 @task(help={"day": "day3 | day4 | day5", "run": "render only this run id (default: latest record of each step)",

@@ -8,14 +8,21 @@ from __future__ import annotations
 import html
 import re
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+# Characters that make structure anywhere inline (emphasis, code, links, tables).
+_MD_INLINE = re.compile(r"([\\`*_\[\]|~])")
+# ... and at the start of a line (headings, lists, quotes).
+_MD_LINE_START = re.compile(r"^(\s*)([#+\-=>])")
+_MD_ORDERED = re.compile(r"^(\s*\d+)([.)])(?=\s|$)")
 
 
 def md_inline(text: object) -> str:
-    """Text safe to place inline in markdown: HTML-escaped, markdown punctuation
-    backslash-escaped, newlines turned into `<br>` so a table row stays one row."""
-    s = html.escape(str(text), quote=True)
-    s = _MD_SPECIAL.sub(r"\\\1", s)
+    """Text safe to place inline in markdown, on one line: HTML-escaped (so no tag or
+    entity survives), structural markdown punctuation backslash-escaped, and newlines
+    turned into `<br>` so a table row or a quote stays one block."""
+    s = html.escape(str(text), quote=False)
+    s = _MD_INLINE.sub(r"\\\1", s)
+    s = _MD_LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), s)
+    s = _MD_ORDERED.sub(lambda m: m.group(1) + "\\" + m.group(2), s)
     return s.replace("\r", "").replace("\n", "<br>")
 
 

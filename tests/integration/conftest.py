@@ -1,0 +1,44 @@
+"""Integration fixtures: one CPU vLLM env for the whole session (installed by the real
+`invoke install`, as a user would), shared by every test marked `vllm`."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """Where the CPU vLLM env and tiny model live. Shared with the project's default
+    (.lab/) so a developer's earlier `invoke day3` is reused; CI installs it fresh."""
+    return Path(os.environ.get("INVOKE_LAB_DATA_DIR", ROOT / ".lab"))
+
+
+def invoke(args: list[str], env: dict, timeout_s: float = 1800, **kw) -> subprocess.CompletedProcess:
+    """Run `invoke ...` as a user would, from the project root."""
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout_s, **kw)
+
+
+@pytest.fixture
+def lab_env(tmp_path, data_dir) -> dict:
+    """Environment for one test: its own logbook and port, the shared data dir."""
+    env = dict(os.environ)
+    env.update(INVOKE_LAB_LOGBOOK_DIR=str(tmp_path / "logbook"),
+               INVOKE_LAB_DATA_DIR=str(data_dir),
+               INVOKE_LAB_PORT=str(free_port()),
+               INVOKE_LAB_PROFILE="cpu",
+               COLUMNS="200")
+    return env

@@ -1,0 +1,72 @@
+"""`invoke day3` on the CPU profile, against a real vLLM server, as a user runs it."""
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+import psutil
+import pytest
+
+from integration.conftest import invoke
+
+pytestmark = pytest.mark.vllm
+
+
+def vllm_processes(port: str) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline", "name"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if ("vllm.entrypoints" in cmd and f"--port {port}" in cmd) or (p.info["name"] or "").startswith("VLLM::"):
+            found.append(p)
+    return found
+
+
+def test_day3_runs_verifies_records_and_renders(lab_env):
+    proc = invoke(["day3", "--duration", "8"], lab_env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "Traceback" not in out
+
+    logbook = Path(lab_env["INVOKE_LAB_LOGBOOK_DIR"])
+    db = sqlite3.connect(logbook / "lab.db")
+    db.row_factory = sqlite3.Row
+    steps = {r["key"]: r for r in db.execute("select * from steps")}
+    assert list(steps) == ["gpus", "install", "tools", "serve", "monitor", "api-test", "metrics"]
+    # GPU-only criteria are skipped with their reason, never passed.
+    for key in ("gpus", "monitor"):
+        assert steps[key]["status"] == "skipped", dict(steps[key])
+        assert steps[key]["reason"] == "no NVIDIA GPU: CPU profile"
+    for key in ("install", "tools", "serve", "api-test", "metrics"):
+        assert steps[key]["status"] == "pass", dict(steps[key])
+    assert db.execute("select status from runs").fetchone()[0] == "pass"
+
+    serve = steps["serve"]
+    assert "vllm.entrypoints.openai.api_server" in serve["command"]
+    import json
+    values = json.loads(serve["values"])
+    assert values["ready_s"] > 0
+    assert values["kv_cache_tokens"] > 0          # from vllm:cache_config_info
+    assert values["max_concurrency_x"] > 0
+    # monitor drove a real load and sampled the server's processes
+    mon = json.loads(steps["monitor"]["values"])
+    assert mon["load"]["completed"] > 0 and mon["load"]["failed"] == 0
+    assert db.execute("select count(*) from samples where field = 'rss_mib'").fetchone()[0] > 0
+    api = json.loads(steps["api-test"]["values"])
+    assert api["completion_tokens"] > 0 and api["stream"]["chunks"] > 0
+
+    md = (logbook / "day3.md").read_text()
+    assert "步骤 4：单卡部署 7B 模型" in md
+    assert f"{values['kv_cache_tokens']:,}" in md   # the measured figure, rendered
+    assert "待记录" not in md                      # every step has its actual result
+    assert "- [x] vLLM 服务成功启动" in md
+    assert "- [x] API 请求返回正常响应" in md
+    assert re.search(r"- \[ \] GPU 利用率 > 80% — ⏭️ 跳过：no NVIDIA GPU: CPU profile", md)
+    # no vLLM process is left behind
+    assert not vllm_processes(lab_env["INVOKE_LAB_PORT"])
+    assert not (logbook / "server.json").exists()
+
+    # the log renders again from the database, in English
+    again = invoke(["log", "--lang", "en"], lab_env, timeout_s=120)
+    assert again.returncode == 0, again.stderr
+    assert "Step 4" in (logbook / "day3.md").read_text()
