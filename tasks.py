@@ -10,10 +10,11 @@ the tasks, so `invoke --list` stays fast (it never imports vllm, torch or transf
 from __future__ import annotations
 
 import functools
+import sys
 
 from invoke import Collection, Exit, task
 
-from lab.config import DEFAULTS
+from lab.config import invoke_defaults
 
 COMMON_HELP = {
     "profile": "gpu | cpu | rehearsal (default: gpu when NVML finds a GPU, else cpu)",
@@ -169,5 +170,5 @@ def log(c, day="day3", run=None, lang=None):
     print(path)
 
 
-ns = Collection(gpus, install, tools, serve, monitor, api_test, metrics, stop, day3, log)
-ns.configure({"lab": DEFAULTS})
+# Every @task above, with every config key defaulted (so INVOKE_LAB_* can override it).
+ns = Collection.from_module(sys.modules[__name__], config={"lab": invoke_defaults()})

@@ -69,6 +69,18 @@ PROFILES = ("gpu", "cpu", "rehearsal")
 LANGS = ("zh", "en")
 
 
+def invoke_defaults() -> dict[str, Any]:
+    """DEFAULTS for `ns.configure`, with numbers as strings: Invoke casts an INVOKE_LAB_*
+    value to the default's type and crashes with a traceback on a bad one
+    ("INVOKE_LAB_PORT=abc"). As strings, every value reaches `validate`, which rejects it
+    with one clear line."""
+    def conv(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+    return conv(DEFAULTS)
+
+
 def merged(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """DEFAULTS deep-merged with `overrides` (e.g. Invoke's `c.lab`)."""
     out = copy.deepcopy(DEFAULTS)
