@@ -136,9 +136,14 @@ def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
     lab.book.update_server(server_id, ready_s=ready_s, facts=values)
     criteria = [check("ready_s", "/health 返回 200 的启动耗时", "seconds until /health = 200",
                       ready_s, "<", timeout_s, "s")]
+    values["weights_load_s"] = facts.get("weights_load_s")
+    if values["model_load_gib"] is not None:
+        model = f"model {_num(values['model_load_gib'])} GiB loaded in {_num(values['model_load_s'])} s"
+    else:  # vLLM's CPU runner prints no "Model loading took … GiB" line
+        model = (f"weights loaded in {_num(values['weights_load_s'])} s "
+                 "(vLLM printed no model-memory line)")
     actual = (f"ready after {ready_s:.1f} s (pid {state.pid}); KV cache {_num(kv_tokens)} tokens, "
-              f"max concurrency {_num(values['max_concurrency_x'])}x; model "
-              f"{_num(values['model_load_gib'])} GiB loaded in {_num(values['model_load_s'])} s")
+              f"max concurrency {_num(values['max_concurrency_x'])}x; {model}")
     evidence = "\n".join(line for line in Path(log_path).read_text(errors="replace").splitlines()
                          if any(k in line for k in ("KV cache size", "Model loading took",
                                                     "Loading weights took", "init engine",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -62,7 +63,8 @@ class VllmEnv:
     def run(self, args: Sequence[str], *, timeout_s: float | None = None,
             env: dict | None = None) -> subprocess.CompletedProcess:
         return subprocess.run([str(self.python), *args], capture_output=True, text=True,
-                              timeout=timeout_s, env=_env(env), stdin=subprocess.DEVNULL)
+                              timeout=timeout_s, env=_env(env, keep_pythonpath=not self.managed),
+                              stdin=subprocess.DEVNULL)
 
     def run_script(self, name: str, args: Sequence[str], *, timeout_s: float | None = None,
                    env: dict | None = None) -> subprocess.CompletedProcess:
@@ -78,7 +80,9 @@ def managed_env(data_dir: Path, profile: str) -> VllmEnv:
 
 def resolve(data_dir: Path, profile: str, python: str = "") -> VllmEnv:
     if python:
-        return VllmEnv(Path(os.path.expanduser(python)), managed=False)
+        # A bare name ("python3") is looked up on PATH, as a shell would.
+        found = shutil.which(python) if os.sep not in python else None
+        return VllmEnv(Path(found or os.path.expanduser(python)), managed=False)
     return managed_env(data_dir, profile)
 
 
@@ -116,7 +120,8 @@ def create(env: VllmEnv, cfg: dict, profile: str, log_path: Path,
             log.write(f"$ {shlex.join(argv)}\n")
             log.flush()
             proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, timeout=timeout_s, env=_env(None))
+                                  stdin=subprocess.DEVNULL, timeout=timeout_s,
+                                  env=_env(None, keep_pythonpath=False))
             if proc.returncode != 0 and "uninstall" not in argv:
                 raise VllmEnvMissing(
                     f"install failed (exit {proc.returncode}): {shlex.join(argv[1:4])} …; "
@@ -124,10 +129,12 @@ def create(env: VllmEnv, cfg: dict, profile: str, log_path: Path,
     return commands, time.monotonic() - started
 
 
-def _env(extra: dict | None) -> dict:
+def _env(extra: dict | None, keep_pythonpath: bool) -> dict:
     env = dict(os.environ)
-    # The tool env's own packages must not leak into the vLLM env's imports.
-    env.pop("PYTHONPATH", None) if "VLLM_LAB_KEEP_PYTHONPATH" not in env else None
+    if not keep_pythonpath:
+        # The tool env's packages must not leak into the managed env's imports; a user's
+        # own interpreter (--python) may need its PYTHONPATH, so it keeps it.
+        env.pop("PYTHONPATH", None)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     if extra:
         env.update(extra)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,3 +43,17 @@ def lab_env(tmp_path, data_dir) -> dict:
                INVOKE_LAB_PROFILE="cpu",
                COLUMNS="200")
     return env
+
+
+def vllm_processes(lab_env: dict) -> list[psutil.Process]:
+    """Live processes started for this test: they inherit its own logbook dir variable
+    (other vLLM servers may run on this machine at the same time)."""
+    mine = lab_env["INVOKE_LAB_LOGBOOK_DIR"]
+    found = []
+    for p in psutil.process_iter(["name", "status"]):
+        try:
+            if p.info["status"] != psutil.STATUS_ZOMBIE and p.environ().get("INVOKE_LAB_LOGBOOK_DIR") == mine:
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found

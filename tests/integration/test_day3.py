@@ -5,21 +5,11 @@ import re
 import sqlite3
 from pathlib import Path
 
-import psutil
 import pytest
 
-from integration.conftest import invoke
+from integration.conftest import invoke, vllm_processes
 
 pytestmark = pytest.mark.vllm
-
-
-def vllm_processes(port: str) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter(["cmdline", "name"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if ("vllm.entrypoints" in cmd and f"--port {port}" in cmd) or (p.info["name"] or "").startswith("VLLM::"):
-            found.append(p)
-    return found
 
 
 def test_day3_runs_verifies_records_and_renders(lab_env):
@@ -63,7 +53,7 @@ def test_day3_runs_verifies_records_and_renders(lab_env):
     assert "- [x] API 请求返回正常响应" in md
     assert re.search(r"- \[ \] GPU 利用率 > 80% — ⏭️ 跳过：no NVIDIA GPU: CPU profile", md)
     # no vLLM process is left behind
-    assert not vllm_processes(lab_env["INVOKE_LAB_PORT"])
+    assert not vllm_processes(lab_env)
     assert not (logbook / "server.json").exists()
 
     # the log renders again from the database, in English

@@ -121,16 +121,18 @@ def test_http_error_recorded(fake):
     assert res.summary["completed"] == 2
 
 
-@pytest.mark.parametrize("fake", [FakeConfig(first_token_s=FIRST_S, itl_s=ITL_S,
+@pytest.mark.parametrize("fake", [FakeConfig(first_token_s=FIRST_S, itl_s=0.1,
                                              empty_text_tokens=frozenset({0, 1}))],
                          indirect=True)
 def test_empty_text_chunks_are_tokens(fake):
+    # Wide spacing (100 ms): counting the empty chunks gives TTFT ~40 ms, skipping them
+    # would give ~240 ms, so the bound holds on a loaded machine.
     # As in vLLM: a chunk with `choices` is a token even when its text is empty.
     res = run_level_sync(fake.base_url, "fake-model", PROMPTS,
                          _workload(concurrency=1, num_requests=1, output_len=4))
     rec = res.records[0]
     assert rec.ok and rec.output_tokens == 4 and len(rec.itls_s) == 3
-    assert FIRST_S <= rec.ttft_s < FIRST_S + ITL_S
+    assert FIRST_S <= rec.ttft_s < FIRST_S + 0.1
 
 
 @pytest.mark.parametrize("fake", [FakeConfig(first_token_s=0.01, itl_s=0.002,
