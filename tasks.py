@@ -107,8 +107,8 @@ def serve(c, profile=None, lang=None, port=None, tp=1, model=None, host=None, ap
     from lab.cli import run_step_task
     lab = _lab(c, profile=profile, lang=lang, port=port, host=host, api_key=api_key,
                python=python, startup_timeout_s=timeout, extra_args=extra_args)
-    model_of = "day4" if int(tp) > 1 else "day3"
-    return run_step_task(lab, "day3", "serve", tp=int(tp), model_of=model_of, model=model)
+    day = "day4" if int(tp) > 1 else "day3"  # TP>1 is Day 4's step (recorded in day4.md)
+    return run_step_task(lab, day, "serve", tp=int(tp), model_of=day, model=model)
 
 
 @task(help={**COMMON_HELP, "duration": "seconds to sample while the load runs",
@@ -160,6 +160,99 @@ def day3(c, profile=None, lang=None, port=None, keep_server=False, reinstall=Fal
                    kwargs={"install": {"reinstall": reinstall}}, options={"reinstall": reinstall})
 
 
+BENCH_HELP = {
+    "concurrency": "concurrency levels of the sweep, comma-separated (default 1,4,16,64)",
+    "num_requests": "measured requests per level (default 64)",
+    "input_len": "prompt length, tokens (exact; default 128)",
+    "output_len": "reply length, tokens (ignore_eos; default 128)",
+    "warmup": "warm-up requests before each level (default 4)",
+    "duration": "optional time limit per level, s",
+    "latency_runs": "the seed's latency loop: sequential chat requests (default 10)",
+}
+
+
+def _bench(concurrency=None, num_requests=None, input_len=None, output_len=None, warmup=None,
+           duration=None, latency_runs=None) -> dict:
+    """Bench flags as config overrides (validated with the rest, before any work starts)."""
+    return {"bench.concurrency": concurrency, "bench.num_requests": num_requests,
+            "bench.input_len": input_len, "bench.output_len": output_len,
+            "bench.warmup": warmup, "bench.duration_s": duration,
+            "bench.latency_runs": latency_runs}
+
+
+@task(help=COMMON_HELP)
+@_guard
+def balance(c, profile=None, lang=None, port=None):
+    """Day 4: check the TP=2 server's two GPUs use memory within 10 % (CPU: TP worker RSS)."""
+    return _step(c, "balance", day="day4", profile=profile, lang=lang, port=port)
+
+
+@task(help={**COMMON_HELP, **BENCH_HELP})
+@_guard
+def bench(c, profile=None, lang=None, port=None, concurrency=None, num_requests=None,
+          input_len=None, output_len=None, warmup=None, duration=None, latency_runs=None):
+    """Day 4: benchmark the running server: the seed's latency loop, then a concurrency sweep."""
+    from lab.cli import run_step_task
+    lab = _lab(c, profile=profile, lang=lang, port=port,
+               **_bench(concurrency, num_requests, input_len, output_len, warmup, duration,
+                        latency_runs))
+    return run_step_task(lab, "day4", "bench")
+
+
+@task(help={**COMMON_HELP, **BENCH_HELP, "keep_server": "leave the server running at the end",
+            "compare_tp": "also run one benchmark level on TP=2 and TP=1, side by side",
+            "python": "an existing vLLM interpreter", "api_key": "API key passed to vLLM (never stored)",
+            "extra_args": "more vLLM flags, e.g. \"--enforce-eager\" (TP=2 on some GPUs needs it)"},
+      auto_shortflags=False)  # too many options for one letter each
+@_guard
+def day4(c, profile=None, lang=None, port=None, keep_server=False, compare_tp=False, python=None,
+         api_key=None, extra_args=None, concurrency=None, num_requests=None, input_len=None,
+         output_len=None, warmup=None, duration=None, latency_runs=None):
+    """Day 4: GPUs, serve TP=2, balance, API test, benchmark, metrics; renders logbook/day4.md."""
+    from lab import day4 as day4_module
+    from lab.cli import run_day
+    lab = _lab(c, profile=profile, lang=lang, port=port, python=python, api_key=api_key,
+               extra_args=extra_args,
+               **_bench(concurrency, num_requests, input_len, output_len, warmup, duration,
+                        latency_runs))
+    return run_day(lab, "day4", keep_server=keep_server, keys=day4_module.plan(compare_tp),
+                   options={"compare_tp": compare_tp})
+
+
+@task(help={**COMMON_HELP, "num_prompts": "chat prompts sent to both sides (default 16)",
+            "max_new_tokens": "tokens generated per prompt, greedy, EOS ignored (default 64)",
+            "batch_size": "HF: prompts per generate() call (default 8)",
+            "source": "vLLM side: auto (the running server, else offline) | server | offline",
+            "python": "an existing vLLM interpreter (it runs both sides' scripts)"})
+@_guard
+def compare(c, profile=None, lang=None, port=None, num_prompts=None, max_new_tokens=None,
+            batch_size=None, source=None, python=None):
+    """Day 4: vLLM vs a HuggingFace transformers baseline on the same prompts (speedup, cost)."""
+    from lab.cli import run_step_task
+    lab = _lab(c, profile=profile, lang=lang, port=port, python=python,
+               **{"compare.num_prompts": num_prompts, "compare.max_new_tokens": max_new_tokens,
+                  "compare.batch_size": batch_size, "compare.source": source})
+    opts = lab.cfg["compare"]
+    return run_step_task(lab, "day4", "compare", num_prompts=opts["num_prompts"],
+                         max_new_tokens=opts["max_new_tokens"], batch_size=opts["batch_size"],
+                         source=opts["source"])
+
+
+@task(help={**COMMON_HELP, "batch_sizes": "the benchmark's batch sizes, comma-separated (default 1,4,8,16)",
+            "max_tokens": "tokens generated per prompt (default 100, the seed's)",
+            "python": "an existing vLLM interpreter"})
+@_guard
+def day5(c, profile=None, lang=None, port=None, batch_sizes=None, max_tokens=None, python=None):
+    """Day 5: offline LLM.generate (example, batch sizes), KV blocks, key parameters; logbook/day5.md."""
+    from lab.cli import run_day
+    lab = _lab(c, profile=profile, lang=lang, port=port, python=python,
+               **{"day5.batch_sizes": batch_sizes, "day5.max_tokens": max_tokens})
+    # Day 5 starts no server: keep_server leaves alone one the user left running.
+    return run_day(lab, "day5", keep_server=True,
+                   options={"batch_sizes": lab.cfg["day5"]["batch_sizes"],
+                            "max_tokens": lab.cfg["day5"]["max_tokens"]})
+
+
 @task(help={"day": "day3 | day4 | day5", "run": "render only this run id (default: latest record of each step)",
             "lang": COMMON_HELP["lang"]})
 @_guard
@@ -168,6 +261,43 @@ def log(c, day="day3", run=None, lang=None):
     from lab.cli import render_log
     path = render_log(_lab(c, lang=lang, profile="cpu"), day, int(run) if run else None)
     print(path)
+
+
+@task(help={"lang": COMMON_HELP["lang"],
+            "run": "a day4 run id: report that run's bench and compare (default: the latest recorded)"})
+@_guard
+def report(c, lang=None, run=None):
+    """Render the deliverables: report.md (+ PNG plots), deploy-notes.md, dashboard.html, prometheus.yml."""
+    from lab.report import run_report
+    for path in run_report(_lab(c, lang=lang, profile="cpu"), run):
+        print(path)
+
+
+@task(help={"lang": COMMON_HELP["lang"]})
+@_guard
+def status(c, lang=None):
+    """The whole roadmap as a checklist, ticked from the logbook; renders logbook/progress.md."""
+    from lab.progress import run_status
+    print(run_status(_lab(c, lang=lang, profile="cpu")))
+
+
+@task(help={"item": "the checklist item id (`invoke status` lists them), e.g. q1",
+            "note": "your answer or note, kept with the tick",
+            "undo": "untick the item instead", "lang": COMMON_HELP["lang"]})
+@_guard
+def done(c, item, note="", undo=False, lang=None):
+    """Tick a theory item by hand (e.g. the self-test Q1-Q3): invoke done q1 --note "..."."""
+    from lab.progress import run_done
+    print(run_done(_lab(c, lang=lang, profile="cpu"), item, note=note, undo=undo))
+
+
+@task(name="compare-runs", help={"a": "the earlier run id", "b": "the later run id",
+                                 "lang": COMMON_HELP["lang"]})
+@_guard
+def compare_runs(c, a, b, lang=None):
+    """What changed between two runs of the same day: status, timings, key figures."""
+    from lab.progress import run_compare_runs
+    run_compare_runs(_lab(c, lang=lang, profile="cpu"), a, b)
 
 
 # Every @task above, with every config key defaulted (so INVOKE_LAB_* can override it).

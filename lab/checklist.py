@@ -18,7 +18,7 @@ class Acceptance:
     criterion: str | None = None
 
 
-DAY_MODULES = {"day3": "lab.day3"}
+DAY_MODULES = {"day3": "lab.day3", "day4": "lab.day4", "day5": "lab.day5"}
 
 
 def day_module(day: str):

@@ -34,13 +34,18 @@ def run_step_task(lab: Lab, day: str, key: str, **kwargs: Any) -> int:
 
 
 def run_day(lab: Lab, day: str, *, keep_server: bool = False,
-            kwargs: dict[str, dict] | None = None, options: dict | None = None) -> int:
+            kwargs: dict[str, dict] | None = None, options: dict | None = None,
+            keys: list[str] | None = None) -> int:
     """A whole day in order; stop the server; render <day>.md; print the summary table.
-    `kwargs[key]` are extra arguments for that step's function."""
+    `kwargs[key]` are extra arguments for that step's function. The steps run are `keys`,
+    else the day module's optional PLAN, else all its STEPS; a step left out is not
+    recorded (it renders as pending)."""
     mod = checklist.day_module(day)
     kwargs = kwargs or {}
+    keys = keys if keys is not None else getattr(mod, "PLAN", None)
+    specs = mod.STEPS if keys is None else [checklist.spec(day, key) for key in keys]
     plan = [Planned(spec, step_fn(day, spec.key, **kwargs.get(spec.key, {})),
-                    mod.NEEDS.get(spec.key)) for spec in mod.STEPS]
+                    mod.NEEDS.get(spec.key)) for spec in specs]
     run_id, results = run_plan(lab, day, plan, task=day, stop_after=not keep_server,
                                options={"keep_server": keep_server, **(options or {})})
     path = render.render_day(lab.book, day, lab.lang, lab.logbook_dir, run_id=run_id)

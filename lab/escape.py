@@ -12,6 +12,7 @@ import re
 _MD_INLINE = re.compile(r"([\\`*_\[\]|~])")
 # ... and at the start of a line (headings, lists, quotes).
 _MD_LINE_START = re.compile(r"^(\s*)([#+\-=>])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _MD_ORDERED = re.compile(r"^(\s*\d+)([.)])(?=\s|$)")
 
 
@@ -19,7 +20,9 @@ def md_inline(text: object) -> str:
     """Text safe to place inline in markdown, on one line: HTML-escaped (so no tag or
     entity survives), structural markdown punctuation backslash-escaped, and newlines
     turned into `<br>` so a table row or a quote stays one block."""
-    s = html.escape(str(text), quote=False)
+    # Control characters (random-weight models emit NULs) would corrupt the file's text.
+    s = _CONTROL.sub("\ufffd", str(text))
+    s = html.escape(s, quote=False)
     s = _MD_INLINE.sub(r"\\\1", s)
     s = _MD_LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), s)
     s = _MD_ORDERED.sub(lambda m: m.group(1) + "\\" + m.group(2), s)

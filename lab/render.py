@@ -112,6 +112,15 @@ def render_template(name: str, **context: Any) -> str:
     return env.get_template(name).render(**context)
 
 
+def render_to(out_dir: Path, filename: str, template: str, **context: Any) -> Path:
+    """Render templates/<template> into out_dir/filename; returns the path written."""
+    text = render_template(template, **context)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / filename
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def render_day(book: Logbook, day: str, lang: str, out_dir: Path,
                run_id: int | None = None) -> Path:
     """Render `logbook/<day>.md` (Command line equivalent: `invoke log --day day3`)."""

@@ -88,6 +88,7 @@ class Outcome:
     values: dict[str, Any] = field(default_factory=dict)
     evidence: str | None = None
     command: str | None = None       # the exact command, when known only at run time
+    fix: str | None = None           # a remedy to record even without an error (e.g. imbalance)
 
 
 @dataclass
@@ -147,7 +148,7 @@ def run_step(book: Logbook, run_id: int, spec: StepSpec, lang: str,
     book.db["steps"].update(step_id, {"expected": expected})
     book.end_step(step_id, status=status, actual=out.actual, reason=reason,
                   criteria=[asdict(c) for c in out.criteria], values=out.values,
-                  evidence=out.evidence, command=out.command)
+                  evidence=out.evidence, command=out.command, fix=out.fix)
     return _result(book, step_id)
 
 

@@ -510,8 +510,24 @@ def tracked_processes(state: ServerState) -> list[psutil.Process]:
     if state.tag:
         for proc in _tagged(state.tag):
             found.setdefault(proc.pid, proc)
+    for proc in _session_members(state):
+        found.setdefault(proc.pid, proc)
     found.pop(os.getpid(), None)
     return list(found.values())
+
+
+def _session_members(state: ServerState) -> Iterator[psutil.Process]:
+    """vLLM processes still in the server's session, started after it. This finds the engine
+    core and TP workers orphaned by a dead API server even though setproctitle erased their
+    environment (and so the tag). A session id is not reused while any member lives."""
+    for proc in psutil.process_iter(["name", "cmdline", "create_time"]):
+        try:
+            if (os.getsid(proc.pid) == state.pgid
+                    and (proc.info["create_time"] or 0) >= state.started_at - STARTED_AT_TOLERANCE_S
+                    and _looks_like_vllm(proc.info["name"] or "", proc.info["cmdline"] or [])):
+                yield proc
+        except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
+            continue
 
 
 def _tagged(tag: str) -> Iterator[psutil.Process]:

@@ -19,5 +19,6 @@ nvidia-smi --query-gpu=index,name,memory.total,memory.used --format=csv
 python3 -m invoke "$day" --profile rehearsal --python python3 "$@"
 rc=$?
 echo "invoke $day exit code: $rc"
+[ "$day" = day4 ] && { python3 -m invoke report; echo "invoke report exit code: $?"; }
 tar -C /tmp/lab-logbook -czf "${OUT:-/tmp}/evidence-$day.tgz" . && ls -la "${OUT:-/tmp}"
 exit $rc

@@ -17,3 +17,7 @@ def test_plain_numbers_are_left_readable():
 def test_code_block_fence_outgrows_backticks_inside():
     block = code_block("a ``` b ```` c")
     assert block.startswith("`````text\n") and block.endswith("\n`````")
+
+
+def test_control_characters_are_replaced():
+    assert md_inline("a\x00b\x1bc") == "a\ufffdb\ufffdc"
