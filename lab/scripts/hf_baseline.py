@@ -29,21 +29,13 @@ import argparse
 import json
 import os
 import resource
-import signal
 import sys
 import time
 from pathlib import Path
 
-MIB = 1024 * 1024
+from script_common import MIB, deadline  # noqa: E402  (the script's own folder)
 
 
-def _deadline(seconds: float) -> None:
-    """Raise TimeoutError inside the script after `seconds` (0: none)."""
-    def on_alarm(signum, frame):  # noqa: ARG001
-        raise TimeoutError(f"hf_baseline.py ran past its deadline of {seconds:g} s")
-    if seconds > 0:
-        signal.signal(signal.SIGALRM, on_alarm)
-        signal.alarm(int(seconds))
 
 
 def chat_ids(tok, messages: list[dict]) -> list[int]:
@@ -104,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--deadline-s", type=float, default=0)
     args = ap.parse_args(argv)
-    _deadline(args.deadline_s)
+    deadline(args.deadline_s, "hf_baseline.py")
 
     import torch
     from transformers import AutoTokenizer

@@ -35,13 +35,12 @@ import argparse
 import json
 import os
 import resource
-import signal
 import sys
 import threading
 import time
 from pathlib import Path
 
-MIB = 1024 * 1024
+from script_common import MIB, deadline  # noqa: E402  (the script's own folder)
 
 # Seed 002 §4's key parameters -> where the engine keeps the effective value.
 PARAMS = {
@@ -59,13 +58,6 @@ PARAMS = {
 }
 
 
-def _deadline(seconds: float) -> None:
-    """Raise TimeoutError after `seconds`, so vLLM shuts its engine processes down cleanly."""
-    def on_alarm(signum, frame):  # noqa: ARG001
-        raise TimeoutError(f"offline_generate.py ran past its deadline of {seconds:g} s")
-    if seconds > 0:
-        signal.signal(signal.SIGALRM, on_alarm)
-        signal.alarm(int(seconds))
 
 
 class MemorySampler(threading.Thread):
@@ -211,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--served-model-name", default=None)
     ap.add_argument("--deadline-s", type=float, default=0)
     args = ap.parse_args(argv)
-    _deadline(args.deadline_s)
+    deadline(args.deadline_s, "offline_generate.py")
     spec = json.loads(args.runs_file.read_text(encoding="utf-8"))
 
     sampler = MemorySampler()
