@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 
 from lab import loadgen, metrics, prompts
 from lab.errors import ApiError
+from lab.fmt import fixed
 from lab.loadgen import TIMEOUT_ERROR, RequestRecord, Workload
 from lab.runner import Criterion, require
 from lab.stats import percentiles, summarize
@@ -322,9 +323,9 @@ def summary_line(result: BenchResult) -> str:
                      f"{lat['min_latency_ms']:,.0f}, max {lat['max_latency_ms']:,.0f}) over "
                      f"{lat['ok']}/{lat['runs']} requests")
     for lvl in result.levels:
-        parts.append(f"c={lvl['concurrency']}: {_f(lvl.get('output_throughput'))} out tok/s, "
-                     f"{_f(lvl.get('request_throughput'), 2)} req/s, TTFT p50 "
-                     f"{_f(lvl['ttft_ms']['median'])} ms ({lvl['completed']}/{lvl['requests']} ok)")
+        parts.append(f"c={lvl['concurrency']}: {fixed(lvl.get('output_throughput'))} out tok/s, "
+                     f"{fixed(lvl.get('request_throughput'), 2)} req/s, TTFT p50 "
+                     f"{fixed(lvl['ttft_ms']['median'])} ms ({lvl['completed']}/{lvl['requests']} ok)")
     errors, timeouts = errors_and_timeouts(result)
     parts.append(f"{errors} failed, {timeouts} timeouts")
     kv = result.metrics.get("kv") or {}
@@ -332,9 +333,6 @@ def summary_line(result: BenchResult) -> str:
         parts.append(f"peak KV-cache usage {kv['peak_kv_cache_usage_perc'] * 100:.2f} %")
     return "; ".join(parts)
 
-
-def _f(value: Any, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
 # -- what the /metrics figures mean ---------------------------------------------------------
@@ -385,8 +383,8 @@ def interpret(bench_values: dict[str, Any]) -> list[dict[str, Any]]:
     qms = None if q is None else q * 1000
     zh, en = _queue_meaning(q, step)
     add("mean_queue_time", "Δsum/Δcount vllm:request_queue_time_seconds", qms, "ms",
-        f"请求平均在调度队列里等了 {_f(qms, 2)} ms 才开始执行；{zh}",
-        f"Requests waited {_f(qms, 2)} ms on average in the scheduler's queue before running; {en}")
+        f"请求平均在调度队列里等了 {fixed(qms, 2)} ms 才开始执行；{zh}",
+        f"Requests waited {fixed(qms, 2)} ms on average in the scheduler's queue before running; {en}")
     for key, name, zh, en in (
             ("mean_ttft", "vllm:time_to_first_token_seconds",
              "服务端测的首 token 延迟（从请求到达算起，含排队和预填充）",
@@ -397,8 +395,8 @@ def interpret(bench_values: dict[str, Any]) -> list[dict[str, Any]]:
         v = d.get(key + "_s")
         ms = None if v is None else v * 1000
         add(key, f"Δsum/Δcount {name}", ms, "ms",
-            f"{zh}，均值 {_f(ms, 2)} ms；可与客户端表格里的同名数字对照（客户端还多了网络和流式传输）",
-            f"{en}, mean {_f(ms, 2)} ms; compare with the client's table above (the client adds "
+            f"{zh}，均值 {fixed(ms, 2)} ms；可与客户端表格里的同名数字对照（客户端还多了网络和流式传输）",
+            f"{en}, mean {fixed(ms, 2)} ms; compare with the client's table above (the client adds "
             "the network and streaming)")
     return rows
 

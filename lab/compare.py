@@ -39,6 +39,7 @@ from typing import Any
 
 from lab import logparse, server
 from lab.errors import ConfigError, LabError
+from lab.fmt import fixed
 from lab.runner import Outcome, StepContext, require
 from lab.session import Lab
 
@@ -442,9 +443,6 @@ def _tok_s(side: dict, on_gpu: bool) -> str | None:
     return f"{v:,.1f} tok/s{'' if on_gpu else ' (CPU)'}" if v else None
 
 
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
-
 
 def _x(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.2f}x"
@@ -459,17 +457,17 @@ def table(values: dict) -> list[dict]:
     mem_en = "memory (peak)" if values["on_gpu"] else "memory (peak RSS, CPU profile)"
     return [
         {"metric_zh": mem_zh, "metric_en": mem_en,
-         "vllm": f"{_fmt(vl['peak_mem_gib'], 2)} GiB{tag}", "hf": f"{_fmt(hf['peak_mem_gib'], 2)} GiB{tag}",
+         "vllm": f"{fixed(vl['peak_mem_gib'], 2)} GiB{tag}", "hf": f"{fixed(hf['peak_mem_gib'], 2)} GiB{tag}",
          "speedup": "—"},
         {"metric_zh": "平均端到端延迟", "metric_en": "mean end-to-end latency",
-         "vllm": f"{_fmt(vl['latency_ms'])} ms{tag}", "hf": f"{_fmt(hf['latency_ms'])} ms{tag}",
+         "vllm": f"{fixed(vl['latency_ms'])} ms{tag}", "hf": f"{fixed(hf['latency_ms'])} ms{tag}",
          "speedup": f"{_x(up['latency_x'])}{tag}"},
         {"metric_zh": "输出吞吐", "metric_en": "output throughput",
-         "vllm": f"{_fmt(vl['output_tok_s'])} tok/s{tag}", "hf": f"{_fmt(hf['output_tok_s'])} tok/s{tag}",
+         "vllm": f"{fixed(vl['output_tok_s'])} tok/s{tag}", "hf": f"{fixed(hf['output_tok_s'])} tok/s{tag}",
          "speedup": f"{_x(up['throughput_x'])}{tag}"},
         {"metric_zh": "样本吞吐", "metric_en": "sample throughput",
-         "vllm": f"{_fmt(vl['samples_per_min'])} samples/min{tag}",
-         "hf": f"{_fmt(hf['samples_per_min'])} samples/min{tag}",
+         "vllm": f"{fixed(vl['samples_per_min'])} samples/min{tag}",
+         "hf": f"{fixed(hf['samples_per_min'])} samples/min{tag}",
          "speedup": f"{_x(up['samples_x'])}{tag}"},
     ]
 
@@ -478,21 +476,21 @@ def actual_line(values: dict) -> str:
     hf, vl, up, c = values["hf"], values["vllm"], values["speedup"], values["cost"]
     head = "" if values["on_gpu"] else "CPU profile (not GPU figures): "
     mem = "memory" if values["on_gpu"] else "peak RSS"
-    return (f"{head}HF {_fmt(hf['output_tok_s'])} tok/s, mean latency {_fmt(hf['latency_ms'])} ms, "
-            f"{mem} {_fmt(hf['peak_mem_gib'], 2)} GiB; vLLM ({values['source']}) "
-            f"{_fmt(vl['output_tok_s'])} tok/s, mean latency {_fmt(vl['latency_ms'])} ms, "
-            f"{mem} {_fmt(vl['peak_mem_gib'], 2)} GiB; speedup {_x(up['throughput_x'])} throughput, "
+    return (f"{head}HF {fixed(hf['output_tok_s'])} tok/s, mean latency {fixed(hf['latency_ms'])} ms, "
+            f"{mem} {fixed(hf['peak_mem_gib'], 2)} GiB; vLLM ({values['source']}) "
+            f"{fixed(vl['output_tok_s'])} tok/s, mean latency {fixed(vl['latency_ms'])} ms, "
+            f"{mem} {fixed(vl['peak_mem_gib'], 2)} GiB; speedup {_x(up['throughput_x'])} throughput, "
             f"{_x(up['latency_x'])} latency; {c['samples']:,} samples: HF "
-            f"{_fmt(c['hf']['device_minutes'])} vs vLLM {_fmt(c['vllm']['device_minutes'])} {c['unit']}")
+            f"{fixed(c['hf']['device_minutes'])} vs vLLM {fixed(c['vllm']['device_minutes'])} {c['unit']}")
 
 
 def _evidence(values: dict) -> str:
     hf, vl = values["hf"], values["vllm"]
     lines = [] if values["on_gpu"] else ["CPU profile: every figure below is a CPU figure, not a GPU one"]
-    lines += [f"HF: {hf.get('output_tokens')} output tokens in {_fmt(hf.get('total_s'), 3)} s "
+    lines += [f"HF: {hf.get('output_tokens')} output tokens in {fixed(hf.get('total_s'), 3)} s "
              f"(batch {hf.get('batch_size')}, device {hf.get('device')}); memory = {hf.get('mem_basis')}",
              f"vLLM ({values['source']}): {vl.get('output_tokens')} output tokens in "
-             f"{_fmt(vl.get('total_s'), 3)} s; latency = {vl.get('latency_basis')}; "
+             f"{fixed(vl.get('total_s'), 3)} s; latency = {vl.get('latency_basis')}; "
              f"memory = {vl.get('mem_basis')}"]
     startup = values.get("startup") or {}
     if startup.get("kv_cache_tokens"):

@@ -249,9 +249,6 @@ class Profile:
     env: dict[str, str] = field(default_factory=dict)
     has_gpu: bool = True
 
-    @property
-    def no_gpu_reason(self) -> str | None:
-        return None if self.has_gpu else "no NVIDIA GPU: CPU profile"
 
 
 def data_dir(cfg: Mapping[str, Any]) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 from lab import api, server, vllm_env
 from lab.errors import NvmlUnavailable, VllmEnvMissing
 from lab.checklist import Acceptance
+from lab.fmt import fixed
 from lab.runner import Outcome, StepContext, StepSpec, check, require, skip
 from lab.session import Lab
 
@@ -204,9 +205,9 @@ def monitor(lab: Lab, ctx: StepContext, duration_s: float | None = None) -> Outc
         crits = [skip("mem_used_pct", *mem_label, reason, ">", th["mem_used_pct"], "%"),
                  skip("gpu_util_pct", *util_label, reason, ">", th["gpu_util_pct"], "%"),
                  load_crit]
-        actual = (f"CPU profile: server process tree peak RSS {_f(values['peak_rss_mib'])} MiB, "
-                  f"peak CPU {_f(values['peak_cpu_pct'])} %; load {load.get('completed')} requests, "
-                  f"{_f(load.get('output_throughput'))} output tok/s; {stats['samples']} samples")
+        actual = (f"CPU profile: server process tree peak RSS {fixed(values['peak_rss_mib'])} MiB, "
+                  f"peak CPU {fixed(values['peak_cpu_pct'])} %; load {load.get('completed')} requests, "
+                  f"{fixed(load.get('output_throughput'))} output tok/s; {stats['samples']} samples")
         return Outcome(crits, actual, values)
     mem_pct = _peak_pct(summary, "mem_used_mib", "mem_total_mib")
     util = max((r["peak"] for r in summary if r["field"] == "util_pct"), default=None)
@@ -214,9 +215,9 @@ def monitor(lab: Lab, ctx: StepContext, duration_s: float | None = None) -> Outc
     values.update(peak_mem_used_pct=mem_pct, peak_util_pct=util, mean_util_pct=mean_util)
     crits = [check("mem_used_pct", *mem_label, mem_pct, ">", th["mem_used_pct"], "%"),
              check("gpu_util_pct", *util_label, util, ">", th["gpu_util_pct"], "%"), load_crit]
-    actual = (f"peak memory used {_f(mem_pct)} %, peak util {_f(util)} % (mean {_f(mean_util)} %), "
+    actual = (f"peak memory used {fixed(mem_pct)} %, peak util {fixed(util)} % (mean {fixed(mean_util)} %), "
               f"{stats['samples']} samples over {workload.duration_s:g} s; load "
-              f"{load.get('completed')} requests, {_f(load.get('output_throughput'))} output tok/s")
+              f"{load.get('completed')} requests, {fixed(load.get('output_throughput'))} output tok/s")
     return Outcome(crits, actual, values)
 
 
@@ -236,9 +237,6 @@ def _peak_pct(summary: list[dict], used: str, total: str) -> float | None:
     pcts = [d[used] / d[total] * 100 for d in peaks.values() if d.get(used) and d.get(total)]
     return round(max(pcts), 2) if pcts else None
 
-
-def _f(value, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
 # -- step 6 --------------------------------------------------------------------------
@@ -275,8 +273,8 @@ def api_test(lab: Lab, ctx: StepContext, day: str = "day3") -> Outcome:
                          "completion_tokens": stream.completion_tokens, "reply": stream.content}}
     actual = (f"HTTP {reply.http_status} in {reply.latency_s * 1000:,.0f} ms, "
               f"{reply.prompt_tokens} prompt + {reply.completion_tokens} completion tokens "
-              f"({_f(reply.tokens_per_s)} tok/s), finish_reason {reply.finish_reason}; "
-              f"stream: {stream.chunks} chunks, TTFT {_f((stream.ttft_s or 0) * 1000)} ms")
+              f"({fixed(reply.tokens_per_s)} tok/s), finish_reason {reply.finish_reason}; "
+              f"stream: {stream.chunks} chunks, TTFT {fixed((stream.ttft_s or 0) * 1000)} ms")
     command = (f"curl {lab.url}/v1/chat/completions -H 'Content-Type: application/json' -d "
                f"'{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": "
                f"\"{prompt}\"}}], \"max_tokens\": {max_tokens}}}'")

@@ -16,6 +16,7 @@ import importlib
 from lab import day3, server
 from lab.checklist import Acceptance
 from lab.errors import LabError
+from lab.fmt import fixed
 from lab.runner import Outcome, StepContext, StepSpec, check, require, skip
 from lab.session import Lab
 
@@ -130,7 +131,7 @@ def balance(lab: Lab, ctx: StepContext) -> Outcome:
              check("spread_pct", *what, None if spread is None else round(spread, 2), "<", th, "%")]
     values = {"source": source, "devices": devices, "threshold_pct": th, "tp": state.tp,
               **{f"{k}_mib" if k in ("max", "min") else k: v for k, v in figures.items()}}
-    shown = ", ".join(f"{d['device']} {day3._f(d['used_mib'], 0)} MiB" for d in devices) or "nothing measured"
+    shown = ", ".join(f"{d['device']} {fixed(d['used_mib'], 0)} MiB" for d in devices) or "nothing measured"
     fix = evidence = None
     if spread is not None and spread >= th:
         if lab.has_gpu:  # seed Q2: CUDA_VISIBLE_DEVICES, other processes on the heavy GPU
@@ -203,11 +204,11 @@ def compare_tp(lab: Lab, ctx: StepContext, concurrency: int | None = None) -> Ou
                      f"{by_tp[tp]['completed']} ok, {by_tp[tp]['failed']} failed",
                      reason="requests failed") for tp in (2, 1)]
     actual = "; ".join(
-        f"TP={tp}: {day3._f(s['output_throughput'])} out tok/s, TTFT p50 "
-        f"{day3._f(s['ttft_ms']['median'])} ms, server TPOT {day3._f(_server(s, 'tpot'), 2)} ms"
+        f"TP={tp}: {fixed(s['output_throughput'])} out tok/s, TTFT p50 "
+        f"{fixed(s['ttft_ms']['median'])} ms, server TPOT {fixed(_server(s, 'tpot'), 2)} ms"
         for tp, s in sorted(by_tp.items(), reverse=True))
-    actual += (f"; TP=2/TP=1 (c={c}): output throughput ×{day3._f(r['output_throughput'], 2)}, "
-               f"server TPOT ×{day3._f(r['server_tpot'], 2)}")
+    actual += (f"; TP=2/TP=1 (c={c}): output throughput ×{fixed(r['output_throughput'], 2)}, "
+               f"server TPOT ×{fixed(r['server_tpot'], 2)}")
     return Outcome(crits, actual, values)
 
 

@@ -15,9 +15,9 @@ from lab import day3, logparse
 from lab.checklist import Acceptance
 from lab.compare import offline_args, run_json_script, script_env, shown_command
 from lab.errors import LabError
+from lab.fmt import fixed, num
 from lab.logbook import PASS
 from lab.runner import Outcome, StepContext, StepSpec, check, require, skip
-from lab.serving import _num as _n
 from lab.session import Lab
 
 TITLE_ZH = "Day 5：vLLM 实践体验（离线推理与关键参数）"
@@ -138,10 +138,10 @@ def offline(lab: Lab, ctx: StepContext) -> Outcome:
                 reason="a batch has no tok/s"),
     ]
     tag = "CPU profile: " if not lab.has_gpu else ""
-    actual = (f"{tag}engine loaded in {_f(values['load_s'])} s; example: {len(outs)} prompts → "
-              f"{example.get('output_tokens')} tokens in {_f(example.get('elapsed_s'), 2)} s; "
-              + "; ".join(f"batch {b['batch_size']}: {b['tokens']} tokens in {_f(b['time_s'], 2)} s "
-                          f"= {_f(b['tok_s'])} tok/s" for b in batches))
+    actual = (f"{tag}engine loaded in {fixed(values['load_s'])} s; example: {len(outs)} prompts → "
+              f"{example.get('output_tokens')} tokens in {fixed(example.get('elapsed_s'), 2)} s; "
+              + "; ".join(f"batch {b['batch_size']}: {b['tokens']} tokens in {fixed(b['time_s'], 2)} s "
+                          f"= {fixed(b['tok_s'])} tok/s" for b in batches))
     evidence = "\n".join(startup_evidence.get(k, "") for k in
                          ("kv_cache_tokens", "weights_load_s", "engine_init_s") if startup_evidence.get(k))
     return Outcome(crits, actual, values, evidence=evidence or None,
@@ -174,9 +174,6 @@ def llm_call(prof, lab: Lab) -> str:
     return "LLM(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
 
 
-def _f(value, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
-
 
 def offline_record(lab: Lab, ctx: StepContext) -> dict:
     """The values of this run's passed `offline` step (the one engine run of the day)."""
@@ -203,7 +200,7 @@ def kv_cache(lab: Lab, ctx: StepContext) -> Outcome:
         crits.append(skip("blocks_x_size", *label, "vLLM printed no 'KV cache size' line"))
     else:
         crits.append(require("blocks_x_size", *label, product == logged,
-                             f"{_n(blocks)} × {_n(size)} = {_n(product)}; log {_n(logged)}",
+                             f"{num(blocks)} × {num(size)} = {num(product)}; log {num(logged)}",
                              reason="the product differs from the logged capacity"))
     values = {"num_gpu_blocks": blocks, "num_cpu_blocks": eng.get("num_cpu_blocks"),
               "block_size": size, "blocks_x_block_size": product, "kv_cache_tokens_log": logged,
@@ -213,9 +210,9 @@ def kv_cache(lab: Lab, ctx: StepContext) -> Outcome:
               "cpu_kv_cache_gib": st.get("cpu_kv_cache_gib"),
               "kv_cache_memory_bytes": eng.get("kv_cache_memory_bytes"),
               "engine_init_s": st.get("engine_init_s")}
-    actual = (f"{_n(blocks)} blocks × {_n(size)} tokens = {_n(product)} tokens; startup log: "
-              f"{st.get('kv_cache_device') or ''} KV cache size {_n(logged)} tokens, max concurrency "
-              f"{_n(st.get('max_concurrency_x'))}x for {_n(st.get('max_concurrency_for_tokens'))} "
+    actual = (f"{num(blocks)} blocks × {num(size)} tokens = {num(product)} tokens; startup log: "
+              f"{st.get('kv_cache_device') or ''} KV cache size {num(logged)} tokens, max concurrency "
+              f"{num(st.get('max_concurrency_x'))}x for {num(st.get('max_concurrency_for_tokens'))} "
               "tokens per request")
     command = (f"grep -E 'KV cache size|init engine' {off.get('log_path') or 'offline_generate.log'}\n"
                "# blocks: llm.llm_engine.vllm_config.cache_config.num_gpu_blocks, .block_size")
@@ -235,8 +232,8 @@ def memory(lab: Lab, ctx: StepContext) -> Outcome:
     if not lab.has_gpu:
         crit = skip("gpu_mem_used", *label, lab.no_gpu_reason(), ">", 0, "MiB")
         actual = (f"CPU profile: peak RSS of the offline run's process tree "
-                  f"{_f(values['peak_tree_rss_mib'], 0)} MiB (script, EngineCore and worker; "
-                  f"shared pages counted in each); KV cache {_f(values['cpu_kv_cache_gib'])} GiB "
+                  f"{fixed(values['peak_tree_rss_mib'], 0)} MiB (script, EngineCore and worker; "
+                  f"shared pages counted in each); KV cache {fixed(values['cpu_kv_cache_gib'])} GiB "
                   "(VLLM_CPU_KVCACHE_SPACE)")
         return Outcome([crit], actual, values,
                        command="# CPU profile: psutil RSS of the offline run's process tree, every 0.2 s")
@@ -244,8 +241,8 @@ def memory(lab: Lab, ctx: StepContext) -> Outcome:
     used = sum(g.get("peak_used_mib") or 0 for g in gpus) if gpus else None
     crit = check("gpu_mem_used", *label, used, ">", 0, "MiB")
     actual = "; ".join(
-        f"GPU{g['index']}: peak {_f(g.get('peak_used_mib'), 0)} / {_f(g.get('total_mib'), 0)} MiB "
-        f"used (NVML, device-wide), vLLM budget {_f(g.get('reserved_budget_mib'), 0)} MiB"
+        f"GPU{g['index']}: peak {fixed(g.get('peak_used_mib'), 0)} / {fixed(g.get('total_mib'), 0)} MiB "
+        f"used (NVML, device-wide), vLLM budget {fixed(g.get('reserved_budget_mib'), 0)} MiB"
         for g in gpus) or "NVML gave no reading"
     return Outcome([crit], actual, values,
                    command="nvidia-smi --query-gpu=index,memory.used,memory.total --format=csv")

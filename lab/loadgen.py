@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 import requests
 
+from lab import api
 from lab.errors import ConfigError
 from lab.stats import summarize
 
@@ -145,10 +146,7 @@ def _api_root(base_url: str) -> str:
 
 
 def _headers(api_key: str | None) -> dict[str, str]:
-    headers = {"Content-Type": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    return headers
+    return {"Content-Type": "application/json", **api.headers(api_key)}
 
 
 def _one_line(err: BaseException | str) -> str:

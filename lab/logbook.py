@@ -287,10 +287,3 @@ def _pid_alive(pid: int | None) -> bool:
         return True
     return True
 
-
-@dataclass
-class StepRef:
-    """Where a step's rows go: passed to helpers that write samples or requests."""
-    book_path: Path
-    run_id: int
-    step_id: int

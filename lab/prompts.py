@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import requests
 
+from lab.api import headers
 from lab.errors import ApiError, ConfigError
 
 #: Built-in text tokenized to get a pool of realistic token ids. Varied vocabulary on
@@ -39,10 +40,6 @@ POOL_TEXT = (
 TOKENIZE_TIMEOUT_S = 30.0
 
 
-def _auth_headers(api_key: str | None) -> dict[str, str]:
-    """The bearer header when an API key is set (the key is never logged)."""
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
-
 
 def token_pool(base_url: str, model: str, api_key: str | None = None) -> list[int]:
     """Unique token ids of the built-in text, from the server's `/tokenize` endpoint.
@@ -53,7 +50,7 @@ def token_pool(base_url: str, model: str, api_key: str | None = None) -> list[in
     url = base_url.rstrip("/").removesuffix("/v1") + "/tokenize"
     body = {"model": model, "prompt": POOL_TEXT, "add_special_tokens": False}
     try:
-        resp = requests.post(url, json=body, headers=_auth_headers(api_key),
+        resp = requests.post(url, json=body, headers=headers(api_key),
                              timeout=TOKENIZE_TIMEOUT_S)
     except requests.RequestException as err:
         raise ApiError(f"POST {url} failed: {type(err).__name__}") from err

@@ -12,6 +12,7 @@ import jinja2
 from lab import checklist
 from lab.config import PROJECT_ROOT
 from lab.escape import code_block, md_inline
+from lab.fmt import num
 from lab.logbook import FAIL, INTERRUPTED, PASS, PENDING, RUNNING, SKIPPED, Logbook
 
 TEMPLATES = PROJECT_ROOT / "templates"
@@ -29,22 +30,11 @@ def environment() -> jinja2.Environment:
         loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
         autoescape=False)  # markdown, not HTML: untrusted text goes through |md explicitly
-    env.filters.update(md=md_inline, code=code_block, num=fmt_num, ms=fmt_ms, ts=fmt_ts,
+    env.filters.update(md=md_inline, code=code_block, num=num, ms=fmt_ms, ts=fmt_ts,
                        tojson_pretty=lambda v: json.dumps(v, ensure_ascii=False, indent=2))
     return env
 
 
-def fmt_num(value: Any, digits: int = 2) -> str:
-    if value is None or value == "":
-        return "n/a"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 100):
-        return f"{int(value):,}"
-    if isinstance(value, float):
-        text = f"{value:,.{digits}f}"
-        return text[:-digits - 1] if digits and value.is_integer() else text
-    return str(value)
 
 
 def fmt_ms(seconds: Any) -> str:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from lab.errors import LabError
+from lab.fmt import num
 from lab.logbook import FAIL, INTERRUPTED, PASS, SKIPPED, Logbook
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
@@ -38,7 +39,7 @@ class Criterion:
         label = self.label_zh if lang == "zh" else self.label_en
         if self.op is None:
             return label
-        return f"{label} {self.op} {_fmt(self.threshold)}{(' ' + self.unit) if self.unit else ''}"
+        return f"{label} {self.op} {num(self.threshold)}{(' ' + self.unit) if self.unit else ''}"
 
 
 def check(key: str, label_zh: str, label_en: str, measured: Any, op: str,
@@ -72,7 +73,7 @@ def verdict(criteria: list[Criterion]) -> tuple[str, str | None]:
     failed = [c for c in criteria if c.status == FAIL]
     if failed:
         return FAIL, "; ".join(f"{c.label_en}: {c.reason or 'not met'}"
-                               f"{'' if c.measured is None else f' (measured {_fmt(c.measured)})'}"
+                               f"{'' if c.measured is None else f' (measured {num(c.measured)})'}"
                                for c in failed)
     skipped = [c for c in criteria if c.status == SKIPPED]
     if skipped:
@@ -157,10 +158,3 @@ def _result(book: Logbook, step_id: int) -> StepResult:
     return StepResult(row["key"], row["status"], row["actual"] or "", row["reason"],
                       row["fix"], row["duration_s"] or 0.0, row["values"] or {})
 
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:,.2f}".rstrip("0").rstrip(".") if abs(value) < 1e6 else f"{value:,.0f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from lab import server
+from lab.fmt import num
 from lab.config import Profile
 from lab.errors import LabError, ModelMissing
 from lab.runner import Outcome, StepContext, check
@@ -138,22 +139,15 @@ def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
                       ready_s, "<", timeout_s, "s")]
     values["weights_load_s"] = facts.get("weights_load_s")
     if values["model_load_gib"] is not None:
-        model = f"model {_num(values['model_load_gib'])} GiB loaded in {_num(values['model_load_s'])} s"
+        model = f"model {num(values['model_load_gib'])} GiB loaded in {num(values['model_load_s'])} s"
     else:  # vLLM's CPU runner prints no "Model loading took … GiB" line
-        model = (f"weights loaded in {_num(values['weights_load_s'])} s "
+        model = (f"weights loaded in {num(values['weights_load_s'])} s "
                  "(vLLM printed no model-memory line)")
-    actual = (f"ready after {ready_s:.1f} s (pid {state.pid}); KV cache {_num(kv_tokens)} tokens, "
-              f"max concurrency {_num(values['max_concurrency_x'])}x; {model}")
+    actual = (f"ready after {ready_s:.1f} s (pid {state.pid}); KV cache {num(kv_tokens)} tokens, "
+              f"max concurrency {num(values['max_concurrency_x'])}x; {model}")
     evidence = "\n".join(line for line in Path(log_path).read_text(errors="replace").splitlines()
                          if any(k in line for k in ("KV cache size", "Model loading took",
                                                     "Loading weights took", "init engine",
                                                     "Application startup complete")))[-1500:]
     return Outcome(criteria, actual, values, evidence=evidence, command=shown)
 
-
-def _num(value) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float) and not value.is_integer():
-        return f"{value:,.2f}"
-    return f"{int(value):,}"
