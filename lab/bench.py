@@ -25,7 +25,7 @@ from lab.errors import ApiError
 from lab.fmt import fixed
 from lab.loadgen import TIMEOUT_ERROR, RequestRecord, Workload
 from lab.runner import Criterion, require
-from lab.stats import percentiles, summarize
+from lab.stats import percentiles
 
 #: Prompts drawn for a level limited only by time (they are cycled if it runs longer).
 TIMED_LEVEL_PROMPTS = 1024

@@ -284,8 +284,9 @@ def measure_server(lab: Lab, ctx: StepContext, state: server.ServerState,
             "num_prompts": n, "total_s": wall, "source": "server", "tp": state.tp,
             "devices": state.tp, "output_tok_s": ratio(tokens, wall),
             "samples_per_min": ratio(n * 60, wall),
-            "latency_s": sum(r.e2el_s for r in measured) / n, "latency_basis": "E2EL (streamed)",
-            "ttft_s": sum(r.ttft_s or 0 for r in measured) / n,
+            # lab.stats' summary: a missing TTFT is left out, never counted as 0 ms.
+            "latency_s": _s(result.summary["e2el_ms"]["mean"]), "latency_basis": "E2EL (streamed)",
+            "ttft_s": _s(result.summary["ttft_ms"]["mean"]),
             "sampling": {"temperature": 0.0, "max_tokens": max_new_tokens, "ignore_eos": True,
                          "other_fields": "the server's defaults (the model's generation_config)"}}
     if on_gpu:
@@ -394,14 +395,23 @@ def compare_step(lab: Lab, ctx: StepContext, num_prompts: int | None = None,
         "workload": {"num_prompts": n, "max_new_tokens": new_tokens, "hf_batch_size": batch,
                      "ignore_eos": True, "greedy": True},
         "versions": versions, "startup": startup, "work_dir": str(work),
-        "inputs_identical": True,  # the vLLM side was given the HF side's token ids
     }
+    # The vLLM side was given the HF side's token ids; check both did the same work.
+    expected_out = n * new_tokens
+    same = (hf.get("prompt_tokens") == vllm.get("prompt_tokens")
+            and hf.get("output_tokens") == vllm.get("output_tokens") == expected_out)
+    values["inputs_identical"] = same
     values["table"] = table(values)
     crits = [
         require("hf_measured", "HF 侧测得吞吐、延迟与内存", "the HF side is measured",
                 _measured(hf), _tok_s(hf, on_gpu), reason="the HF side produced no figures"),
         require("vllm_measured", "vLLM 侧测得吞吐、延迟与内存", "the vLLM side is measured",
                 _measured(vllm), _tok_s(vllm, on_gpu), reason="the vLLM side produced no figures"),
+        require("same_work", "两侧 prompt 与输出 token 数相同", "both sides did the same work "
+                "(prompt and output tokens)", same,
+                f"prompt {hf.get('prompt_tokens')}/{vllm.get('prompt_tokens')}, output "
+                f"{hf.get('output_tokens')}/{vllm.get('output_tokens')} (expected {expected_out})",
+                reason="the two sides processed different token counts: the comparison is void"),
     ]
     return Outcome(crits, actual_line(values), values, command="\n".join(commands),
                    evidence=_evidence(values))
@@ -433,9 +443,17 @@ def _offline(lab: Lab, ctx: StepContext, prof, ids: list[list[int]], new_tokens:
     return side, facts, shown_command(lab, "offline_generate.py", args, env)
 
 
+def _s(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1000
+
+
 def _measured(side: dict) -> bool:
+    """Throughput, latency and a memory reading. On GPU vLLM's `peak_mem_mib` is its
+    computed budget, so the reading that counts there is NVML's `device_used_mib`."""
+    memory = side.get("device_used_mib") if side.get("mem_basis", "").startswith("reserved") \
+        else side.get("peak_mem_mib")
     return bool(side.get("output_tok_s")) and side.get("latency_s") is not None \
-        and side.get("peak_mem_mib") is not None
+        and memory is not None
 
 
 def _tok_s(side: dict, on_gpu: bool) -> str | None:

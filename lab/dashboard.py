@@ -142,8 +142,7 @@ def render_dashboard(book: Logbook, lang: str, out_dir: Path, run_id: int | None
 def render_html(name: str, **context: Any) -> str:
     """Render an HTML template with autoescaping on (unlike the markdown templates)."""
     from lab.render import environment
-    env = environment()
-    env.autoescape = True
+    env = environment(html=True)
     lang = context["lang"]
     env.globals["t"] = lambda zh, en: zh if lang == "zh" else en
     return env.get_template(name).render(**context)

@@ -11,7 +11,6 @@ sweep over concurrency levels), and read what /metrics says about it.
 from __future__ import annotations
 
 import functools
-import importlib
 
 from lab import day3, server
 from lab.checklist import Acceptance
@@ -127,8 +126,16 @@ def balance(lab: Lab, ctx: StepContext) -> Outcome:
                      state.tp, reason=f"the running server has TP={state.tp}: run `invoke serve --tp 2`"),
              check("devices", "测到的设备数" if lab.has_gpu else "测到的 TP worker 进程数",
                    "devices measured" if lab.has_gpu else "TP worker processes measured",
-                   figures["n"], ">=", 2),
-             check("spread_pct", *what, None if spread is None else round(spread, 2), "<", th, "%")]
+                   figures["n"], ">=", 2)]
+    measured = None if spread is None else round(spread, 2)
+    if lab.has_gpu:
+        crits.append(check("spread_pct", *what, measured, "<", th, "%"))
+    else:
+        # The seed's criterion is GPU memory: skipped here, never passed. The worker RSS
+        # spread is measured and judged as its own, differently named criterion.
+        crits += [check("worker_rss_spread_pct", *what, measured, "<", th, "%"),
+                  skip("spread_pct", "两张 GPU 的显存占用差异", "difference in GPU memory used",
+                       lab.no_gpu_reason(), "<", th, "%")]
     values = {"source": source, "devices": devices, "threshold_pct": th, "tp": state.tp,
               **{f"{k}_mib" if k in ("max", "min") else k: v for k, v in figures.items()}}
     shown = ", ".join(f"{d['device']} {fixed(d['used_mib'], 0)} MiB" for d in devices) or "nothing measured"
@@ -297,25 +304,23 @@ def metrics_step(lab: Lab, ctx: StepContext) -> Outcome:
 
 
 def _bench_record(lab: Lab, ctx: StepContext) -> dict | None:
-    """The bench step of this run, else the latest recorded one of Day 4."""
+    """The bench step of this run, else the latest one recorded against the server that is
+    running now: deltas of an older server must not be read as this one's."""
     mine = [s for s in lab.book.steps(ctx.run_id) if s["key"] == "bench" and s["values"].get("client")]
     if mine:
         return mine[-1]
     latest = lab.book.latest_steps("day4").get("bench")
-    return latest if latest and latest["values"].get("client") else None
+    state = server.require_running(lab.state_path)
+    if not latest or not latest["values"].get("client"):
+        return None
+    return latest if latest["started_at"] >= state.started_at else None
 
 
 # -- step 6 (written apart) -----------------------------------------------------------------
 def compare(lab: Lab, ctx: StepContext, **kw) -> Outcome:
     """The HF baseline (`lab.compare.compare_step`), imported only when this step runs."""
-    try:
-        mod = importlib.import_module("lab.compare")
-    except ModuleNotFoundError as err:
-        if err.name != "lab.compare":
-            raise
-        raise LabError("the vLLM vs HuggingFace comparison (lab/compare.py) is not available "
-                       "in this checkout yet") from None
-    return mod.compare_step(lab, ctx, **kw)
+    from lab.compare import compare_step
+    return compare_step(lab, ctx, **kw)
 
 
 FUNCS = {"gpus": functools.partial(day3.gpus, min_gpus=2), "serve": serve, "balance": balance,

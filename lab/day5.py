@@ -230,7 +230,7 @@ def memory(lab: Lab, ctx: StepContext) -> Outcome:
               "cpu_kv_cache_gib": (off.get("startup") or {}).get("cpu_kv_cache_gib"),
               "samples": mem.get("samples")}
     if not lab.has_gpu:
-        crit = skip("gpu_mem_used", *label, lab.no_gpu_reason(), ">", 0, "MiB")
+        crit = skip("gpu_mem_used", *label, lab.no_gpu_reason(), ">=", 90, "%")
         actual = (f"CPU profile: peak RSS of the offline run's process tree "
                   f"{fixed(values['peak_tree_rss_mib'], 0)} MiB (script, EngineCore and worker; "
                   f"shared pages counted in each); KV cache {fixed(values['cpu_kv_cache_gib'])} GiB "
@@ -238,8 +238,14 @@ def memory(lab: Lab, ctx: StepContext) -> Outcome:
         return Outcome([crit], actual, values,
                        command="# CPU profile: psutil RSS of the offline run's process tree, every 0.2 s")
     gpus = values["gpus"]
+    # NVML's device-wide "used" is never 0 on a live GPU, so "> 0" could not fail. The
+    # check that can: vLLM took (at least 90 % of) the budget it was told to reserve.
+    budget = sum(g.get("reserved_budget_mib") or 0 for g in gpus) or None
     used = sum(g.get("peak_used_mib") or 0 for g in gpus) if gpus else None
-    crit = check("gpu_mem_used", *label, used, ">", 0, "MiB")
+    values["used_of_budget_pct"] = round(used / budget * 100, 1) if used and budget else None
+    crit = check("gpu_mem_used", "峰值显存占用 / vLLM 预算（gpu-memory-utilization × 总显存）",
+                 "peak GPU memory used / vLLM's budget (gpu-memory-utilization × total)",
+                 values["used_of_budget_pct"], ">=", 90, "%")
     actual = "; ".join(
         f"GPU{g['index']}: peak {fixed(g.get('peak_used_mib'), 0)} / {fixed(g.get('total_mib'), 0)} MiB "
         f"used (NVML, device-wide), vLLM budget {fixed(g.get('reserved_budget_mib'), 0)} MiB"

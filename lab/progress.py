@@ -108,6 +108,7 @@ class Evidence:
     min_tp: int | None = None
     max_tp: int | None = None
     task: str | None = None     # what to run when it is missing (default: TASK_OF[key])
+    gpu_only: bool = False      # the item names a GPU: a cpu-profile run cannot tick it
 
     def command(self) -> str:
         if self.task:
@@ -153,7 +154,7 @@ def _step(id: str, zh: str, en: str, *evidence: Evidence, optional: bool = False
     return Item(id, zh, en, tuple(evidence), optional)
 
 
-SERVE_1 = Evidence("serve", max_tp=1)
+SERVE_1 = Evidence("serve", max_tp=1, gpu_only=True)   # "7B on one GPU"
 SERVE_TP2 = Evidence("serve", min_tp=2)
 BALANCE = Evidence("balance", criterion="spread_pct", task="invoke balance")
 BENCH = Evidence("bench", day="day4")
@@ -349,6 +350,10 @@ def evidence_state(ev: Evidence, rec: Records, lang: str) -> dict:
     if step is None:
         return {"status": PENDING, "text": "", "hint": run_hint(ev.command(), lang), "run_id": None}
     text = f"run #{step['run_id']} {step['key']}"
+    if ev.gpu_only and rec.runs.get(step["run_id"], {}).get("profile") == "cpu":
+        reason = "no NVIDIA GPU: CPU profile"
+        return {"status": SKIPPED, "text": f"{text}: {SKIPPED} ({reason})", "hint": None,
+                "run_id": step["run_id"]}
     if ev.criterion:
         crit = find_criterion(step, ev.criterion)
         status, reason = crit["status"], crit.get("reason")

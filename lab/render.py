@@ -25,16 +25,21 @@ STATUS_TEXT = {
 }
 
 
-def environment() -> jinja2.Environment:
+def environment(html: bool = False) -> jinja2.Environment:
+    """Markdown templates: untrusted text goes through |md explicitly, and |num escapes a
+    value that is not a number. HTML templates (`html=True`): Jinja's autoescape does it."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
-        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-        autoescape=False)  # markdown, not HTML: untrusted text goes through |md explicitly
-    env.filters.update(md=md_inline, code=code_block, num=num, ms=fmt_ms, ts=fmt_ts,
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=html)
+    number = num if html else _md_num
+    env.filters.update(md=md_inline, code=code_block, num=number, ms=fmt_ms, ts=fmt_ts,
                        tojson_pretty=lambda v: json.dumps(v, ensure_ascii=False, indent=2))
     return env
 
 
+def _md_num(value: Any, digits: int = 2) -> str:
+    # A DB value that is text (e.g. a hand-edited row) must not inject markdown.
+    return md_inline(value) if isinstance(value, str) and value else num(value, digits)
 
 
 def fmt_ms(seconds: Any) -> str:

@@ -112,7 +112,27 @@ def test_compare_step_records_both_sides_speedup_cost_and_renders(tmp_path, monk
     assert row["actual"].startswith("CPU profile (not GPU figures)")
     for r in v["table"]:
         assert r["vllm"].endswith("(CPU)") and r["hf"].endswith("(CPU)")
-    assert all(c["measured"].endswith("(CPU)") for c in row["criteria"])
+    measured = {c["key"]: c for c in row["criteria"]}
+    assert measured["hf_measured"]["measured"].endswith("(CPU)")
+    assert measured["vllm_measured"]["measured"].endswith("(CPU)")
+    assert measured["same_work"]["status"] == "pass" and v["inputs_identical"] is True
+
+
+def test_sides_that_did_different_work_fail_the_step(tmp_path, monkeypatch):
+    class ShortHF(FakeScripts):
+        def hf(self, args):
+            out = super().hf(args)
+            out["output_tokens"] -= 1   # e.g. one sample stopped early on EOS
+            return out
+
+    ShortHF().install(monkeypatch)
+    make_model(tmp_path / "data")
+    lab = make_lab(tmp_path)
+    assert run_step_task(lab, "day4", "compare", num_prompts=5, max_new_tokens=8,
+                         batch_size=2, source="auto") == 1
+    row = compare_row(lab)
+    assert row["status"] == "fail" and "different token counts" in row["reason"]
+    assert row["values"]["inputs_identical"] is False
 
 
 def test_compare_details_macro_marks_every_figure_cpu(tmp_path, monkeypatch):

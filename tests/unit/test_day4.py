@@ -65,26 +65,13 @@ def test_day4_module_has_the_shape_of_a_day():
     assert checklist.DAYS["day4"]["title_zh"] == day4.TITLE_ZH
 
 
-def test_compare_is_a_lazy_wrapper(monkeypatch, tmp_path):
-    lab = make_lab(tmp_path)
-    import importlib
-    real = importlib.import_module
-
-    def no_compare(name, *a, **kw):
-        if name == "lab.compare":
-            raise ModuleNotFoundError("No module named 'lab.compare'", name="lab.compare")
-        return real(name, *a, **kw)
-
-    monkeypatch.setattr(day4.importlib, "import_module", no_compare)
-    with pytest.raises(LabError, match="lab/compare.py"):
-        day4.compare(lab, None)
-
+def test_compare_calls_lab_compare_with_its_options(monkeypatch, tmp_path):
+    from lab import compare
     calls = []
-    fake_mod = type(sys)("lab.compare")
-    fake_mod.compare_step = lambda lab, ctx, **kw: calls.append(kw) or Outcome([], "ok")
-    monkeypatch.setattr(day4.importlib, "import_module",
-                        lambda name: fake_mod if name == "lab.compare" else real(name))
-    assert day4.compare(lab, None, num_prompts=3).actual == "ok" and calls == [{"num_prompts": 3}]
+    monkeypatch.setattr(compare, "compare_step",
+                        lambda lab, ctx, **kw: calls.append(kw) or Outcome([], "ok"))
+    assert day4.compare(make_lab(tmp_path), None, num_prompts=3).actual == "ok"
+    assert calls == [{"num_prompts": 3}]
 
 
 # -- balance --------------------------------------------------------------------------
@@ -96,15 +83,19 @@ def test_balance_on_cpu_measures_tp_worker_rss_and_says_so(tmp_path, monkeypatch
     lab = make_lab(tmp_path)
     assert run_step_task(lab, "day4", "balance") == 0
     row = step_row(lab, "balance")
-    assert row["status"] == PASS and row["fix"] is None
-    crit = next(c for c in row["criteria"] if c["key"] == "spread_pct")
+    assert row["status"] == SKIPPED and row["fix"] is None
+    gpu = next(c for c in row["criteria"] if c["key"] == "spread_pct")
+    assert gpu["status"] == SKIPPED and gpu["reason"] == "no NVIDIA GPU: CPU profile"
+    crit = next(c for c in row["criteria"] if c["key"] == "worker_rss_spread_pct")
+    assert crit["status"] == PASS
     assert "RSS" in crit["label_en"] and "not GPU memory" in crit["label_en"]
     assert crit["measured"] == pytest.approx(1.13, abs=0.01)
     assert row["values"]["source"] == "process_rss"
     assert "not GPU memory" in row["actual"]
     md = (lab.logbook_dir / "day4.md").read_text()
     assert "不是显存" in md
-    assert "- [x] 两张卡显存占用均衡（误差 < 10%）（CPU 配置：测的是两个 TP worker 进程的 RSS，不是显存）" in md
+    # The seed's criterion is GPU memory: skipped on CPU, never ticked from RSS.
+    assert "- [ ] 两张卡显存占用均衡（误差 < 10%） — ⏭️ 跳过：no NVIDIA GPU: CPU profile（CPU 配置：两个 TP worker 进程的 RSS 相差 " in md
 
 
 def test_unbalanced_cpu_workers_fail_with_a_fix(tmp_path, monkeypatch, running):
@@ -248,6 +239,17 @@ def test_metrics_step_explains_the_benchmark_deltas(tmp_path, monkeypatch, runni
     md = (lab.logbook_dir / "day4.md").read_text()
     assert "关键指标解读" in md and "没有请求被抢占" in md and "KV Cache 最高用了 20.00%" in md
     assert "- [x] 能解读关键性能指标" in md
+
+
+def test_metrics_step_ignores_a_benchmark_of_an_earlier_server(tmp_path, monkeypatch, running):
+    from lab import metrics
+    monkeypatch.setattr(metrics, "scrape", lambda *a, **kw: (FIXTURES / "metrics_vllm_0_32.txt").read_text())
+    lab = make_lab(tmp_path)
+    _record_bench(lab, {"client": {"requests": 1, "ok": 1, "failed": 0, "output_tokens": 64},
+                        "metrics": {"delta": {"requests_finished": 1.0, "generation_tokens": 64.0}}})
+    running.started_at = time.time() + 1   # the server running now started after that bench
+    assert run_step_task(lab, "day4", "metrics") == 1
+    assert "run `invoke bench` first" in step_row(lab, "metrics")["reason"]
 
 
 def test_metrics_step_without_a_benchmark_fails_with_one_line(tmp_path, monkeypatch, running):

@@ -36,7 +36,10 @@ def test_an_empty_logbook_ticks_nothing_and_names_the_task(fresh_db):
 def test_only_a_recorded_pass_ticks_a_step_item(fresh_db):
     cpu_logbook(fresh_db)
     s = states(fresh_db)
-    assert s["d3-install"]["done"] and s["d3-serve"]["done"]
+    assert s["d3-install"]["done"]
+    # "serve the 7B model on one GPU": a cpu run served a tiny model on no GPU
+    assert not s["d3-serve"]["done"] and s["d3-serve"]["status"] == SKIPPED
+    assert not s["m-7b"]["done"]
     # skipped on the CPU profile: shown with its reason, never ticked
     assert not s["d3-gpus"]["done"] and s["d3-gpus"]["status"] == SKIPPED
     assert "no NVIDIA GPU: CPU profile" in s["d3-gpus"]["detail"]
