@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 from lab import loadgen, metrics, prompts
 from lab.errors import ApiError
-from lab.fmt import fixed
+from lab.fmt import fixed, num
 from lab.loadgen import TIMEOUT_ERROR, RequestRecord, Workload
 from lab.runner import Criterion, require
 from lab.stats import percentiles
@@ -446,14 +446,6 @@ def _kv_en(pct: float | None, kv: dict) -> str:
             f"{kv.get('interval_s', 0):g} s, {kv.get('samples')} samples): {level}")
 
 
-def fmt_value(value: Any) -> str:
-    """4608.0 -> "4,608"; 0.0977 -> "0.10"; None -> "n/a"."""
-    if value is None:
-        return "n/a"
-    if float(value).is_integer():
-        return fmt_int(value)
-    return f"{value:,.2f}"
-
-
 def fmt_int(value: Any) -> str:
-    return "n/a" if value is None else f"{int(round(value)):,}"
+    """A count: 4,608 (rounded); None -> "n/a"."""
+    return num(None if value is None else round(value))

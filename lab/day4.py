@@ -15,7 +15,7 @@ import functools
 from lab import day3, server
 from lab.checklist import Acceptance
 from lab.errors import LabError
-from lab.fmt import fixed
+from lab.fmt import fixed, num
 from lab.runner import Outcome, StepContext, StepSpec, check, require, skip
 from lab.session import Lab
 
@@ -299,7 +299,7 @@ def metrics_step(lab: Lab, ctx: StepContext) -> Outcome:
     out.values.update(interpretation=rows, bench_step_id=row["id"], bench_run_id=row["run_id"],
                       delta=delta, kv=(bv.get("metrics") or {}).get("kv"), client=client)
     out.actual += "; benchmark: " + "; ".join(
-        f"{r['label_en']} {bench.fmt_value(r['value'])} {r['unit']}" for r in rows[:6])
+        f"{r['label_en']} {num(r['value'])} {r['unit']}" for r in rows[:6])
     return out
 
 

@@ -119,8 +119,4 @@ def render_to(out_dir: Path, filename: str, template: str, **context: Any) -> Pa
 def render_day(book: Logbook, day: str, lang: str, out_dir: Path,
                run_id: int | None = None) -> Path:
     """Render `logbook/<day>.md` (Command line equivalent: `invoke log --day day3`)."""
-    text = render_template(f"{day}.md.j2", **day_context(book, day, lang, run_id))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{day}.md"
-    path.write_text(text, encoding="utf-8")
-    return path
+    return render_to(out_dir, f"{day}.md", f"{day}.md.j2", **day_context(book, day, lang, run_id))
