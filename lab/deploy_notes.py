@@ -14,7 +14,6 @@ Command line equivalent: `python -m vllm.entrypoints.openai.api_server --help`.
 """
 from __future__ import annotations
 
-import re
 import shlex
 import time
 from pathlib import Path
@@ -342,41 +341,19 @@ ENV_VARS: dict[str, dict[str, Any]] = {
     },
 }
 
-#: A flag or variable name that holds a secret: "key", "token", … as a whole word of the name
-#: (so --api-key, --hf-token and HF_TOKEN match; --tokenizer and --ssl-keyfile do not).
-_SECRET_WORDS = re.compile(r"(?:^|[-_])(?:api[-_]?key|key|token|secret|password|passwd|"
-                           r"credentials?)(?:$|[-_])", re.I)
-REDACTED = "***"
-
-
 # ------------------------------------------------------------------------------------ redaction
+# Stored argv is redacted already; redacting again here guards rows written by older
+# versions or by hand. One mechanism: lab.server's.
 
 
 def safe_argv(argv: Iterable[Any]) -> list[str]:
-    """argv with every secret value as ***: lab.server.redact_argv, then (defensively) the
-    value of any flag whose name is a key, token, secret or password."""
     from lab.server import redact_argv
-    out: list[str] = []
-    hide_next = False
-    for arg in redact_argv(argv):
-        if hide_next and not arg.startswith("--"):
-            out.append(REDACTED)
-            hide_next = False
-            continue
-        hide_next = False
-        name = arg.split("=", 1)[0]
-        if arg.startswith("-") and _SECRET_WORDS.search(name.lstrip("-")):
-            if "=" in arg:
-                arg = name + "=" + REDACTED
-            else:
-                hide_next = True
-        out.append(arg)
-    return out
+    return redact_argv(argv)
 
 
 def safe_env(env: dict[str, Any] | None) -> dict[str, str]:
-    """Environment with secret-looking values (…KEY, …TOKEN, …SECRET, …) as ***."""
-    return {k: (REDACTED if _SECRET_WORDS.search(k) else str(v)) for k, v in (env or {}).items()}
+    from lab.server import redact_env
+    return redact_env(env)
 
 
 def command_line(argv: Iterable[Any], env: dict[str, Any] | None) -> str:

@@ -48,10 +48,18 @@ def gather(book: Logbook, run_id: int | None = None) -> dict:
     bench = rec.latest("bench", **scope)
     compare = rec.latest("compare", **scope)
     anchor = bench or compare
-    serve = (rec.latest("serve", run_id=anchor["run_id"]) if anchor else None) or (
-        rec.latest("serve", before=anchor["started_at"]) if anchor else None) or rec.latest("serve")
-    gpus = (rec.latest("gpus", run_id=anchor["run_id"], where=_has_gpus) if anchor else None) or \
-        rec.latest("gpus", where=_has_gpus) or rec.latest("gpus")
+    if anchor:
+        # The server and GPUs the benchmark ran on: same run, else earlier on the same host.
+        host = rec.runs[anchor["run_id"]]["host"]
+        same_host = lambda s: rec.runs[s["run_id"]]["host"] == host  # noqa: E731
+        serve = rec.latest("serve", run_id=anchor["run_id"]) or \
+            rec.latest("serve", before=anchor["started_at"], where=same_host)
+        gpus = rec.latest("gpus", run_id=anchor["run_id"], where=_has_gpus) or \
+            rec.latest("gpus", before=anchor["started_at"],
+                       where=lambda s: same_host(s) and _has_gpus(s))
+    else:
+        serve = rec.latest("serve")
+        gpus = rec.latest("gpus", where=_has_gpus) or rec.latest("gpus")
     monitor = None
     if anchor:
         monitor = rec.latest("monitor", run_id=anchor["run_id"],

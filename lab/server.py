@@ -45,6 +45,10 @@ TAG_ENV = "VLLM_LAB_TAG"
 #: Flags whose value is a secret: never written to disk or rendered.
 SECRET_FLAGS = ("--api-key", "--api_key", "--hf-token", "--hf_token")
 REDACTED = "***"
+#: A flag or variable name that holds a secret: "key", "token", … as a whole word of the name
+#: (so --api-key, --hf-token and HF_TOKEN match; --tokenizer and --ssl-keyfile do not).
+SECRET_WORDS = re.compile(r"(?:^|[-_])(?:api[-_]?key|key|token|secret|password|passwd|"
+                          r"credentials?)(?:$|[-_])", re.I)
 #: How a vLLM process looks in `ps`: the API server module, or the titles vLLM sets
 #: (`VLLM::EngineCore`, `VLLM::Worker_TP0`, ...).
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
@@ -124,23 +128,35 @@ def load(path: str | os.PathLike) -> ServerState | None:
     return ServerState.load(path)
 
 
+def _secret_name(name: str) -> bool:
+    return name in SECRET_FLAGS or bool(SECRET_WORDS.search(name.lstrip("-")))
+
+
 def redact_argv(argv: Iterable[str]) -> list[str]:
-    """Copy of argv with the value of `--api-key X` / `--api-key=X` (and other secrets) as `***`."""
+    """Copy of argv with the value of `--api-key X` / `--api-key=X`, and of any flag whose
+    name is a key, token, secret or password, as `***`."""
     out: list[str] = []
     hide_next = False
     for arg in argv:
         arg = str(arg)
-        if hide_next:
+        name = arg.split("=", 1)[0]
+        if hide_next and not arg.startswith("--"):
             out.append(REDACTED)
             hide_next = False
-        elif arg in SECRET_FLAGS:
-            out.append(arg)
-            hide_next = True
-        elif "=" in arg and arg.split("=", 1)[0] in SECRET_FLAGS:
-            out.append(arg.split("=", 1)[0] + "=" + REDACTED)
-        else:
-            out.append(arg)
+            continue
+        hide_next = False
+        if arg.startswith("-") and _secret_name(name):
+            if "=" in arg:
+                arg = name + "=" + REDACTED
+            else:
+                hide_next = True
+        out.append(arg)
     return out
+
+
+def redact_env(env: Mapping[str, object] | None) -> dict[str, str]:
+    """Environment with secret-looking values (…KEY, …TOKEN, …SECRET, …) as `***`."""
+    return {k: (REDACTED if SECRET_WORDS.search(k) else str(v)) for k, v in (env or {}).items()}
 
 
 # --------------------------------------------------------------------------------------------

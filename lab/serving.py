@@ -99,7 +99,7 @@ def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
     server_id = lab.book.add_server(
         run_id=ctx.run_id, step_id=ctx.step_id, profile=prof.name,
         model=prof.served_model_name or prof.model, tp=tp, argv=server.redact_argv(argv),
-        env=env, host=lab.cfg["host"], port=lab.cfg["port"], log_path=str(log_path),
+        env=server.redact_env(env), host=lab.cfg["host"], port=lab.cfg["port"], log_path=str(log_path),
         started_at=time.time())
     state = server.start(argv, log_path=log_path, state_path=lab.state_path,
                          host=lab.cfg["host"], port=lab.cfg["port"], model=prof.model,
