@@ -153,7 +153,8 @@ class Logbook:
     def end_step(self, step_id: int, *, status: str, actual: str = "",
                  criteria: list | None = None, values: dict | None = None,
                  reason: str | None = None, evidence: str | None = None,
-                 fix: str | None = None, command: str | None = None) -> None:
+                 fix: str | None = None, command: str | None = None,
+                 expected: str | None = None) -> None:
         assert status in STATUSES, status
         ended = time.time()
         started = self.db["steps"].get(step_id)["started_at"]
@@ -164,6 +165,8 @@ class Logbook:
         }
         if command is not None:
             fields["command"] = command
+        if expected is not None:
+            fields["expected"] = expected
         with self.db.conn:
             self.db["steps"].update(step_id, fields)
 

@@ -146,8 +146,7 @@ def run_step(book: Logbook, run_id: int, spec: StepSpec, lang: str,
         return _result(book, step_id)
     status, reason = verdict(out.criteria)
     expected = "; ".join(c.expected(lang) for c in out.criteria)
-    book.db["steps"].update(step_id, {"expected": expected})
-    book.end_step(step_id, status=status, actual=out.actual, reason=reason,
+    book.end_step(step_id, status=status, actual=out.actual, reason=reason, expected=expected,
                   criteria=[asdict(c) for c in out.criteria], values=out.values,
                   evidence=out.evidence, command=out.command, fix=out.fix)
     return _result(book, step_id)
