@@ -14,7 +14,7 @@ import sys
 
 from invoke import Collection, Exit, task
 
-from lab.config import invoke_defaults
+from lab.core.config import invoke_defaults
 
 COMMON_HELP = {
     "profile": "gpu | cpu | rehearsal (default: gpu when NVML finds a GPU, else cpu)",
@@ -25,8 +25,8 @@ COMMON_HELP = {
 
 def _lab(c, **overrides):
     """A Lab from Invoke's config (invoke.yaml, INVOKE_LAB_* variables) plus flags."""
-    from lab.cli import to_dict
-    from lab.session import Lab
+    from lab.commands import to_dict
+    from lab.record.session import Lab
     cfg = to_dict(c.config.lab)
     for key, value in overrides.items():
         if value is None:
@@ -43,7 +43,7 @@ def _guard(fn):
     """LabError -> one line and a non-zero exit; never a traceback."""
     @functools.wraps(fn)
     def wrapper(c, *args, **kwargs):
-        from lab.errors import LabError
+        from lab.core.errors import LabError
         try:
             code = fn(c, *args, **kwargs)
         except LabError as err:
@@ -54,7 +54,7 @@ def _guard(fn):
         except KeyboardInterrupt:
             raise Exit("interrupted: the server was stopped and the step marked interrupted", 130)
         except Exception as err:  # a bug of ours: one line here, the traceback in a file
-            from lab.cli import save_traceback
+            from lab.commands import save_traceback
             raise Exit(f"internal error: {type(err).__name__}: {err} "
                        f"(traceback: {save_traceback(c)})", 1)
         if code:
@@ -63,7 +63,7 @@ def _guard(fn):
 
 
 def _step(c, key, day="day3", profile=None, lang=None, port=None, **kwargs):
-    from lab.cli import run_step_task
+    from lab.commands import run_step_task
     lab = _lab(c, profile=profile, lang=lang, port=port)
     return run_step_task(lab, day, key, **kwargs)
 
@@ -73,7 +73,7 @@ def _step(c, key, day="day3", profile=None, lang=None, port=None, **kwargs):
 @_guard
 def gpus(c, profile=None, lang=None, port=None, min_gpus=1, free_gib=None):
     """1. Check GPU resources (nvidia-smi): a GPU with > 16 GB free."""
-    from lab.cli import run_step_task
+    from lab.commands import run_step_task
     lab = _lab(c, profile=profile, lang=lang, port=port, **{"thresholds.gpu_free_gib": free_gib})
     return run_step_task(lab, "day3", "gpus", min_gpus=int(min_gpus))
 
@@ -83,7 +83,7 @@ def gpus(c, profile=None, lang=None, port=None, min_gpus=1, free_gib=None):
 @_guard
 def install(c, profile=None, lang=None, port=None, python=None, reinstall=False):
     """2. Install vLLM into its own env and check `import vllm` prints the version."""
-    from lab.cli import run_step_task
+    from lab.commands import run_step_task
     lab = _lab(c, profile=profile, lang=lang, port=port, python=python)
     return run_step_task(lab, "day3", "install", reinstall=reinstall)
 
@@ -104,7 +104,7 @@ def tools(c, profile=None, lang=None, port=None):
 def serve(c, profile=None, lang=None, port=None, tp=1, model=None, host=None, api_key=None,
           python=None, timeout=None, extra_args=None):
     """4. Serve the model in the background and wait for /health (stop it with `invoke stop`)."""
-    from lab.cli import run_step_task
+    from lab.commands import run_step_task
     lab = _lab(c, profile=profile, lang=lang, port=port, host=host, api_key=api_key,
                python=python, startup_timeout_s=timeout, extra_args=extra_args)
     day = "day4" if int(tp) > 1 else "day3"  # TP>1 is Day 4's step (recorded in day4.md)
@@ -116,7 +116,7 @@ def serve(c, profile=None, lang=None, port=None, tp=1, model=None, host=None, ap
 @_guard
 def monitor(c, profile=None, lang=None, port=None, duration=None, concurrency=None):
     """5. Monitor the GPU (nvitop) under load: memory used > 90 %, utilisation > 80 %."""
-    from lab.cli import run_step_task
+    from lab.commands import run_step_task
     lab = _lab(c, profile=profile, lang=lang, port=port,
                **{"monitor.duration_s": duration, "monitor.concurrency": concurrency})
     return run_step_task(lab, "day3", "monitor")
@@ -140,7 +140,7 @@ def metrics(c, profile=None, lang=None, port=None):
 @_guard
 def stop(c, all=False):
     """Stop the vLLM server and all its children (no orphan keeps GPU memory)."""
-    from lab.cli import stop as stop_server
+    from lab.commands import stop as stop_server
     ended = stop_server(_lab(c, profile="cpu"), all_orphans=all)
     print(f"stopped {len(ended)} process(es)" + (f": {', '.join(map(str, ended))}" if ended else ""))
 
@@ -153,7 +153,7 @@ def stop(c, all=False):
 def day3(c, profile=None, lang=None, port=None, keep_server=False, reinstall=False,
          python=None, api_key=None, duration=None):
     """Day 3: steps 1-7 in order, stop the server, render logbook/day3.md."""
-    from lab.cli import run_day
+    from lab.commands import run_day
     lab = _lab(c, profile=profile, lang=lang, port=port, python=python, api_key=api_key,
                **{"monitor.duration_s": duration})
     return run_day(lab, "day3", keep_server=keep_server,
@@ -192,7 +192,7 @@ def balance(c, profile=None, lang=None, port=None):
 def bench(c, profile=None, lang=None, port=None, concurrency=None, num_requests=None,
           input_len=None, output_len=None, warmup=None, duration=None, latency_runs=None):
     """Day 4: benchmark the running server: the seed's latency loop, then a concurrency sweep."""
-    from lab.cli import run_step_task
+    from lab.commands import run_step_task
     lab = _lab(c, profile=profile, lang=lang, port=port,
                **_bench(concurrency, num_requests, input_len, output_len, warmup, duration,
                         latency_runs))
@@ -209,8 +209,8 @@ def day4(c, profile=None, lang=None, port=None, keep_server=False, compare_tp=Fa
          api_key=None, extra_args=None, concurrency=None, num_requests=None, input_len=None,
          output_len=None, warmup=None, duration=None, latency_runs=None):
     """Day 4: GPUs, serve TP=2, balance, API test, benchmark, metrics; renders logbook/day4.md."""
-    from lab import day4 as day4_module
-    from lab.cli import run_day
+    from lab.checklist.steps import day4 as day4_module
+    from lab.commands import run_day
     lab = _lab(c, profile=profile, lang=lang, port=port, python=python, api_key=api_key,
                extra_args=extra_args,
                **_bench(concurrency, num_requests, input_len, output_len, warmup, duration,
@@ -228,7 +228,7 @@ def day4(c, profile=None, lang=None, port=None, keep_server=False, compare_tp=Fa
 def compare(c, profile=None, lang=None, port=None, num_prompts=None, max_new_tokens=None,
             batch_size=None, source=None, python=None):
     """Day 4: vLLM vs a HuggingFace transformers baseline on the same prompts (speedup, cost)."""
-    from lab.cli import run_step_task
+    from lab.commands import run_step_task
     lab = _lab(c, profile=profile, lang=lang, port=port, python=python,
                **{"compare.num_prompts": num_prompts, "compare.max_new_tokens": max_new_tokens,
                   "compare.batch_size": batch_size, "compare.source": source})
@@ -244,7 +244,7 @@ def compare(c, profile=None, lang=None, port=None, num_prompts=None, max_new_tok
 @_guard
 def day5(c, profile=None, lang=None, port=None, batch_sizes=None, max_tokens=None, python=None):
     """Day 5: offline LLM.generate (example, batch sizes), KV blocks, key parameters; logbook/day5.md."""
-    from lab.cli import run_day
+    from lab.commands import run_day
     lab = _lab(c, profile=profile, lang=lang, port=port, python=python,
                **{"day5.batch_sizes": batch_sizes, "day5.max_tokens": max_tokens})
     # Day 5 starts no server: keep_server leaves alone one the user left running.
@@ -258,7 +258,7 @@ def day5(c, profile=None, lang=None, port=None, batch_sizes=None, max_tokens=Non
 @_guard
 def log(c, day="day3", run=None, lang=None):
     """Re-render a day's execution log from the logbook (any past run)."""
-    from lab.cli import render_log
+    from lab.commands import render_log
     path = render_log(_lab(c, lang=lang, profile="cpu"), day, int(run) if run else None)
     print(path)
 
@@ -268,7 +268,7 @@ def log(c, day="day3", run=None, lang=None):
 @_guard
 def report(c, lang=None, run=None):
     """Render the deliverables: report.md (+ PNG plots), deploy-notes.md, dashboard.html, prometheus.yml."""
-    from lab.report import run_report
+    from lab.deliver.report import run_report
     for path in run_report(_lab(c, lang=lang, profile="cpu"), run):
         print(path)
 
@@ -277,7 +277,7 @@ def report(c, lang=None, run=None):
 @_guard
 def status(c, lang=None):
     """The whole roadmap as a checklist, ticked from the logbook; renders logbook/progress.md."""
-    from lab.progress import run_status
+    from lab.deliver.progress import run_status
     print(run_status(_lab(c, lang=lang, profile="cpu")))
 
 
@@ -287,7 +287,7 @@ def status(c, lang=None):
 @_guard
 def done(c, item, note="", undo=False, lang=None):
     """Tick a theory item by hand (e.g. the self-test Q1-Q3): invoke done q1 --note "..."."""
-    from lab.progress import run_done
+    from lab.deliver.progress import run_done
     print(run_done(_lab(c, lang=lang, profile="cpu"), item, note=note, undo=undo))
 
 
@@ -296,7 +296,7 @@ def done(c, item, note="", undo=False, lang=None):
 @_guard
 def compare_runs(c, a, b, lang=None):
     """What changed between two runs of the same day: status, timings, key figures."""
-    from lab.progress import run_compare_runs
+    from lab.deliver.progress import run_compare_runs
     run_compare_runs(_lab(c, lang=lang, profile="cpu"), a, b)
 
 

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from lab.logbook import Logbook  # noqa: E402
+from lab.record.logbook import Logbook  # noqa: E402
 
 
 @pytest.fixture

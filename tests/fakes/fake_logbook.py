@@ -3,7 +3,7 @@ dashboard), written through the Logbook's public API in the shapes the steps rec
 
 - `gpu_logbook`: Day 3 on one H100 (gpus, install, serve 7B, monitor with NVML samples,
   api-test, metrics), Day 4 on two GPUs (gpus, serve 14B TP=2, balance, bench with
-  per-request rows for a latency loop and a sweep at c1/c4/c16 and values as lab.bench
+  per-request rows for a latency loop and a sweep at c1/c4/c16 and values as lab.measure.bench
   records them, metrics with its interpretation, compare) and Day 5 offline batches.
 - `cpu_logbook`: Day 3 on the CPU profile (GPU criteria skipped, process-tree samples).
 - `add_hostile`: untrusted text everywhere it can reach, and an API key in a server row.
@@ -19,9 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from lab import stats
-from lab.logbook import FAIL, PASS, SKIPPED, Logbook
-from lab.nvml import GpuInfo
+from lab.measure import stats
+from lab.record.logbook import FAIL, PASS, SKIPPED, Logbook
+from lab.measure.nvml import GpuInfo
 
 HOSTILE = '<script>alert("x")</script> | ![p](http://evil.example/p.png) [c](javascript:alert(1)) ``` `x` # h'
 LEAKED_KEY = "sk-LEAK-5f3c9e"

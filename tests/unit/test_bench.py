@@ -1,10 +1,11 @@
-"""lab.bench against the fake streaming server: the latency loop, the sweep, rows written as
+"""lab.measure.bench against the fake streaming server: the latency loop, the sweep, rows written as
 each request finishes, timeouts counted, a server that dies mid-sweep, and the bench options."""
 import pytest
 
-from lab import bench, config
-from lab.errors import ConfigError
-from lab.loadgen import NOT_SENT_ERROR, TIMEOUT_ERROR
+from lab.measure import bench
+from lab.core import config
+from lab.core.errors import ConfigError
+from lab.measure.loadgen import NOT_SENT_ERROR, TIMEOUT_ERROR
 from tests.fakes.fake_openai_stream import FakeConfig, FakeServer
 
 

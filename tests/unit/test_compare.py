@@ -12,10 +12,11 @@ import pytest
 from rich.console import Console
 
 from fakes.fake_vllm_scripts import FakeScripts, make_model
-from lab import compare, render
-from lab.cli import run_step_task
-from lab.errors import ConfigError, ServerNotRunning
-from lab.session import Lab
+from lab.checklist.steps import compare
+from lab.deliver import jinja as render
+from lab.commands import run_step_task
+from lab.core.errors import ConfigError, ServerNotRunning
+from lab.record.session import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -189,12 +190,12 @@ def test_vllm_side_failure_keeps_the_measured_hf_side(tmp_path, monkeypatch):
     row = compare_row(lab)
     assert row["status"] == "fail" and row["reason"].startswith("vLLM offline LLM.generate failed (exit 1)")
     assert row["values"]["hf"]["output_tokens"] == 8
-    assert "head_dim" in (row["fix"] or "")  # lab.diagnose recognised the log line
+    assert "head_dim" in (row["fix"] or "")  # lab.vllm.diagnose recognised the log line
 
 
 def test_a_script_without_a_json_line_is_a_failure_not_a_crash(tmp_path, monkeypatch):
     FakeScripts().install(monkeypatch)
-    monkeypatch.setattr("lab.vllm_env.VllmEnv.run_script", lambda self, name, args, **kw:
+    monkeypatch.setattr("lab.vllm.env.VllmEnv.run_script", lambda self, name, args, **kw:
                         subprocess.CompletedProcess(args, 0, "just logs\n", "warning: x"))
     make_model(tmp_path / "data")
     lab = make_lab(tmp_path)

@@ -1,8 +1,8 @@
 import pytest
 import yaml
 
-from lab import config
-from lab.errors import ConfigError
+from lab.core import config
+from lab.core.errors import ConfigError
 
 
 def _keys(d, prefix=""):

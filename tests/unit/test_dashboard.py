@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import dashboard, report
+from lab.deliver import dashboard
+from lab.deliver import report
 from tests.fakes.fake_logbook import HOSTILE, LEAKED_KEY, add_hostile, cpu_logbook, gpu_logbook
 
 

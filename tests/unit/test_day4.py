@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from lab import checklist, day4, server
-from lab.cli import run_day, run_step_task
-from lab.days import Planned, run_plan
-from lab.errors import LabError, ServerDied
-from lab.logbook import FAIL, PASS, PENDING, SKIPPED
-from lab.runner import Outcome, check, require, skip
-from lab.session import Lab
+from lab.checklist import seeds as checklist
+from lab.checklist.steps import day4
+from lab.vllm import process as server
+from lab.commands import run_day, run_step_task
+from lab.record.plan import Planned, run_plan
+from lab.core.errors import LabError, ServerDied
+from lab.record.logbook import FAIL, PASS, PENDING, SKIPPED
+from lab.record.runner import Outcome, check, require, skip
+from lab.record.session import Lab
 from tests.fakes import fake_pynvml
 from tests.fakes.fake_openai_stream import FakeConfig, FakeServer, free_port
 
@@ -66,7 +68,7 @@ def test_day4_module_has_the_shape_of_a_day():
 
 
 def test_compare_calls_lab_compare_with_its_options(monkeypatch, tmp_path):
-    from lab import compare
+    from lab.checklist.steps import compare
     calls = []
     monkeypatch.setattr(compare, "compare_step",
                         lambda lab, ctx, **kw: calls.append(kw) or Outcome([], "ok"))
@@ -76,7 +78,7 @@ def test_compare_calls_lab_compare_with_its_options(monkeypatch, tmp_path):
 
 # -- balance --------------------------------------------------------------------------
 def test_balance_on_cpu_measures_tp_worker_rss_and_says_so(tmp_path, monkeypatch, running):
-    from lab import procstats
+    from lab.measure import procstats
     monkeypatch.setattr(procstats, "vllm_workers", lambda pid: [
         {"pid": 11, "title": "VLLM::Worker_TP0", "rss_mib": 1750.0},
         {"pid": 12, "title": "VLLM::Worker_TP1", "rss_mib": 1770.0}])
@@ -99,7 +101,7 @@ def test_balance_on_cpu_measures_tp_worker_rss_and_says_so(tmp_path, monkeypatch
 
 
 def test_unbalanced_cpu_workers_fail_with_a_fix(tmp_path, monkeypatch, running):
-    from lab import procstats
+    from lab.measure import procstats
     monkeypatch.setattr(procstats, "vllm_workers", lambda pid: [
         {"pid": 11, "title": "VLLM::Worker_TP0", "rss_mib": 2000.0},
         {"pid": 12, "title": "VLLM::Worker_TP1", "rss_mib": 1000.0}])
@@ -120,7 +122,7 @@ def test_unbalanced_gpus_put_diagnose_balance_fix_in_the_step(tmp_path, monkeypa
     assert run_step_task(lab, "day4", "balance") == 1
     row = step_row(lab, "balance")
     assert row["status"] == FAIL
-    assert "CUDA_VISIBLE_DEVICES" in row["fix"]          # seed Q2, from lab.diagnose
+    assert "CUDA_VISIBLE_DEVICES" in row["fix"]          # seed Q2, from lab.vllm.diagnose
     assert "GPU0 uses more" in row["evidence"]
     assert row["values"]["source"] == "nvml"
     assert [d["used_mib"] for d in row["values"]["devices"]] == [130000, 90000]
@@ -135,7 +137,7 @@ def test_balanced_gpus_pass(tmp_path, monkeypatch, running):
 
 
 def test_balance_needs_a_tp2_server(tmp_path, monkeypatch):
-    from lab import procstats
+    from lab.measure import procstats
     monkeypatch.setattr(server, "require_running", lambda path: fake_state(tp=1))
     monkeypatch.setattr(procstats, "vllm_workers", lambda pid: [])
     lab = make_lab(tmp_path)
@@ -220,7 +222,7 @@ def _record_bench(lab, values, day="day4"):
 
 
 def test_metrics_step_explains_the_benchmark_deltas(tmp_path, monkeypatch, running):
-    from lab import metrics
+    from lab.vllm import metrics
     text = (FIXTURES / "metrics_vllm_0_32.txt").read_text()
     monkeypatch.setattr(metrics, "scrape", lambda *a, **kw: text)
     lab = make_lab(tmp_path)
@@ -242,7 +244,7 @@ def test_metrics_step_explains_the_benchmark_deltas(tmp_path, monkeypatch, runni
 
 
 def test_metrics_step_ignores_a_benchmark_of_an_earlier_server(tmp_path, monkeypatch, running):
-    from lab import metrics
+    from lab.vllm import metrics
     monkeypatch.setattr(metrics, "scrape", lambda *a, **kw: (FIXTURES / "metrics_vllm_0_32.txt").read_text())
     lab = make_lab(tmp_path)
     _record_bench(lab, {"client": {"requests": 1, "ok": 1, "failed": 0, "output_tokens": 64},
@@ -253,7 +255,7 @@ def test_metrics_step_ignores_a_benchmark_of_an_earlier_server(tmp_path, monkeyp
 
 
 def test_metrics_step_without_a_benchmark_fails_with_one_line(tmp_path, monkeypatch, running):
-    from lab import metrics
+    from lab.vllm import metrics
     monkeypatch.setattr(metrics, "scrape", lambda *a, **kw: (FIXTURES / "metrics_vllm_0_32.txt").read_text())
     lab = make_lab(tmp_path)
     assert run_step_task(lab, "day4", "metrics") == 1
@@ -340,7 +342,7 @@ def test_compare_tp_renders_side_by_side_with_the_learner_sentence(tmp_path):
     run = lab.book.start_run("day4", task="day4", profile="gpu")
     sid = lab.book.start_step(run, "compare-tp", title="x", command="", expected="")
     lab.book.end_step(sid, status=PASS, values=values)
-    from lab import render
+    from lab.deliver import jinja as render
     md = render.render_day(lab.book, "day4", "zh", lab.logbook_dir).read_text()
     assert "| 输出吞吐 tok/s | 33.50 | 113.50 | 0.30× |" in md
     assert "GPU 多了，每个 token 并不会自动变快" in md

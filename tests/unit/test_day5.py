@@ -7,10 +7,10 @@ import pytest
 from rich.console import Console
 
 from fakes.fake_vllm_scripts import FakeScripts, make_model
-from lab import day5
-from lab.cli import run_day
-from lab.errors import ConfigError
-from lab.session import Lab
+from lab.checklist.steps import day5
+from lab.commands import run_day
+from lab.core.errors import ConfigError
+from lab.record.session import Lab
 
 
 def make_lab(tmp_path, **overrides) -> Lab:

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from lab import deploy_notes as dn
+from lab.deliver import deploy_notes as dn
 from tests.fakes.fake_logbook import HOSTILE, LEAKED_KEY, add_hostile, cpu_logbook, gpu_logbook
 
 # The flags of seed 001's 参数说明 and seed 002's 关键参数说明 table, and seed 000's 核心参数.

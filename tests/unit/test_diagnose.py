@@ -1,11 +1,11 @@
-"""lab.diagnose on real failure logs (tests/fixtures/*.log; each file says where it comes from)."""
+"""lab.vllm.diagnose on real failure logs (tests/fixtures/*.log; each file says where it comes from)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from lab.diagnose import SIGNATURES, Diagnosis, diagnose, diagnose_balance, first_fix, imbalance_pct
+from lab.vllm.diagnose import SIGNATURES, Diagnosis, diagnose, diagnose_balance, first_fix, imbalance_pct
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

@@ -1,4 +1,4 @@
-from lab.escape import code_block, md_inline
+from lab.core.escape import code_block, md_inline
 
 
 def test_model_output_cannot_inject_html_links_or_structure():

@@ -1,10 +1,10 @@
-"""lab.loadgen against the fake vLLM server, whose token timing is known."""
+"""lab.measure.loadgen against the fake vLLM server, whose token timing is known."""
 from collections import Counter
 
 import pytest
 
-from lab.errors import ConfigError
-from lab.loadgen import (NOT_SENT_ERROR, TIMEOUT_ERROR, Workload, _sse_data, _sse_messages,
+from lab.core.errors import ConfigError
+from lab.measure.loadgen import (NOT_SENT_ERROR, TIMEOUT_ERROR, Workload, _sse_data, _sse_messages,
                          prompts_needed, run_level_sync, sequential_chat, validate_workload)
 from tests.fakes.fake_openai_stream import FakeConfig, FakeServer, free_port
 

@@ -7,7 +7,7 @@ import sys
 import textwrap
 import time
 
-from lab.logbook import INTERRUPTED, MIGRATIONS, PASS, RUNNING, Logbook
+from lab.record.logbook import INTERRUPTED, MIGRATIONS, PASS, RUNNING, Logbook
 
 
 def test_new_db_is_migrated_and_in_wal_mode(fresh_db):
@@ -46,7 +46,7 @@ def test_recover_marks_a_dead_writer_interrupted(tmp_path):
     path = tmp_path / "lab.db"
     code = textwrap.dedent(f"""
         import os, time
-        from lab.logbook import Logbook
+        from lab.record.logbook import Logbook
         b = Logbook({str(path)!r})
         r = b.start_run("day3")
         b.start_step(r, "serve", title="t", command="c", expected="")

@@ -1,4 +1,4 @@
-"""lab.logparse on real log excerpts (tests/fixtures/*.log; each file says where it comes from)."""
+"""lab.vllm.logparse on real log excerpts (tests/fixtures/*.log; each file says where it comes from)."""
 from __future__ import annotations
 
 from dataclasses import fields
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.logparse import StartupFacts, clean_lines, parse_startup, parse_startup_file, tail
+from lab.vllm.logparse import StartupFacts, clean_lines, parse_startup, parse_startup_file, tail
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

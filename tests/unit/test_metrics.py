@@ -1,4 +1,4 @@
-"""lab.metrics on /metrics text made by vLLM 0.32's own PrometheusStatLogger.
+"""lab.vllm.metrics on /metrics text made by vLLM 0.32's own PrometheusStatLogger.
 
 tests/fixtures/metrics_vllm_0_32*.txt say at their top how they were made. Network use is
 limited to a throwaway HTTP server on 127.0.0.1.
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import metrics
-from lab.errors import ApiError
-from lab.metrics import KEY_SERIES, OLD_NAMES, KvUsagePoller, delta, key_series_rows, old_name_rows, parse
+from lab.vllm import metrics
+from lab.core.errors import ApiError
+from lab.vllm.metrics import KEY_SERIES, OLD_NAMES, KvUsagePoller, delta, key_series_rows, old_name_rows, parse
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

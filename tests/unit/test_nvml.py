@@ -1,4 +1,4 @@
-"""lab.nvml against the fake pynvml (and, where present, the real one)."""
+"""lab.measure.nvml against the fake pynvml (and, where present, the real one)."""
 from __future__ import annotations
 
 import json
@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # so `tests.fakes` imports under plain `pytest` too
     sys.path.insert(0, str(ROOT))
 
-from lab import nvml  # noqa: E402
-from lab.errors import LabError, NvmlUnavailable  # noqa: E402
+from lab.measure import nvml  # noqa: E402
+from lab.core.errors import LabError, NvmlUnavailable  # noqa: E402
 from tests.fakes import fake_pynvml as fake  # noqa: E402
 
 
@@ -281,7 +281,7 @@ def test_balance_empty_is_not_a_pass():
 
 
 def test_lab_imports_no_heavy_modules():
-    code = ("import sys, lab.nvml, lab.procstats, lab.sampler; "
+    code = ("import sys, lab.measure.nvml, lab.measure.procstats, lab.measure.sampler; "
             "print([m for m in ('vllm', 'torch', 'transformers', 'pynvml') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from lab import plots
+from lab.deliver import plots
 from tests.conftest import ROOT
 from tests.fakes.fake_logbook import cpu_logbook, gpu_logbook
 
@@ -91,7 +91,7 @@ def test_labels_are_chinese_only_with_a_cjk_font(monkeypatch, tmp_path, captured
 
 
 def test_matplotlib_is_imported_only_when_a_plot_is_drawn():
-    code = ("import sys, tasks, lab.plots, lab.report, lab.dashboard, lab.progress, lab.deploy_notes; "
+    code = ("import sys, tasks, lab.deliver.plots, lab.deliver.report, lab.deliver.dashboard, lab.deliver.progress, lab.deliver.deploy_notes; "
             "print(sorted(m for m in ('matplotlib', 'vllm', 'torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True)

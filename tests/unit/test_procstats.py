@@ -1,4 +1,4 @@
-"""lab.procstats on real child processes (Linux /proc), no vLLM needed.
+"""lab.measure.procstats on real child processes (Linux /proc), no vLLM needed.
 
 A vLLM worker's title comes from setproctitle, which rewrites argv. The same is done here
 without setproctitle: Popen's `executable=` runs python while argv[0] is the title.
@@ -14,8 +14,8 @@ import time
 import psutil
 import pytest
 
-from lab import procstats
-from lab.nvml import balance
+from lab.measure import procstats
+from lab.measure.nvml import balance
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
 

@@ -4,9 +4,10 @@ the run history, and what changed between two runs."""
 import pytest
 from rich.console import Console
 
-from lab import checklist, progress
-from lab.errors import ConfigError, LabError
-from lab.logbook import FAIL, PASS, PENDING, SKIPPED
+from lab.checklist import seeds as checklist
+from lab.deliver import progress
+from lab.core.errors import ConfigError, LabError
+from lab.record.logbook import FAIL, PASS, PENDING, SKIPPED
 from tests.fakes.fake_logbook import (HOSTILE, _crit, _step, add_hostile, cpu_logbook, gpu_logbook,
                                       logbook_on_disk, run_invoke)
 

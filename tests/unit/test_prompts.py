@@ -1,8 +1,8 @@
-"""lab.prompts: token pool from /tokenize and exact-length synthetic prompts."""
+"""lab.measure.prompts: token pool from /tokenize and exact-length synthetic prompts."""
 import pytest
 
-from lab.errors import ApiError, ConfigError
-from lab.prompts import synthetic_prompts, token_pool
+from lab.core.errors import ApiError, ConfigError
+from lab.measure.prompts import synthetic_prompts, token_pool
 from tests.fakes.fake_openai_stream import FakeConfig, FakeServer, free_port
 
 

@@ -5,9 +5,10 @@ import re
 
 import pytest
 
-from lab import report, stats
-from lab.errors import LabError
-from lab.logbook import FAIL, PASS
+from lab.deliver import report
+from lab.measure import stats
+from lab.core.errors import LabError
+from lab.record.logbook import FAIL, PASS
 from tests.fakes.fake_logbook import (HOSTILE, _crit, _step, add_hostile, cpu_logbook, gpu_logbook,
                                       logbook_on_disk, run_invoke)
 
@@ -86,7 +87,7 @@ def test_stale_plots_are_removed_when_their_data_is_gone(fresh_db, tmp_path):
     gpu_logbook(fresh_db)
     render(fresh_db, tmp_path)
     assert len(list(tmp_path.glob("plot-*.png"))) == 4
-    from lab.logbook import Logbook
+    from lab.record.logbook import Logbook
     empty = Logbook(tmp_path / "other" / "lab.db")
     render(empty, tmp_path)
     assert not list(tmp_path.glob("plot-*.png"))

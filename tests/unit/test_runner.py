@@ -1,8 +1,8 @@
 import pytest
 
-from lab.errors import ServerDied
-from lab.logbook import FAIL, INTERRUPTED, PASS, SKIPPED
-from lab.runner import Outcome, StepSpec, check, require, run_step, skip, verdict
+from lab.core.errors import ServerDied
+from lab.record.logbook import FAIL, INTERRUPTED, PASS, SKIPPED
+from lab.record.runner import Outcome, StepSpec, check, require, run_step, skip, verdict
 
 SPEC = StepSpec("gpus", 1, "检查 GPU 资源", "Check GPU resources", "nvidia-smi")
 

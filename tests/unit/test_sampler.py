@@ -1,4 +1,4 @@
-"""lab.sampler: the background sampling thread, its sink and its summary."""
+"""lab.measure.sampler: the background sampling thread, its sink and its summary."""
 from __future__ import annotations
 
 import itertools
@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from lab import nvml  # noqa: E402
-from lab.sampler import Sampler  # noqa: E402
+from lab.measure import nvml  # noqa: E402
+from lab.measure.sampler import Sampler  # noqa: E402
 from tests.fakes import fake_pynvml as fake  # noqa: E402
 
 FAST = 0.01
@@ -139,7 +139,7 @@ def test_sample_errors_are_counted_and_not_fatal(caplog):
         return {"t": time.time(), "source": "fake", "device": "0", "mem_used_mib": n}
 
     store = []
-    with caplog.at_level(logging.WARNING, logger="lab.sampler"):
+    with caplog.at_level(logging.WARNING, logger="lab.measure.sampler"):
         with Sampler(flaky, lambda: store.extend, interval_s=FAST) as s:
             assert _wait_for(lambda: s.errors >= 3 and s.samples >= 3)
     assert s.first_error == "RuntimeError: boom 1"

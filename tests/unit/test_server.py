@@ -1,4 +1,4 @@
-"""lab.server against tests/fakes/fake_vllm_server.py: start, readiness, tree stop, signals.
+"""lab.vllm.process against tests/fakes/fake_vllm_server.py: start, readiness, tree stop, signals.
 
 Only 127.0.0.1, free ports picked by the OS. Other vLLM processes on the machine are never
 touched: orphan tests only end the pids they started themselves.
@@ -19,8 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lab import server
-from lab.errors import PortBusy, ServerDied, ServerNotRunning, ServerTimeout
+from lab.vllm import process as server
+from lab.core.errors import PortBusy, ServerDied, ServerNotRunning, ServerTimeout
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE = REPO / "tests" / "fakes" / "fake_vllm_server.py"
@@ -324,7 +324,7 @@ PARENT_SCRIPT = textwrap.dedent(
     """
     import sys, time
     sys.path.insert(0, {repo!r})
-    from lab import server
+    from lab.vllm import process as server
     try:
         with server.stop_on_interrupt({state!r}, grace_s={grace_s}):
             state = server.start({argv!r}, log_path={log!r}, state_path={state!r}, port={port})

@@ -1,11 +1,11 @@
-"""lab.stats: percentiles and level summaries, as vllm bench serve computes them."""
+"""lab.measure.stats: percentiles and level summaries, as vllm bench serve computes them."""
 import json
 
 import numpy as np
 import pytest
 
-from lab.loadgen import RequestRecord
-from lab.stats import percentiles, summarize, wall_from_records
+from lab.measure.loadgen import RequestRecord
+from lab.measure.stats import percentiles, summarize, wall_from_records
 
 
 def test_percentiles_match_numpy_linear():

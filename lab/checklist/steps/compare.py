@@ -1,0 +1,521 @@
+"""Day 4's `compare` step: vLLM against a HuggingFace transformers baseline (seeds 000 and 004).
+
+Both sides get the same model, the same prompts and the same sampling:
+- prompts: `num_prompts` chats through the model's own chat template. The HF script
+  (`lab/scripts/hf_baseline.py`) applies it and writes the token ids it used; the vLLM side
+  is given exactly those ids, so the inputs are identical by construction;
+- sampling: greedy, `max_new_tokens` new tokens per sample (EOS ignored, so both sides
+  generate the same number of tokens); other sampling fields come from the model's
+  generation_config on both sides, as each framework applies it by default;
+- output tokens are counted as token ids on both sides.
+
+HF generates `batch_size` prompts per `generate` call (left-padded); vLLM is given all the
+prompts at once and batches them itself (continuous batching), which is the point of the
+comparison. The vLLM side is the running server when one is up (`source` "server":
+streamed /v1/completions through `lab.measure.loadgen`, all requests at once), else offline
+`LLM.generate` (`lab/scripts/offline_generate.py`, source "offline").
+
+Figures per side: end-to-end latency (mean per sample), output tokens/s, samples/min and
+peak memory, each with what it is (`mem_basis`):
+- GPU: HF's `torch.cuda.max_memory_allocated`; vLLM's memory is what it reserves,
+  gpu-memory-utilization × total memory (NVML's used memory is recorded beside it);
+- CPU: HF's peak RSS (`ru_maxrss`); vLLM's peak RSS of its process tree (offline: the
+  script and its engine processes; server: the server's tree while it served the prompts).
+Speedups are vLLM ÷ HF for throughput and HF ÷ vLLM for latency. Cost (seed 004): time and
+GPU-minutes for 10,000 samples at the measured rate; on the CPU profile they are
+CPU-minutes, not a GPU figure.
+
+Command line equivalent:
+    python lab/scripts/hf_baseline.py --model M --prompts-file p.json --ids-out ids.json ...
+    python lab/scripts/offline_generate.py --model M --runs-file runs.json
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from lab.vllm import logparse
+from lab.vllm import process as server
+from lab.core.errors import ConfigError, LabError
+from lab.core.fmt import fixed
+from lab.record.runner import Outcome, StepContext, require
+from lab.record.session import Lab
+
+#: Seed 004's cost view: how many samples the time and GPU-minutes are given for.
+COST_SAMPLES = 10_000
+SOURCES = ("auto", "server", "offline")
+MIB_PER_GIB = 1024
+
+#: Chat prompts: the seeds' own first, then more of the same kind. Repeated with a suffix
+#: when more are asked for, so no two prompts are the same.
+PROMPTS = [
+    "你好，请介绍一下你自己",
+    "写一首关于春天的诗",
+    "请解释什么是PagedAttention？",
+    "大模型推理优化的主要方向有哪些？",
+    "What is PagedAttention?",
+    "Hello, my name is",
+    "The capital of France is",
+    "Artificial intelligence is",
+    "解释一下什么是深度学习",
+    "San Francisco is a",
+    "What is continuous batching, and why does it raise throughput?",
+    "Summarise the difference between tensor parallelism and data parallelism.",
+    "列出三种减少显存占用的方法。",
+    "Write a haiku about GPUs.",
+    "How does a KV cache speed up generation?",
+    "为什么 vLLM 比 HuggingFace Transformers 推理更快？",
+]
+
+
+def chat_prompts(n: int) -> list[list[dict[str, str]]]:
+    """`n` single-turn chats, all different."""
+    out = []
+    for i in range(n):
+        text = PROMPTS[i % len(PROMPTS)]
+        if i >= len(PROMPTS):
+            text = f"{text} ({i // len(PROMPTS) + 1})"
+        out.append([{"role": "user", "content": text}])
+    return out
+
+
+# -- running a script of the vLLM env -----------------------------------------------------
+def parse_result(stdout: str) -> dict | None:
+    """The script's JSON line: the last stdout line that is a JSON object, else None."""
+    for line in reversed((stdout or "").strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(data, dict):
+                return data
+    return None
+
+
+def run_json_script(lab: Lab, name: str, args: list[str], *, what: str, timeout_s: float,
+                    env: dict[str, str] | None = None,
+                    log_path: Path | None = None) -> tuple[dict, str]:
+    """Run lab/scripts/`name` in the vLLM env and return (its JSON result, its stderr).
+
+    The script gets `timeout_s` as its own deadline (so vLLM can shut its engine processes
+    down); the subprocess is killed 120 s later if it is still there. A non-zero exit or a
+    missing JSON line raises LabError: one line, with the script's last lines as evidence.
+    """
+    args = [*args, "--deadline-s", str(int(timeout_s))]
+    try:
+        proc = lab.env.run_script(name, args, timeout_s=timeout_s + 120, env=env)
+    except subprocess.TimeoutExpired as err:
+        raise LabError(f"{what} did not finish within {timeout_s + 120:.0f} s",
+                       evidence=logparse.tail(_text(err.stderr), 20)) from None
+    stderr = proc.stderr or ""
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text(stderr + "\n--- stdout ---\n" + (proc.stdout or ""), encoding="utf-8")
+    data = parse_result(proc.stdout)
+    if proc.returncode != 0 or data is None or not data.get("ok"):
+        tail = logparse.tail(stderr or proc.stdout or "", 20)
+        last = tail.splitlines()[-1].strip() if tail else "no output"
+        why = f"exit {proc.returncode}" if proc.returncode != 0 else "no JSON result"
+        raise LabError(f"{what} failed ({why}): {last[:300]}", evidence=tail)
+    return data, stderr
+
+
+def _text(raw: Any) -> str:
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", errors="replace")
+    return raw or ""
+
+
+def shown_command(lab: Lab, name: str, args: list[str], env: dict[str, str] | None = None) -> str:
+    """How a learner would type the script's command (env prefix, `python`, the script)."""
+    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted((env or {}).items()))
+    line = shlex.join(["python", f"lab/scripts/{name}", *args])
+    return f"{prefix} {line}" if prefix else line
+
+
+def script_env(prof) -> dict[str, str]:
+    """The profile's env for an offline engine (CPU KV-cache size, visible GPUs), with
+    vLLM's log on stderr so stdout carries only the JSON result."""
+    from lab.vllm.launch import server_env
+    return {**server_env(prof, 1), "VLLM_LOGGING_STREAM": "ext://sys.stderr"}
+
+
+def offline_args(lab: Lab, prof, runs_file: Path) -> list[str]:
+    """offline_generate.py's arguments for `prof` (one GPU, or the CPU)."""
+    args = ["--model", prof.model, "--runs-file", str(runs_file),
+            "--max-model-len", str(lab.cfg["max_model_len"])]
+    if prof.has_gpu:
+        args += ["--gpu-memory-utilization", str(lab.cfg["gpu_memory_utilization"])]
+    if prof.load_format:
+        args += ["--load-format", prof.load_format]
+    if prof.served_model_name:
+        args += ["--served-model-name", prof.served_model_name]
+    return args
+
+
+# -- arithmetic ---------------------------------------------------------------------------
+def ratio(num: float | None, den: float | None) -> float | None:
+    """num / den, or None when either is missing or den is not positive."""
+    if num is None or den is None or den <= 0:
+        return None
+    return num / den
+
+
+def speedup(hf: dict, vllm: dict) -> dict:
+    """vLLM ÷ HF for throughput (tok/s, samples/min); HF ÷ vLLM for latency."""
+    return {"throughput_x": ratio(vllm.get("output_tok_s"), hf.get("output_tok_s")),
+            "samples_x": ratio(vllm.get("samples_per_min"), hf.get("samples_per_min")),
+            "latency_x": ratio(hf.get("latency_s"), vllm.get("latency_s"))}
+
+
+def cost_side(samples_per_min: float | None, devices: int,
+              samples: int = COST_SAMPLES) -> dict:
+    """Minutes for `samples` at the measured rate, and device-minutes = minutes × devices."""
+    minutes = ratio(samples, samples_per_min)
+    return {"samples_per_min": samples_per_min, "minutes": minutes, "devices": devices,
+            "device_minutes": minutes * devices if minutes is not None else None}
+
+
+def cost(hf: dict, vllm: dict, *, on_gpu: bool, samples: int = COST_SAMPLES) -> dict:
+    """Seed 004's cost table for `samples` samples. On CPU the unit is CPU-minutes (the
+    machine counts as one device) and says it is not a GPU figure."""
+    h = cost_side(hf.get("samples_per_min"), hf["devices"], samples)
+    v = cost_side(vllm.get("samples_per_min"), vllm["devices"], samples)
+    if on_gpu:
+        h["gpus"], v["gpus"] = h["devices"], v["devices"]
+    return {"samples": samples, "unit": "GPU-minutes" if on_gpu else "CPU-minutes",
+            "note": None if on_gpu else "CPU profile: CPU-minutes, not a GPU figure",
+            "hf": h, "vllm": v, "saving_x": ratio(h["device_minutes"], v["device_minutes"])}
+
+
+# -- the two sides ------------------------------------------------------------------------
+def hf_side(data: dict, on_gpu: bool) -> dict:
+    """The HF script's result as the step's figures (memory with what it is)."""
+    side = {k: data.get(k) for k in ("output_tok_s", "samples_per_min", "latency_s", "total_s",
+                                     "output_tokens", "prompt_tokens", "num_prompts",
+                                     "batch_size", "load_s", "device", "sampling", "versions")}
+    side["devices"] = 1
+    if on_gpu:
+        mib = data.get("max_memory_allocated_mib")
+        side.update(gpus=1, peak_mem_mib=mib, mem_basis="torch.cuda.max_memory_allocated",
+                    max_memory_reserved_mib=data.get("max_memory_reserved_mib"),
+                    device_total_mib=data.get("device_total_mib"))
+        if mib is not None and data.get("device_total_mib"):
+            side["peak_mem_pct"] = mib / data["device_total_mib"] * 100
+    else:
+        side.update(gpus=None, peak_mem_mib=data.get("ru_maxrss_mib"),
+                    mem_basis="peak RSS of the process (ru_maxrss)")
+    side["peak_mem_gib"] = _gib(side["peak_mem_mib"])
+    side["latency_ms"] = side["latency_s"] * 1000 if side["latency_s"] is not None else None
+    return side
+
+
+def vllm_offline_side(data: dict, run: dict, on_gpu: bool) -> dict:
+    """offline_generate.py's result for the compare run."""
+    side = {k: run.get(k) for k in ("output_tok_s", "samples_per_min", "latency_s",
+                                    "output_tokens", "prompt_tokens", "sampling")}
+    side.update(total_s=run.get("elapsed_s"), num_prompts=run.get("n"),
+                load_s=data.get("load_s"), source="offline", tp=1, devices=1,
+                latency_basis=run.get("latency_basis"))
+    if side["latency_s"] is None:  # no engine timestamps: the call's time bounds every request
+        side["latency_s"], side["latency_basis"] = run.get("elapsed_s"), "generate() call time"
+    mem = data.get("memory") or {}
+    if on_gpu:
+        gpus = mem.get("gpus") or []
+        reserved = sum(g["reserved_budget_mib"] or 0 for g in gpus) or None
+        used = sum(g["peak_used_mib"] or 0 for g in gpus) or None
+        total = sum(g["total_mib"] or 0 for g in gpus) or None
+        side.update(gpus=1, peak_mem_mib=reserved, device_used_mib=used, device_total_mib=total,
+                    mem_basis="reserved: gpu-memory-utilization × total (NVML used beside it)")
+        if reserved and total:
+            side["peak_mem_pct"] = reserved / total * 100
+    else:
+        side.update(gpus=None, peak_mem_mib=mem.get("peak_tree_rss_mib"),
+                    mem_basis="peak RSS of the process tree (script + EngineCore + worker; "
+                              "shared pages counted in each)")
+    side["peak_mem_gib"] = _gib(side["peak_mem_mib"])
+    side["latency_ms"] = side["latency_s"] * 1000 if side["latency_s"] is not None else None
+    return side
+
+
+def _gib(mib: float | None) -> float | None:
+    return mib / MIB_PER_GIB if mib is not None else None
+
+
+def measure_server(lab: Lab, ctx: StepContext, state: server.ServerState,
+                   ids: list[list[int]], max_new_tokens: int, on_gpu: bool) -> dict:
+    """The same prompt ids through the running server: all at once, streamed, greedy,
+    ignore_eos (`lab.measure.loadgen`); memory sampled on the server's process tree or its GPUs."""
+    from lab.measure import loadgen
+    from lab.vllm import metrics
+    from lab.measure import nvml
+    from lab.measure import procstats
+    from lab.checklist.steps.day3 import server_env_gpus
+    from lab.measure.sampler import Sampler
+
+    model = state.served_model_name or state.model
+    n = len(ids)
+    workload = loadgen.Workload(input_len=max(len(i) for i in ids), output_len=max_new_tokens,
+                                concurrency=n, num_requests=n, warmup_requests=1,
+                                timeout_s=lab.cfg["api"]["timeout_s"])
+    loadgen.validate_workload(workload, lab.cfg["max_model_len"])
+    if on_gpu:
+        gpu_ids = [int(i) for i in server_env_gpus(state)]
+        sample_fn = lambda: nvml.sample_gpus(gpu_ids)  # noqa: E731
+    else:
+        sample_fn = lambda: [{"t": 0, "source": "process", "device": "tree",  # noqa: E731
+                              "rss_mib": procstats.tree_rss_mib(state.pid)}]
+
+    def record(rec) -> None:
+        lab.book.add_request(ctx.run_id, ctx.step_id, "compare-vllm", rec.to_dict())
+
+    with Sampler(sample_fn, None, interval_s=0.25) as sampler:
+        result = loadgen.run_level_sync(state.base_url, model, [ids[0], *ids], workload,
+                                        api_key=lab.api_key, on_record=record, level="compare")
+    measured = [r for r in result.records if not r.warmup]
+    failed = [r for r in measured if not r.ok]
+    if failed:
+        raise LabError(f"{len(failed)} of {n} requests to the server failed: {failed[0].error}")
+    peaks = sampler.summary()
+    tokens = sum(r.output_tokens or 0 for r in measured)
+    wall = result.wall_s
+    side = {"output_tokens": tokens, "prompt_tokens": sum(r.input_tokens or 0 for r in measured),
+            "num_prompts": n, "total_s": wall, "source": "server", "tp": state.tp,
+            "devices": state.tp, "output_tok_s": ratio(tokens, wall),
+            "samples_per_min": ratio(n * 60, wall),
+            # lab.measure.stats' summary: a missing TTFT is left out, never counted as 0 ms.
+            "latency_s": _s(result.summary["e2el_ms"]["mean"]), "latency_basis": "E2EL (streamed)",
+            "ttft_s": _s(result.summary["ttft_ms"]["mean"]),
+            "sampling": {"temperature": 0.0, "max_tokens": max_new_tokens, "ignore_eos": True,
+                         "other_fields": "the server's defaults (the model's generation_config)"}}
+    if on_gpu:
+        used = sum(v["peak"] for (s, d, f), v in peaks.items() if f == "mem_used_mib") or None
+        total = sum(v["peak"] for (s, d, f), v in peaks.items() if f == "mem_total_mib") or None
+        util = metrics.parse(metrics.scrape(state.base_url, api_key=lab.api_key)).cache_config() \
+            .get("gpu_memory_utilization")
+        reserved = util * total if util and total else None
+        side.update(gpus=state.tp, peak_mem_mib=reserved, device_used_mib=used,
+                    device_total_mib=total, gpu_memory_utilization=util,
+                    mem_basis="reserved: gpu-memory-utilization × total (NVML used beside it)")
+        if reserved and total:
+            side["peak_mem_pct"] = reserved / total * 100
+    else:
+        rss = peaks.get(("process", "tree", "rss_mib"))
+        side.update(gpus=None, peak_mem_mib=rss["peak"] if rss else None,
+                    mem_basis="peak RSS of the server's process tree while serving "
+                              "(shared pages counted in each process)")
+    side["peak_mem_gib"] = _gib(side["peak_mem_mib"])
+    side["latency_ms"] = side["latency_s"] * 1000
+    return side
+
+
+# -- the step -----------------------------------------------------------------------------
+def pick_source(lab: Lab, source: str) -> tuple[str, server.ServerState | None]:
+    """("server", state) when asked for or (auto) when the tracked server is alive;
+    else ("offline", None). `source="server"` without a server: one line."""
+    if source not in SOURCES:
+        raise ConfigError(f"compare source must be one of {', '.join(SOURCES)}, got {source!r}")
+    if source == "offline":
+        return "offline", None
+    if source == "server":
+        return "server", server.require_running(lab.state_path)
+    state = server.load(lab.state_path)
+    return ("server", state) if server.is_alive(state) else ("offline", None)
+
+
+def compare_step(lab: Lab, ctx: StepContext, num_prompts: int | None = None,
+                 max_new_tokens: int | None = None, batch_size: int | None = None,
+                 source: str | None = None) -> Outcome:
+    """Measure HF and vLLM on the same prompts; both sides measured is the criterion."""
+    from lab.vllm.launch import ensure_model
+
+    opts = lab.cfg["compare"]
+    n = int(num_prompts or opts["num_prompts"])
+    new_tokens = int(max_new_tokens or opts["max_new_tokens"])
+    batch = int(batch_size or opts["batch_size"])
+    timeout_s = float(opts["timeout_s"])
+    versions = lab.env.probe()  # a missing vLLM env fails here with one line
+    src, state = pick_source(lab, source or opts["source"])
+    on_gpu = lab.has_gpu
+    if src == "server":
+        model, dummy = state.model, (state.profile or lab.profile_name) == "rehearsal"
+        prof = None
+    else:
+        prof = lab.profile("day3")
+        ensure_model(lab, prof)
+        lab.check_model(prof)
+        model, dummy = prof.model, prof.load_format == "dummy"
+
+    work = lab.logbook_dir / "logs" / f"compare-{ctx.run_id}-{ctx.step_id}"
+    work.mkdir(parents=True, exist_ok=True)
+    prompts_file, ids_file = work / "prompts.json", work / "prompt_ids.json"
+    prompts_file.write_text(json.dumps(chat_prompts(n), ensure_ascii=False), encoding="utf-8")
+
+    hf_args = ["--model", model, "--prompts-file", str(prompts_file), "--ids-out", str(ids_file),
+               "--max-new-tokens", str(new_tokens), "--batch-size", str(batch), "--ignore-eos",
+               "--device", "cuda" if on_gpu else "cpu"] + (["--dummy"] if dummy else [])
+    commands = [shown_command(lab, "hf_baseline.py", hf_args)]
+    with lab.console.status(f"HF baseline: {n} prompts, batch {batch}, {new_tokens} new tokens …"):
+        try:
+            hf_data, _ = run_json_script(lab, "hf_baseline.py", hf_args, what="the HF baseline",
+                                         timeout_s=timeout_s, log_path=work / "hf_baseline.log")
+        except LabError as err:
+            if src == "server" and on_gpu and "out of memory" in (err.evidence or "").lower():
+                err.fix = ("the running vLLM server holds most of the GPU memory: `invoke stop`, "
+                           "then `invoke compare --source offline`")
+            raise
+    hf = hf_side(hf_data, on_gpu)
+    ids = json.loads(ids_file.read_text())
+    for i, req in enumerate(hf_data.get("requests") or []):
+        lab.book.add_request(ctx.run_id, ctx.step_id, "compare-hf", {
+            "level": "compare", "concurrency": batch, "idx": i, "ok": True,
+            "input_tokens": req["prompt_tokens"], "output_tokens": req["output_tokens"],
+            "e2el_s": req["e2el_s"]})
+
+    try:
+        if src == "server":
+            commands.append(f"# {n} streamed /v1/completions to {state.base_url}, all at once "
+                            f"(prompt = the token ids above, max_tokens {new_tokens}, "
+                            "temperature 0, ignore_eos)")
+            with lab.console.status(f"vLLM server: {n} requests at once …"):
+                vllm = measure_server(lab, ctx, state, ids, new_tokens, on_gpu)
+            startup = {}
+        else:
+            vllm, startup, shown = _offline(lab, ctx, prof, ids, new_tokens, timeout_s, work)
+            commands.append(shown)
+    except LabError as err:
+        err.values = {"hf": hf, "source": src}  # keep the measured side in the failed record
+        raise
+    up = speedup(hf, vllm)
+    costs = cost(hf, vllm, on_gpu=on_gpu)
+    values = {
+        "profile": lab.profile_name, "on_gpu": on_gpu, "source": src, "model": model,
+        "dummy_weights": dummy, "hf": hf, "vllm": vllm, "speedup": up, "cost": costs,
+        "workload": {"num_prompts": n, "max_new_tokens": new_tokens, "hf_batch_size": batch,
+                     "ignore_eos": True, "greedy": True},
+        "versions": versions, "startup": startup, "work_dir": str(work),
+    }
+    # The vLLM side was given the HF side's token ids; check both did the same work.
+    expected_out = n * new_tokens
+    same = (hf.get("prompt_tokens") == vllm.get("prompt_tokens")
+            and hf.get("output_tokens") == vllm.get("output_tokens") == expected_out)
+    values["inputs_identical"] = same
+    values["table"] = table(values)
+    crits = [
+        require("hf_measured", "HF 侧测得吞吐、延迟与内存", "the HF side is measured",
+                _measured(hf), _tok_s(hf, on_gpu), reason="the HF side produced no figures"),
+        require("vllm_measured", "vLLM 侧测得吞吐、延迟与内存", "the vLLM side is measured",
+                _measured(vllm), _tok_s(vllm, on_gpu), reason="the vLLM side produced no figures"),
+        require("same_work", "两侧 prompt 与输出 token 数相同", "both sides did the same work "
+                "(prompt and output tokens)", same,
+                f"prompt {hf.get('prompt_tokens')}/{vllm.get('prompt_tokens')}, output "
+                f"{hf.get('output_tokens')}/{vllm.get('output_tokens')} (expected {expected_out})",
+                reason="the two sides processed different token counts: the comparison is void"),
+    ]
+    return Outcome(crits, actual_line(values), values, command="\n".join(commands),
+                   evidence=_evidence(values))
+
+
+def _offline(lab: Lab, ctx: StepContext, prof, ids: list[list[int]], new_tokens: int,
+             timeout_s: float, work: Path) -> tuple[dict, dict, str]:
+    runs_file = work / "runs.json"
+    runs_file.write_text(json.dumps({"warmup": True, "runs": [{
+        "name": "compare", "prompt_ids": ids, "model_defaults": True,
+        "sampling": {"temperature": 0.0, "max_tokens": new_tokens, "ignore_eos": True}}]}))
+    args = offline_args(lab, prof, runs_file)
+    env = script_env(prof)
+    with lab.console.status(f"vLLM offline LLM.generate: {len(ids)} prompts at once "
+                            "(engine start takes a while) …"):
+        data, stderr = run_json_script(lab, "offline_generate.py", args,
+                                       what="vLLM offline LLM.generate", timeout_s=timeout_s,
+                                       env=env, log_path=work / "offline_generate.log")
+    run = data["runs"][0]
+    for i, req in enumerate(run.get("requests") or []):
+        lab.book.add_request(ctx.run_id, ctx.step_id, "compare-vllm", {
+            "level": "compare", "concurrency": len(ids), "idx": i, "ok": True,
+            "input_tokens": req["prompt_tokens"], "output_tokens": req["output_tokens"],
+            "ttft_s": req.get("ttft_s"), "e2el_s": req.get("e2el_s")})
+    facts = logparse.parse_startup(stderr).to_dict()
+    facts.pop("evidence", None)
+    side = vllm_offline_side(data, run, prof.has_gpu)
+    side["vllm_version"] = data.get("vllm")
+    return side, facts, shown_command(lab, "offline_generate.py", args, env)
+
+
+def _s(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1000
+
+
+def _measured(side: dict) -> bool:
+    """Throughput, latency and a memory reading. On GPU vLLM's `peak_mem_mib` is its
+    computed budget, so the reading that counts there is NVML's `device_used_mib`."""
+    memory = side.get("device_used_mib") if side.get("mem_basis", "").startswith("reserved") \
+        else side.get("peak_mem_mib")
+    return bool(side.get("output_tok_s")) and side.get("latency_s") is not None \
+        and memory is not None
+
+
+def _tok_s(side: dict, on_gpu: bool) -> str | None:
+    v = side.get("output_tok_s")
+    return f"{v:,.1f} tok/s{'' if on_gpu else ' (CPU)'}" if v else None
+
+
+
+def _x(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.2f}x"
+
+
+def table(values: dict) -> list[dict]:
+    """The seed's table as display rows {metric_zh, metric_en, vllm, hf, speedup}. On the
+    CPU profile every figure carries "(CPU)", so none can pass for a GPU number."""
+    hf, vl, up = values["hf"], values["vllm"], values["speedup"]
+    tag = "" if values["on_gpu"] else " (CPU)"
+    mem_zh = "显存占用（峰值）" if values["on_gpu"] else "内存占用（峰值 RSS，CPU 配置）"
+    mem_en = "memory (peak)" if values["on_gpu"] else "memory (peak RSS, CPU profile)"
+    return [
+        {"metric_zh": mem_zh, "metric_en": mem_en,
+         "vllm": f"{fixed(vl['peak_mem_gib'], 2)} GiB{tag}", "hf": f"{fixed(hf['peak_mem_gib'], 2)} GiB{tag}",
+         "speedup": "—"},
+        {"metric_zh": "平均端到端延迟", "metric_en": "mean end-to-end latency",
+         "vllm": f"{fixed(vl['latency_ms'])} ms{tag}", "hf": f"{fixed(hf['latency_ms'])} ms{tag}",
+         "speedup": f"{_x(up['latency_x'])}{tag}"},
+        {"metric_zh": "输出吞吐", "metric_en": "output throughput",
+         "vllm": f"{fixed(vl['output_tok_s'])} tok/s{tag}", "hf": f"{fixed(hf['output_tok_s'])} tok/s{tag}",
+         "speedup": f"{_x(up['throughput_x'])}{tag}"},
+        {"metric_zh": "样本吞吐", "metric_en": "sample throughput",
+         "vllm": f"{fixed(vl['samples_per_min'])} samples/min{tag}",
+         "hf": f"{fixed(hf['samples_per_min'])} samples/min{tag}",
+         "speedup": f"{_x(up['samples_x'])}{tag}"},
+    ]
+
+
+def actual_line(values: dict) -> str:
+    hf, vl, up, c = values["hf"], values["vllm"], values["speedup"], values["cost"]
+    head = "" if values["on_gpu"] else "CPU profile (not GPU figures): "
+    mem = "memory" if values["on_gpu"] else "peak RSS"
+    return (f"{head}HF {fixed(hf['output_tok_s'])} tok/s, mean latency {fixed(hf['latency_ms'])} ms, "
+            f"{mem} {fixed(hf['peak_mem_gib'], 2)} GiB; vLLM ({values['source']}) "
+            f"{fixed(vl['output_tok_s'])} tok/s, mean latency {fixed(vl['latency_ms'])} ms, "
+            f"{mem} {fixed(vl['peak_mem_gib'], 2)} GiB; speedup {_x(up['throughput_x'])} throughput, "
+            f"{_x(up['latency_x'])} latency; {c['samples']:,} samples: HF "
+            f"{fixed(c['hf']['device_minutes'])} vs vLLM {fixed(c['vllm']['device_minutes'])} {c['unit']}")
+
+
+def _evidence(values: dict) -> str:
+    hf, vl = values["hf"], values["vllm"]
+    lines = [] if values["on_gpu"] else ["CPU profile: every figure below is a CPU figure, not a GPU one"]
+    lines += [f"HF: {hf.get('output_tokens')} output tokens in {fixed(hf.get('total_s'), 3)} s "
+             f"(batch {hf.get('batch_size')}, device {hf.get('device')}); memory = {hf.get('mem_basis')}",
+             f"vLLM ({values['source']}): {vl.get('output_tokens')} output tokens in "
+             f"{fixed(vl.get('total_s'), 3)} s; latency = {vl.get('latency_basis')}; "
+             f"memory = {vl.get('mem_basis')}"]
+    startup = values.get("startup") or {}
+    if startup.get("kv_cache_tokens"):
+        lines.append(f"vLLM KV cache: {startup['kv_cache_tokens']:,} tokens "
+                     f"({startup.get('kv_cache_device')})")
+    return "\n".join(lines)

@@ -1,0 +1,310 @@
+"""Day 5 of seed 002: hands-on vLLM. Check the install, run offline inference with
+`LLM.generate` (the seed's example, then its batch-size benchmark: one engine load, then each
+batch size), and read what the engine allocated: KV-cache blocks, memory, and the effective
+values of the seed's key parameters.
+
+The `offline` step runs `lab/scripts/offline_generate.py` once; `kv-cache`, `memory` and
+`params` judge what that engine run recorded (the `offline` step of the same run), so the
+engine is loaded once per `invoke day5`.
+"""
+from __future__ import annotations
+
+import json
+
+from lab.checklist.steps import day3
+from lab.vllm import logparse
+from lab.checklist.seeds import Acceptance
+from lab.checklist.steps.compare import offline_args, run_json_script, script_env, shown_command
+from lab.core.errors import LabError
+from lab.core.fmt import fixed, num
+from lab.record.logbook import PASS
+from lab.record.runner import Outcome, StepContext, StepSpec, check, require, skip
+from lab.record.session import Lab
+
+TITLE_ZH = "Day 5：vLLM 实践体验（离线推理与关键参数）"
+TITLE_EN = "Day 5: hands-on vLLM (offline inference and key parameters)"
+
+STEPS = [
+    StepSpec("install", 1, "安装并确认 vLLM", "Install vLLM and check it",
+             'pip install vllm\npython -c "import vllm; print(vllm.__version__)"'),
+    StepSpec("offline", 2, "离线推理示例与 batch size 测试", "Offline inference and batch sizes",
+             "python test_vllm_offline.py\npython benchmark_vllm.py  # batch_size in [1, 4, 8, 16]"),
+    StepSpec("kv-cache", 3, "启动日志：Block 分配", "Startup log: KV-cache blocks",
+             "grep -E 'KV cache size|GPU blocks' vllm-startup.log"),
+    StepSpec("memory", 4, "显存占用", "GPU memory in use", "nvidia-smi"),
+    StepSpec("params", 5, "关键参数（引擎实际取值）", "Key parameters (the engine's values)",
+             "python -m vllm.entrypoints.openai.api_server --model Qwen/Qwen2.5-7B-Instruct "
+             "--tensor-parallel-size 1 --gpu-memory-utilization 0.9 --max-model-len 2048"),
+]
+
+# The seed's "今日自检清单", each ticked from one recorded criterion.
+ACCEPTANCE = [
+    Acceptance("成功运行vLLM离线推理示例", "ran vLLM's offline inference example", "offline", "example"),
+    Acceptance("不同 batch size 都跑完", "every batch size ran", "offline", "all_batches"),
+    Acceptance("每个 batch size 记录了 tok/s", "tok/s recorded for every batch size", "offline", "tok_s"),
+    Acceptance("记录启动命令和关键参数", "the startup command and key parameters are recorded",
+               "params", "params_read"),
+    Acceptance("记录 Block 分配信息", "the KV-cache block allocation is recorded", "kv-cache",
+               "num_blocks"),
+    Acceptance("记录显存占用（nvidia-smi）", "GPU memory use is recorded (nvidia-smi)", "memory",
+               "gpu_mem_used"),
+]
+
+NEEDS = {"offline": "install", "kv-cache": "offline", "memory": "offline", "params": "offline"}
+
+# Seed 002 §2.1 (the small-model example) and §5.3 (the batch-size benchmark).
+EXAMPLE_PROMPTS = ["Hello, my name is", "The capital of France is", "Artificial intelligence is"]
+EXAMPLE_SAMPLING = {"temperature": 0.8, "top_p": 0.95}
+BENCH_PROMPT = "Hello, my name is"
+BENCH_SAMPLING = {"temperature": 0.8}
+
+# Seed 002 §4: flag, engine field, meaning (zh, en), the seed's default.
+PARAMS = [
+    ("--model", "model", "模型路径或HuggingFace ID", "model path or Hugging Face id", "必填 / required"),
+    ("--tensor-parallel-size", "tensor_parallel_size", "TP并行GPU数量", "GPUs for tensor parallelism", 1),
+    ("--pipeline-parallel-size", "pipeline_parallel_size", "PP并行阶段数", "pipeline-parallel stages", 1),
+    ("--gpu-memory-utilization", "gpu_memory_utilization", "GPU显存使用比例（0-1）",
+     "fraction of GPU memory vLLM may use (0-1)", 0.9),
+    ("--max-model-len", "max_model_len", "最大序列长度（影响KV Cache预分配）",
+     "longest sequence (sizes the KV-cache preallocation)", "模型默认 / model default"),
+    ("--block-size", "block_size", "PagedAttention的Block大小", "PagedAttention block size (tokens)", 16),
+    ("--swap-space", "swap_space", "CPU swap空间大小（GB）", "CPU swap space (GB)", 4),
+    ("--max-num-batched-tokens", "max_num_batched_tokens", "每步最大batch token数",
+     "most tokens batched per step", "自动 / auto"),
+    ("--max-num-seqs", "max_num_seqs", "最大并发序列数", "most concurrent sequences", 256),
+    ("--enable-prefix-caching", "enable_prefix_caching", "启用Prefix Cache", "prefix caching on", False),
+    ("--dtype", "dtype", "数据类型（auto/half/float16/bfloat16）", "data type", "auto"),
+]
+# The parameters the seed's 面试话术 names, plus the length and batch limits: these must be read.
+CORE_PARAMS = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "block_size",
+               "max_num_seqs")
+
+
+# -- step 2 ------------------------------------------------------------------------------
+def offline(lab: Lab, ctx: StepContext) -> Outcome:
+    """One engine load; the seed's example prompts; then each batch size (time, tokens, tok/s)."""
+    from lab.vllm.launch import ensure_model
+
+    opts = lab.cfg["day5"]
+    lab.env.probe()  # a missing vLLM env fails here with one line
+    prof = lab.profile("day3")
+    built = ensure_model(lab, prof)
+    lab.check_model(prof)
+    max_tokens, sizes = opts["max_tokens"], opts["batch_sizes"]
+    work = lab.logbook_dir / "logs" / f"day5-{ctx.run_id}-{ctx.step_id}"
+    work.mkdir(parents=True, exist_ok=True)
+    runs = [{"name": "example", "prompts": EXAMPLE_PROMPTS, "keep_text": True,
+             "sampling": {**EXAMPLE_SAMPLING, "max_tokens": max_tokens}}]
+    runs += [{"name": f"batch-{bs}", "prompts": [BENCH_PROMPT] * bs,
+              "sampling": {**BENCH_SAMPLING, "max_tokens": max_tokens}} for bs in sizes]
+    runs_file = work / "runs.json"
+    runs_file.write_text(json.dumps({"warmup": True, "runs": runs}, ensure_ascii=False))
+    args = offline_args(lab, prof, runs_file)
+    env = script_env(prof)
+    with lab.console.status(f"offline LLM.generate: engine start, example, batch sizes "
+                            f"{', '.join(map(str, sizes))} …"):
+        data, stderr = run_json_script(lab, "offline_generate.py", args,
+                                       what="vLLM offline LLM.generate",
+                                       timeout_s=opts["timeout_s"], env=env,
+                                       log_path=work / "offline_generate.log")
+    facts = logparse.parse_startup(stderr)
+    startup = facts.to_dict()
+    startup_evidence = startup.pop("evidence")
+    example = data["runs"][0]
+    batches = [batch_row(bs, run) for bs, run in zip(sizes, data["runs"][1:])]
+    values = {
+        "profile": lab.profile_name, "model": prof.served_model_name or prof.model,
+        "model_path": prof.model, "load_format": prof.load_format, **built,
+        "vllm_version": data.get("vllm"), "load_s": data.get("load_s"),
+        "warmup_s": data.get("warmup_s"), "engine": data.get("engine") or {},
+        "startup": startup, "memory": data.get("memory") or {}, "example": example,
+        "batches": batches, "max_tokens": max_tokens, "batch_sizes": sizes,
+        "throughput_rises": rises([b["tok_s"] for b in batches]),
+        "llm_call": llm_call(prof, lab), "work_dir": str(work),
+        "log_path": str(work / "offline_generate.log"),
+    }
+    outs = example.get("requests") or []
+    with_text = sum(1 for r in outs if r["output_tokens"] > 0)
+    ran = [b for b in batches if b["ok"]]
+    crits = [
+        require("example", "示例 prompt 都生成了文本", "every example prompt produced text",
+                bool(outs) and with_text == len(outs), f"{with_text}/{len(outs)}",
+                reason="a prompt produced no tokens"),
+        require("all_batches", "每个 batch size 都跑完", "every batch size ran",
+                len(ran) == len(sizes), f"{len(ran)}/{len(sizes)}",
+                reason="a batch returned fewer outputs than prompts"),
+        require("tok_s", "每个 batch 记录了 tok/s", "tok/s recorded for every batch",
+                len(batches) == len(sizes) and all(b["tok_s"] for b in batches),
+                ", ".join(f"{b['batch_size']}: {b['tok_s']:,.1f}" for b in batches if b["tok_s"]),
+                reason="a batch has no tok/s"),
+    ]
+    tag = "CPU profile: " if not lab.has_gpu else ""
+    actual = (f"{tag}engine loaded in {fixed(values['load_s'])} s; example: {len(outs)} prompts → "
+              f"{example.get('output_tokens')} tokens in {fixed(example.get('elapsed_s'), 2)} s; "
+              + "; ".join(f"batch {b['batch_size']}: {b['tokens']} tokens in {fixed(b['time_s'], 2)} s "
+                          f"= {fixed(b['tok_s'])} tok/s" for b in batches))
+    evidence = "\n".join(startup_evidence.get(k, "") for k in
+                         ("kv_cache_tokens", "weights_load_s", "engine_init_s") if startup_evidence.get(k))
+    return Outcome(crits, actual, values, evidence=evidence or None,
+                   command=shown_command(lab, "offline_generate.py", args, env))
+
+
+def batch_row(batch_size: int, run: dict) -> dict:
+    """One row of the seed's benchmark: Batch, Time, Tokens, Throughput."""
+    n = run.get("n") or 0
+    tokens = run.get("output_tokens") or 0
+    return {"batch_size": batch_size, "n": n, "time_s": run.get("elapsed_s"), "tokens": tokens,
+            "tok_s": run.get("output_tok_s"), "prompt_tokens": run.get("prompt_tokens"),
+            "ok": n == batch_size and tokens > 0}
+
+
+def rises(values: list[float | None]) -> bool | None:
+    """Whether throughput rose with every larger batch (the seed's observation), or None."""
+    if len(values) < 2 or any(v is None for v in values):
+        return None
+    return all(b > a for a, b in zip(values, values[1:]))
+
+
+def llm_call(prof, lab: Lab) -> str:
+    """The `LLM(...)` call the offline step made, as the seed's script would write it."""
+    kwargs = {"model": prof.model, "tensor_parallel_size": 1, "max_model_len": lab.cfg["max_model_len"]}
+    if prof.has_gpu:
+        kwargs["gpu_memory_utilization"] = lab.cfg["gpu_memory_utilization"]
+    if prof.load_format:
+        kwargs["load_format"] = prof.load_format
+    return "LLM(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
+
+
+
+def offline_record(lab: Lab, ctx: StepContext) -> dict:
+    """The values of this run's passed `offline` step (the one engine run of the day)."""
+    for step in reversed(lab.book.steps(ctx.run_id)):
+        if step["key"] == "offline" and step["status"] == PASS:
+            return step["values"]
+    raise LabError("no passed `offline` step in this run: run `invoke day5`")
+
+
+# -- step 3 ------------------------------------------------------------------------------
+def kv_cache(lab: Lab, ctx: StepContext) -> Outcome:
+    """The KV-cache blocks the engine allocated; blocks × block_size checked against the
+    "KV cache size: N tokens" line vLLM printed at startup."""
+    off = offline_record(lab, ctx)
+    eng, st = off.get("engine") or {}, off.get("startup") or {}
+    blocks, size = eng.get("num_gpu_blocks"), eng.get("block_size")
+    product = blocks * size if blocks and size else None
+    logged = st.get("kv_cache_tokens")
+    crits = [check("num_blocks", "KV cache block 数（引擎分配）", "KV-cache blocks allocated",
+                   blocks, ">", 0)]
+    label = ("blocks × block_size = 启动日志的 KV cache tokens",
+             "blocks × block_size = the KV-cache tokens in the startup log")
+    if logged is None:
+        crits.append(skip("blocks_x_size", *label, "vLLM printed no 'KV cache size' line"))
+    else:
+        crits.append(require("blocks_x_size", *label, product == logged,
+                             f"{num(blocks)} × {num(size)} = {num(product)}; log {num(logged)}",
+                             reason="the product differs from the logged capacity"))
+    values = {"num_gpu_blocks": blocks, "num_cpu_blocks": eng.get("num_cpu_blocks"),
+              "block_size": size, "blocks_x_block_size": product, "kv_cache_tokens_log": logged,
+              "kv_cache_device": st.get("kv_cache_device"),
+              "max_concurrency_x": st.get("max_concurrency_x"),
+              "max_concurrency_for_tokens": st.get("max_concurrency_for_tokens"),
+              "cpu_kv_cache_gib": st.get("cpu_kv_cache_gib"),
+              "kv_cache_memory_bytes": eng.get("kv_cache_memory_bytes"),
+              "engine_init_s": st.get("engine_init_s")}
+    actual = (f"{num(blocks)} blocks × {num(size)} tokens = {num(product)} tokens; startup log: "
+              f"{st.get('kv_cache_device') or ''} KV cache size {num(logged)} tokens, max concurrency "
+              f"{num(st.get('max_concurrency_x'))}x for {num(st.get('max_concurrency_for_tokens'))} "
+              "tokens per request")
+    command = (f"grep -E 'KV cache size|init engine' {off.get('log_path') or 'offline_generate.log'}\n"
+               "# blocks: llm.llm_engine.vllm_config.cache_config.num_gpu_blocks, .block_size")
+    return Outcome(crits, actual, values, command=command)
+
+
+# -- step 4 ------------------------------------------------------------------------------
+def memory(lab: Lab, ctx: StepContext) -> Outcome:
+    """GPU memory the offline run used (NVML, as nvidia-smi shows it); on the CPU profile the
+    criterion is skipped and the process tree's peak RSS is recorded instead."""
+    off = offline_record(lab, ctx)
+    mem = off.get("memory") or {}
+    label = ("显存占用（nvidia-smi，峰值）", "GPU memory used (nvidia-smi, peak)")
+    values = {"peak_tree_rss_mib": mem.get("peak_tree_rss_mib"), "gpus": mem.get("gpus") or [],
+              "cpu_kv_cache_gib": (off.get("startup") or {}).get("cpu_kv_cache_gib"),
+              "samples": mem.get("samples")}
+    if not lab.has_gpu:
+        crit = skip("gpu_mem_used", *label, lab.no_gpu_reason(), ">=", 90, "%")
+        actual = (f"CPU profile: peak RSS of the offline run's process tree "
+                  f"{fixed(values['peak_tree_rss_mib'], 0)} MiB (script, EngineCore and worker; "
+                  f"shared pages counted in each); KV cache {fixed(values['cpu_kv_cache_gib'])} GiB "
+                  "(VLLM_CPU_KVCACHE_SPACE)")
+        return Outcome([crit], actual, values,
+                       command="# CPU profile: psutil RSS of the offline run's process tree, every 0.2 s")
+    gpus = values["gpus"]
+    # NVML's device-wide "used" is never 0 on a live GPU, so "> 0" could not fail. The
+    # check that can: vLLM took (at least 90 % of) the budget it was told to reserve.
+    budget = sum(g.get("reserved_budget_mib") or 0 for g in gpus) or None
+    used = sum(g.get("peak_used_mib") or 0 for g in gpus) if gpus else None
+    values["used_of_budget_pct"] = round(used / budget * 100, 1) if used and budget else None
+    crit = check("gpu_mem_used", "峰值显存占用 / vLLM 预算（gpu-memory-utilization × 总显存）",
+                 "peak GPU memory used / vLLM's budget (gpu-memory-utilization × total)",
+                 values["used_of_budget_pct"], ">=", 90, "%")
+    actual = "; ".join(
+        f"GPU{g['index']}: peak {fixed(g.get('peak_used_mib'), 0)} / {fixed(g.get('total_mib'), 0)} MiB "
+        f"used (NVML, device-wide), vLLM budget {fixed(g.get('reserved_budget_mib'), 0)} MiB"
+        for g in gpus) or "NVML gave no reading"
+    return Outcome([crit], actual, values,
+                   command="nvidia-smi --query-gpu=index,memory.used,memory.total --format=csv")
+
+
+# -- step 5 ------------------------------------------------------------------------------
+def params(lab: Lab, ctx: StepContext) -> Outcome:
+    """The seed's key-parameter table with the values the engine really used."""
+    from lab.vllm.launch import build_argv, display_command, server_env
+    off = offline_record(lab, ctx)
+    eng = off.get("engine") or {}
+    got, missing = eng.get("params") or {}, set(eng.get("params_missing") or [])
+    rows = []
+    for flag, name, zh, en, seed_default in PARAMS:
+        rows.append({"flag": flag, "name": name, "meaning_zh": zh, "meaning_en": en,
+                     "seed_default": seed_default, "value": got.get(name),
+                     "present": name in got, "in_this_vllm": name not in missing,
+                     "note_zh": _note(name, got, lab, "zh"), "note_en": _note(name, got, lab, "en")})
+    read = [r for r in rows if r["present"]]
+    core_ok = all(name in got for name in CORE_PARAMS)
+    prof = lab.profile("day3")
+    argv = build_argv(lab, prof, 1)
+    server_cmd = display_command(argv, server_env(prof, 1))
+    crit = require("params_read", "种子表中的关键参数读到了引擎实际取值",
+                   "the seed's key parameters were read from the engine", core_ok,
+                   f"{len(read)}/{len(rows)}",
+                   reason="missing: " + ", ".join(n for n in CORE_PARAMS if n not in got))
+    values = {"rows": rows, "llm_call": off.get("llm_call"), "server_command": server_cmd,
+              "vllm_version": off.get("vllm_version")}
+    actual = (f"{len(read)}/{len(rows)} parameters read from the engine: "
+              + ", ".join(f"{r['flag']}={r['value']}" for r in read if r["name"] != "model")
+              + (f"; not in vLLM {off.get('vllm_version')}: "
+                 + ", ".join(r["flag"] for r in rows if not r["in_this_vllm"])
+                 if any(not r["in_this_vllm"] for r in rows) else ""))
+    return Outcome([crit], actual, values,
+                   command=f"{off.get('llm_call')}\n{server_cmd}")
+
+
+def _note(name: str, got: dict, lab: Lab, lang: str) -> str:
+    """Where this vLLM and profile differ from what the seed says."""
+    zh = lang == "zh"
+    if name not in got:
+        return "此版本 vLLM 已无此参数（V1 引擎不再使用 CPU swap）" if zh else \
+            "not a parameter of this vLLM (the V1 engine has no CPU swap)"
+    value = got[name]
+    if name == "gpu_memory_utilization" and not lab.has_gpu:
+        return "CPU 上不起作用：KV cache 大小由 VLLM_CPU_KVCACHE_SPACE 决定" if zh else \
+            "no effect on CPU: VLLM_CPU_KVCACHE_SPACE sizes the KV cache"
+    if name == "block_size" and value != 16:
+        where = ("；CPU 后端的默认值" if zh else "; the CPU backend's default") if not lab.has_gpu else ""
+        return f"本次为 {value}（种子说默认 16{where}）" if zh else f"{value} here (the seed says 16{where})"
+    if name == "enable_prefix_caching" and value is True:
+        return "V1 引擎默认开启（种子写的是 False）" if zh else "on by default in the V1 engine (the seed says False)"
+    return ""
+
+
+FUNCS = {"install": day3.install, "offline": offline, "kv-cache": kv_cache, "memory": memory,
+         "params": params}

@@ -1,0 +1,123 @@
+"""A lab session: the resolved options, profile, logbook and vLLM env that steps share."""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from lab.core import config as cfgmod
+from lab.vllm.api import base_url
+from lab.core.config import Profile
+from lab.core.errors import ConfigError, ModelMissing
+from lab.record.logbook import Logbook
+from lab.vllm.env import VllmEnv, resolve
+
+# Models shipped as configs for the rehearsal profile (real architecture, dummy weights).
+REHEARSAL_CONFIGS = {
+    "Qwen/Qwen2.5-7B-Instruct": "qwen2.5-7b",
+    "Qwen/Qwen2.5-14B-Instruct": "qwen2.5-14b",
+}
+TINY_MODEL = "tiny-qwen2"
+
+
+def detect_profile(nvml_module: Any = None) -> tuple[str, str]:
+    """("gpu", why) when NVML finds a GPU, else ("cpu", why)."""
+    from lab.measure import nvml
+    ok, reason = nvml.nvml_available(nvml_module)
+    if ok and nvml.gpu_count(nvml_module) > 0:
+        return "gpu", "NVML found a GPU"
+    return "cpu", reason or "NVML found no GPU"
+
+
+@dataclass
+class Lab:
+    cfg: dict[str, Any]
+    profile_name: str
+    console: Console = field(default_factory=lambda: Console(highlight=False))
+    _book: Logbook | None = None
+
+    @classmethod
+    def from_config(cls, overrides: dict[str, Any] | None = None,
+                    console: Console | None = None) -> "Lab":
+        cfg = cfgmod.validate(cfgmod.merged(overrides))
+        name = cfg["profile"]
+        if name == "auto":
+            name, _ = detect_profile()
+        return cls(cfg, name, console or Console(highlight=False))
+
+    # -- places ------------------------------------------------------------------
+    @property
+    def lang(self) -> str:
+        return self.cfg["lang"]
+
+    @property
+    def book(self) -> Logbook:
+        if self._book is None:
+            self._book = Logbook(cfgmod.db_path(self.cfg))
+            self._book.recover()
+        return self._book
+
+    @property
+    def logbook_dir(self) -> Path:
+        return cfgmod.logbook_dir(self.cfg)
+
+    @property
+    def data_dir(self) -> Path:
+        return cfgmod.data_dir(self.cfg)
+
+    @property
+    def state_path(self) -> Path:
+        return cfgmod.state_path(self.cfg)
+
+    @property
+    def env(self) -> VllmEnv:
+        return resolve(self.data_dir, self.profile_name, self.cfg["python"])
+
+    @property
+    def url(self) -> str:
+        return base_url(self.cfg["host"], self.cfg["port"])
+
+    @property
+    def api_key(self) -> str | None:
+        return self.cfg["api_key"] or None
+
+    @property
+    def has_gpu(self) -> bool:
+        return self.profile_name in ("gpu", "rehearsal")
+
+    def no_gpu_reason(self) -> str:
+        return "no NVIDIA GPU: CPU profile"
+
+    # -- models ------------------------------------------------------------------
+    def profile(self, day: str = "day3", tp: int = 1, model: str | None = None) -> Profile:
+        """What to serve for `day` on this profile."""
+        wanted = model or self.cfg["models"][day]
+        if self.profile_name == "gpu":
+            return Profile("gpu", wanted)
+        if self.profile_name == "rehearsal":
+            if model and Path(model).exists():
+                return Profile("rehearsal", model, load_format="dummy")
+            if wanted not in REHEARSAL_CONFIGS:
+                raise ConfigError(f"no shipped rehearsal config for {wanted}; "
+                                  f"choose one of {', '.join(REHEARSAL_CONFIGS)}")
+            path = self.data_dir / "models" / f"rehearsal-{REHEARSAL_CONFIGS[wanted]}"
+            return Profile("rehearsal", str(path), served_model_name=wanted, load_format="dummy")
+        env = {"VLLM_CPU_KVCACHE_SPACE": str(self.cfg["cpu"]["kvcache_space_gib"])}
+        if tp > 1:
+            # Without it TP>1 fails with "Not enough allowed NUMA nodes to bind threads".
+            env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(str(i) for i in range(tp))
+        path = model or str(self.data_dir / "models" / TINY_MODEL)
+        return Profile("cpu", path, env=env, has_gpu=False)
+
+    def check_model(self, prof: Profile) -> None:
+        """A local model path must exist with a config.json (HF ids are left to vLLM)."""
+        p = Path(prof.model)
+        looks_local = prof.model.startswith(("/", ".", "~")) or p.exists() or prof.name != "gpu"
+        if looks_local and not (p / "config.json").exists():
+            raise ModelMissing(f"model not found: {prof.model} has no config.json")
+
+    def extra_args(self) -> list[str]:
+        return shlex.split(self.cfg["extra_args"] or "")

@@ -1,0 +1,145 @@
+"""Simple calls to vLLM's OpenAI-compatible API, with requests.
+
+The load generator (lab.measure.loadgen) is the asyncio client for many requests at once; these
+are the one-at-a-time calls of the `api-test` step.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from lab.core.errors import ApiError
+
+
+def base_url(host: str, port: int) -> str:
+    # A server bound to 0.0.0.0 is reached on loopback from this machine.
+    h = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    return f"http://{h}:{port}"
+
+
+def headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+@dataclass
+class ChatReply:
+    http_status: int
+    content: str
+    latency_s: float
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    finish_reason: str | None
+    model: str | None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        if not self.completion_tokens or self.latency_s <= 0:
+            return None
+        return self.completion_tokens / self.latency_s
+
+
+@dataclass
+class StreamReply:
+    http_status: int
+    content: str
+    chunks: int
+    ttft_s: float | None
+    e2el_s: float
+    completion_tokens: int | None
+    chunk_gaps_s: list[float] = field(default_factory=list)
+
+
+def list_models(url: str, api_key: str | None = None, timeout_s: float = 10) -> list[dict]:
+    """Command line equivalent: `curl localhost:8000/v1/models`."""
+    r = _call("GET", f"{url}/v1/models", api_key, timeout_s)
+    return r.json().get("data", [])
+
+
+def health(url: str, timeout_s: float = 5) -> int:
+    """HTTP status of /health (200 once the engine is up), or 0 if unreachable."""
+    try:
+        return requests.get(f"{url}/health", timeout=timeout_s).status_code
+    except requests.RequestException:
+        return 0
+
+
+def chat(url: str, model: str, prompt: str, *, max_tokens: int | None = None,
+         temperature: float = 0.7, api_key: str | None = None,
+         timeout_s: float = 300) -> ChatReply:
+    """One chat completion, timed from just before the POST to the full reply.
+
+    Command line equivalent: `curl localhost:8000/v1/chat/completions -d '{"model": ...,
+    "messages": [{"role": "user", "content": "你好，请介绍一下你自己"}], "temperature": 0.7}'`.
+    """
+    body: dict[str, Any] = {"model": model, "temperature": temperature,
+                            "messages": [{"role": "user", "content": prompt}]}
+    if max_tokens:
+        body["max_tokens"] = max_tokens
+    start = time.perf_counter()
+    r = _call("POST", f"{url}/v1/chat/completions", api_key, timeout_s, json=body)
+    latency = time.perf_counter() - start
+    data = r.json()
+    choice = (data.get("choices") or [{}])[0]
+    usage = data.get("usage") or {}
+    return ChatReply(r.status_code, (choice.get("message") or {}).get("content") or "",
+                     latency, usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                     choice.get("finish_reason"), data.get("model"))
+
+
+def chat_stream(url: str, model: str, prompt: str, *, max_tokens: int = 64,
+                temperature: float = 0.7, api_key: str | None = None,
+                timeout_s: float = 300) -> StreamReply:
+    """A streamed chat reply, read as server-sent events, with usage in the last chunk.
+
+    Command line equivalent: `curl -N localhost:8000/v1/chat/completions -d '{..., "stream": true}'`.
+    """
+    body = {"model": model, "temperature": temperature, "max_tokens": max_tokens,
+            "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": prompt}]}
+    start = time.perf_counter()
+    parts: list[str] = []
+    ttft = last = None
+    gaps: list[float] = []
+    chunks = 0
+    tokens = None
+    with _call("POST", f"{url}/v1/chat/completions", api_key, timeout_s, json=body,
+               stream=True) as r:
+        for line in r.iter_lines(decode_unicode=True):
+            if not line or not line.startswith("data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                break
+            data = json.loads(payload)
+            now = time.perf_counter()
+            if data.get("usage"):
+                tokens = data["usage"].get("completion_tokens")
+            if data.get("choices"):
+                chunks += 1
+                parts.append((data["choices"][0].get("delta") or {}).get("content") or "")
+                if ttft is None:
+                    ttft = now - start
+                else:
+                    gaps.append(now - last)
+                last = now
+        status = r.status_code
+    e2el = (last or time.perf_counter()) - start
+    return StreamReply(status, "".join(parts), chunks, ttft, e2el, tokens, gaps)
+
+
+def _call(method: str, url: str, api_key: str | None, timeout_s: float,
+          **kw: Any) -> requests.Response:
+    try:
+        r = requests.request(method, url, headers=headers(api_key), timeout=timeout_s, **kw)
+    except requests.ConnectionError:
+        raise ApiError(f"cannot connect to {url}: is the server running? (`invoke serve`)") from None
+    except requests.Timeout:
+        raise ApiError(f"{method} {url} timed out after {timeout_s:g} s") from None
+    if r.status_code != 200:
+        raise ApiError(f"{method} {url} returned HTTP {r.status_code}: {r.text[:200]}",
+                       evidence=f"HTTP {r.status_code}\n{r.text[:1000]}")
+    return r

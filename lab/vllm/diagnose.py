@@ -1,0 +1,274 @@
+"""Recognise known vLLM failures in a server log and give the one-line fix.
+
+`SIGNATURES` is the "Known failures and their fixes" table of DESIGN.md as data, plus a few
+memory errors whose exact text was read in the vLLM 0.32 source. The order is most specific
+first, and `diagnose` keeps that order. `diagnose_balance` is the memory check for TP=2
+(seed 000 Q2), which needs GPU numbers rather than a log.
+
+Command line equivalent: `grep -nE 'out of memory|CUBLAS_STATUS|NUMA nodes|Address already in use' server.log`
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from lab.vllm.logparse import clean_lines
+
+LANGS = ("zh", "en")
+#: A matched line longer than this is cut (tracebacks can carry huge reprs).
+MAX_LINE_CHARS = 300
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One known failure: how to spot it in the log and how to fix it."""
+
+    key: str
+    pattern: re.Pattern
+    title_zh: str
+    title_en: str
+    fix_zh: str
+    fix_en: str
+    #: Where the failure and its fix come from (seed question, DESIGN.md, vLLM source).
+    source: str
+
+    def title(self, lang: str) -> str:
+        return self.title_zh if lang == "zh" else self.title_en
+
+    def fix(self, lang: str) -> str:
+        return self.fix_zh if lang == "zh" else self.fix_en
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """A recognised failure: what it is, the fix, where the fix comes from, the evidence."""
+
+    title: str
+    fix: str
+    source: str
+    matched_line: str
+    key: str = ""
+
+
+def _sig(key, pattern, title_zh, title_en, fix_zh, fix_en, source) -> Signature:
+    return Signature(key, re.compile(pattern), title_zh, title_en, fix_zh, fix_en, source)
+
+
+SIGNATURES: tuple[Signature, ...] = (
+    _sig(
+        "cuda_graph_tp_crash",
+        # Both texts were seen together on 2xH200 with TP=2 during CUDA-graph capture.
+        r"gemm_and_bias error: CUBLAS_STATUS_EXECUTION_FAILED|CUBLAS_STATUS_EXECUTION_FAILED"
+        r"|an illegal memory access was encountered",
+        "TP>1 时在 CUDA Graph 捕获阶段崩溃（CUBLAS_STATUS_EXECUTION_FAILED / illegal memory access）",
+        "Crash during CUDA-graph capture with TP>1 (CUBLAS_STATUS_EXECUTION_FAILED / illegal memory access)",
+        "加 `--enforce-eager`（跳过 CUDA Graph，可运行但每 token 更慢）",
+        "Add `--enforce-eager` (skips CUDA graphs: it works, but each token is slower)",
+        "gpu/README.md: 2xH200, 14B, TP=2",
+    ),
+    _sig(
+        "cpu_numa_bind",
+        # vllm/utils/ompmultiprocessing.py (assertion text).
+        r"Not enough allowed NUMA nodes to bind threads",
+        "CPU 后端 TP>1：NUMA 节点不够，无法自动绑定线程",
+        "CPU backend, TP>1: not enough NUMA nodes to bind worker threads automatically",
+        '设置 `VLLM_CPU_OMP_THREADS_BIND="0|1"`（每个 TP rank 一组核，用 | 分隔）',
+        'Set `VLLM_CPU_OMP_THREADS_BIND="0|1"` (one core list per TP rank, separated by |)',
+        "DESIGN.md: CPU profile, TP=2",
+    ),
+    _sig(
+        "cpu_attention_head_dim",
+        # csrc/cpu/cpu_attn.cpp: "Unsupported CPU attention configuration: head_dim=16 isa=1 …".
+        r"Unsupported CPU attention configuration: head_dim=\d*",
+        "CPU 注意力不支持这个 head_dim",
+        "CPU attention does not support this head_dim",
+        "换用 head_dim ≥ 64 的模型（lab 构建的 tiny 模型即满足）",
+        "Use a model with head_dim >= 64 (the lab's tiny model has it)",
+        "DESIGN.md: CPU profile",
+    ),
+    _sig(
+        "vllm_script_metadata",
+        # importlib.metadata, raised from vllm/entrypoints/cli/main.py under vllm-cpu.
+        r"PackageNotFoundError: (?:No package metadata was found for vllm\b|vllm\b)",
+        "`vllm` 命令找不到名为 vllm 的发行包（vllm-cpu）",
+        "The `vllm` script finds no distribution named vllm (vllm-cpu)",
+        "用 `python -m vllm.entrypoints.openai.api_server …` 启动服务",
+        "Start the server with `python -m vllm.entrypoints.openai.api_server …`",
+        "DESIGN.md: CPU profile (vllm-cpu 0.32)",
+    ),
+    _sig(
+        "port_in_use",
+        r"Address already in use|\[Errno 98\]|EADDRINUSE",
+        "端口已被占用",
+        "The port is already in use",
+        "换一个 `--port`，或先 `invoke stop` 停掉旧的服务",
+        "Use another `--port`, or run `invoke stop` to end the old server",
+        "DESIGN.md: Known failures",
+    ),
+    _sig(
+        "kv_cache_too_small_for_max_len",
+        # vllm/v1/core/kv_cache_utils.py: _check_enough_kv_cache_memory.
+        r"larger than the available KV cache\s+memory",
+        "KV Cache 放不下一条 max-model-len 长度的请求",
+        "The KV cache cannot hold one request of max-model-len tokens",
+        "减小 `--max-model-len`（日志里给了估计的最大长度），或提高 `--gpu-memory-utilization`",
+        "Lower `--max-model-len` (the log gives an estimate), or raise `--gpu-memory-utilization`",
+        "vLLM 0.32 source: v1/core/kv_cache_utils.py; seed 000 Q1",
+    ),
+    _sig(
+        "no_kv_cache_memory",
+        # vllm/v1/core/kv_cache_utils.py: available memory <= 0 after the profiling run.
+        r"No available memory for the cache blocks",
+        "权重和激活占满了预算，没有剩余显存给 KV Cache",
+        "Weights and activations fill the budget: no memory is left for the KV cache",
+        "提高 `--gpu-memory-utilization`，或加大 `--tensor-parallel-size`，或换更小的模型",
+        "Raise `--gpu-memory-utilization`, or raise `--tensor-parallel-size`, or use a smaller model",
+        "vLLM 0.32 source: v1/core/kv_cache_utils.py",
+    ),
+    _sig(
+        "startup_memory_taken",
+        # vllm/v1/worker/utils.py (GPU) and v1/worker/cpu_worker.py (CPU).
+        r"is less than desired (?:GPU|CPU) memory utilization",
+        "启动时空闲显存/内存少于 --gpu-memory-utilization 要求的量（有别的进程占用）",
+        "At startup, free memory is below what --gpu-memory-utilization asks for (another process holds it)",
+        "先 `invoke stop` 并用 nvidia-smi 查看占用显存的进程，或降低 `--gpu-memory-utilization`",
+        "Run `invoke stop` and check nvidia-smi for other processes, or lower `--gpu-memory-utilization`",
+        "vLLM 0.32 source: v1/worker/utils.py",
+    ),
+    _sig(
+        "cuda_oom",
+        # torch: "CUDA out of memory. Tried to allocate …"; vLLM: "Failed to load model - not
+        # enough GPU memory." Not the INFO hint "If out-of-memory error occurs during cudagraph
+        # capture", which every healthy start prints on older versions.
+        r"CUDA out of memory|OutOfMemoryError|Failed to load model - not enough GPU memory",
+        "加载或 profiling 时 CUDA 显存不足（OOM）",
+        "CUDA out of memory while loading or profiling",
+        "降低 `--gpu-memory-utilization`（如 0.7）或 `--max-model-len`，或加大 `--tensor-parallel-size`",
+        "Lower `--gpu-memory-utilization` (e.g. 0.7) or `--max-model-len`, or raise `--tensor-parallel-size`",
+        "seed 000 Q1, seed 004 Q2",
+    ),
+    _sig(
+        "model_offline_not_cached",
+        # huggingface_hub with HF_HUB_OFFLINE=1 and a repo id that is not in the local cache.
+        r"LocalEntryNotFoundError|outgoing traffic has been disabled",
+        "离线模式（HF_HUB_OFFLINE=1）下本地缓存里没有这个模型",
+        "Offline mode (HF_HUB_OFFLINE=1) and the model is not in the local cache",
+        "把 `--model` 指向含 config.json 的本地目录，或联网先下载该模型",
+        "Point `--model` at a local folder with config.json, or download the model first",
+        "vLLM 0.32 (seen: EngineArgs with HF_HUB_OFFLINE=1)",
+    ),
+    _sig(
+        "model_not_found",
+        r"does not appear to have a file named config\.json|Repo id must be in the form"
+        r"|HFValidationError|Invalid repository ID or local directory specified"
+        r"|RepositoryNotFoundError|is not a local folder and is not a valid model identifier",
+        "找不到模型：路径不存在、目录里没有 config.json，或 HF 仓库名不对",
+        "Model not found: the path does not exist, the folder has no config.json, or the repo id is wrong",
+        "检查 `--model`：本地目录要有 config.json（路径写全），或用正确的 HF 仓库名",
+        "Check `--model`: a local folder must hold config.json (use the full path), or give a valid HF repo id",
+        "DESIGN.md: Reliability (missing model)",
+    ),
+)
+
+
+def _check_lang(lang: str) -> None:
+    if lang not in LANGS:
+        raise ValueError(f"lang must be one of {LANGS}, not {lang!r}")
+
+
+# vLLM's prefix: "(EngineCore_DP0 pid=7) ERROR 11-21 15:20:03 [core.py:843] " (0.32 adds the
+# process part; older versions start at the level).
+_VLLM_PREFIX_RE = re.compile(r"^(?:\([^)]*\) )?(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) \S+ \S+ \[[^\]]*\] ?")
+
+
+def _is_code_line(line: str) -> bool:
+    """A traceback frame or source line ("  File …", "    raise …"): indented after the prefix."""
+    body = _VLLM_PREFIX_RE.sub("", line)
+    return body[:1].isspace()
+
+
+def _best_line(lines: list[str], pattern: re.Pattern) -> str | None:
+    """The first matching message line; a traceback code line only when nothing else matches."""
+    fallback = None
+    for line in lines:
+        if pattern.search(line):
+            if not _is_code_line(line):
+                return line
+            fallback = fallback or line
+    return fallback
+
+
+def _short(line: str) -> str:
+    line = line.strip()
+    return line if len(line) <= MAX_LINE_CHARS else line[: MAX_LINE_CHARS - 1] + "…"
+
+
+def diagnose(log_text: str, lang: str = "zh") -> list[Diagnosis]:
+    """Every known failure found in `log_text`, most specific first, one per signature.
+
+    Lines starting with "#" are skipped (fixture headers and shell comments, never vLLM output).
+
+    Command line equivalent: `grep -nE 'out of memory|CUBLAS_STATUS|NUMA nodes' server.log`
+    """
+    _check_lang(lang)
+    lines = [line for line in clean_lines(log_text) if not line.lstrip().startswith("#")]
+    found: list[Diagnosis] = []
+    for sig in SIGNATURES:
+        line = _best_line(lines, sig.pattern)
+        if line is not None:
+            found.append(Diagnosis(sig.title(lang), sig.fix(lang), sig.source, _short(line), sig.key))
+    return found
+
+
+def first_fix(log_text: str, lang: str = "zh") -> str | None:
+    """The fix of the most specific failure found, or None."""
+    found = diagnose(log_text, lang)
+    return found[0].fix if found else None
+
+
+def imbalance_pct(used_mib_per_gpu: Sequence[float] | Mapping[object, float]) -> float | None:
+    """(max - min) / max of memory used, in percent; None with fewer than two GPUs.
+
+    The seed's "误差 < 10%" compares the two cards' memory; dividing by the larger one keeps
+    the figure between 0 and 100.
+    """
+    values = list(used_mib_per_gpu.values() if isinstance(used_mib_per_gpu, Mapping) else used_mib_per_gpu)
+    if len(values) < 2:
+        return None
+    high, low = max(values), min(values)
+    if high <= 0:
+        return 0.0
+    return (high - low) / high * 100.0
+
+
+def diagnose_balance(
+    used_mib_per_gpu: Sequence[float] | Mapping[object, float],
+    tolerance_pct: float = 10.0,
+    lang: str = "zh",
+) -> Diagnosis | None:
+    """Seed 000 Q2: one GPU uses noticeably more memory than the others under TP.
+
+    `used_mib_per_gpu` is a list (GPU 0, 1, …) or a mapping {gpu index: MiB used}.
+    Returns None when the spread is within `tolerance_pct` (or there are fewer than two GPUs).
+
+    Command line equivalent: `nvidia-smi --query-gpu=index,memory.used --format=csv`
+    """
+    _check_lang(lang)
+    spread_pct = imbalance_pct(used_mib_per_gpu)
+    if spread_pct is None or spread_pct <= tolerance_pct:
+        return None
+    items = (
+        list(used_mib_per_gpu.items())
+        if isinstance(used_mib_per_gpu, Mapping)
+        else list(enumerate(used_mib_per_gpu))
+    )
+    heavy_gpu = max(items, key=lambda kv: kv[1])[0]
+    evidence = ", ".join(f"GPU{idx} {mib:,.0f} MiB" for idx, mib in items) + f" (spread {spread_pct:.1f} %)"
+    if lang == "zh":
+        title = f"TP 下显存不均衡：GPU{heavy_gpu} 多用了显存（差 {spread_pct:.1f}% > {tolerance_pct:g}%）"
+        fix = "检查 `CUDA_VISIBLE_DEVICES`（两张卡都可见且正是 TP 用的卡），并用 nvidia-smi 查看该 GPU 上的其他进程"
+    else:
+        title = f"Unbalanced memory under TP: GPU{heavy_gpu} uses more ({spread_pct:.1f} % > {tolerance_pct:g} %)"
+        fix = "Check `CUDA_VISIBLE_DEVICES` (both cards visible, and the ones TP uses) and other processes on that GPU (nvidia-smi)"
+    return Diagnosis(title, fix, "seed 000 Q2", evidence, "tp_memory_unbalanced")

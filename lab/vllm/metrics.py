@@ -1,0 +1,595 @@
+"""Prometheus `/metrics` of a vLLM server: scrape, parse, explain, diff, and poll under load.
+
+The text is parsed only with `prometheus_client.parser.text_string_to_metric_families`.
+Metric names, types and labels follow vLLM 0.32's `vllm/v1/metrics/loggers.py`
+(PrometheusStatLogger); the seeds' older names are mapped in `OLD_NAMES`.
+
+Command line equivalent: `curl -s 127.0.0.1:8000/metrics | grep '^vllm:'`
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from lab.core.errors import ApiError
+
+LANGS = ("zh", "en")
+
+
+# --------------------------------------------------------------------------- scrape / parse
+
+
+def metrics_url(base_url: str) -> str:
+    """`http://host:port/metrics`. An OpenAI-style base ending in /v1 is accepted too."""
+    base = base_url.rstrip("/")
+    if base.endswith("/v1"):
+        base = base[: -len("/v1")]
+    return base + "/metrics"
+
+
+def scrape(base_url: str, timeout_s: float = 5.0, api_key: str | None = None) -> str:
+    """The exposition text of `<base_url>/metrics`. Raises ApiError (one line) on failure.
+
+    The API key, when given, is sent as a bearer token and never appears in a message.
+
+    Command line equivalent: `curl -s 127.0.0.1:8000/metrics`
+    """
+    url = metrics_url(base_url)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = requests.get(url, headers=headers, timeout=timeout_s)
+    except requests.Timeout:
+        raise ApiError(f"GET {url}: no answer within {timeout_s:g} s") from None
+    except requests.ConnectionError:
+        raise ApiError(f"GET {url}: connection refused or reset (is the server running?)") from None
+    except requests.RequestException as exc:
+        raise ApiError(f"GET {url}: {type(exc).__name__}") from None
+    if response.status_code != 200:
+        raise ApiError(
+            f"GET {url}: HTTP {response.status_code}",
+            evidence=response.text[:500],
+        )
+    return response.text
+
+
+@dataclass
+class Snapshot:
+    """One parsed scrape.
+
+    families: family name -> Prometheus type ("gauge", "counter", "histogram", …). For counters
+    the parser strips `_total`: family "vllm:prompt_tokens" has samples "vllm:prompt_tokens_total".
+    samples: sample name -> [(labels, value), …] over every label set.
+    """
+
+    families: dict[str, str] = field(default_factory=dict)
+    samples: dict[str, list[tuple[dict[str, str], float]]] = field(default_factory=dict)
+    taken_at_s: float | None = None
+
+    def has(self, name: str) -> bool:
+        """True if `name` is a family (e.g. a histogram) or a sample name (e.g. `…_total`)."""
+        return name in self.families or name in self.samples
+
+    def names(self, prefix: str = "vllm:") -> list[str]:
+        """Family names starting with `prefix`, sorted (the `_created` companions left out)."""
+        return sorted(n for n in self.families if n.startswith(prefix) and not n.endswith("_created"))
+
+    def _rows(self, name: str) -> list[tuple[dict[str, str], float]]:
+        kind = self.families.get(name)
+        if kind == "counter":
+            return self.samples.get(name + "_total", [])
+        if kind in ("histogram", "gaugehistogram", "summary"):
+            return []  # a distribution has no single value: use histogram()
+        return self.samples.get(name, [])
+
+    def value(self, name: str, how: str = "sum") -> float | None:
+        """A gauge or counter, aggregated over its label sets; None when absent.
+
+        Counters answer to both names: "vllm:prompt_tokens" and "vllm:prompt_tokens_total".
+        `how`: "sum" (counters, request counts), "max" or "mean" (fractions such as
+        vllm:kv_cache_usage_perc, where a sum over data-parallel engines would exceed 1).
+        """
+        rows = self._rows(name)
+        if not rows:
+            return None
+        values = [v for _, v in rows]
+        if how == "sum":
+            return float(sum(values))
+        if how == "max":
+            return float(max(values))
+        if how == "mean":
+            return float(sum(values) / len(values))
+        raise ValueError(f"how must be sum, max or mean, not {how!r}")
+
+    def by_label(self, name: str, label: str) -> dict[str, float]:
+        """A gauge or counter summed per value of one label, e.g. finished_reason -> count."""
+        out: dict[str, float] = {}
+        for labels, v in self._rows(name):
+            key = labels.get(label, "")
+            out[key] = out.get(key, 0.0) + v
+        return out
+
+    def histogram(self, name: str) -> tuple[float, float] | None:
+        """(count, sum) of a histogram (or summary) over its label sets; None when absent."""
+        counts = self.samples.get(name + "_count")
+        sums = self.samples.get(name + "_sum")
+        if not counts or not sums:
+            return None
+        return float(sum(v for _, v in counts)), float(sum(v for _, v in sums))
+
+    def histogram_mean(self, name: str) -> float | None:
+        """sum / count of a histogram; None when absent or with no observation yet."""
+        hist = self.histogram(name)
+        if hist is None or hist[0] <= 0:
+            return None
+        return hist[1] / hist[0]
+
+    def cache_config(self) -> dict:
+        """The labels of `vllm:cache_config_info` (engine 0 when several), typed.
+
+        Integers and floats become numbers, "True"/"False" booleans, "None" None; other
+        values stay strings. Empty when the series is absent.
+        """
+        rows = self.samples.get("vllm:cache_config_info", [])
+        if not rows:
+            return {}
+        labels = next((lab for lab, _ in rows if lab.get("engine") == "0"), rows[0][0])
+        return {key: _typed(val) for key, val in labels.items()}
+
+
+def _typed(text: str):
+    if text == "None":
+        return None
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return number if math.isfinite(number) else text
+
+
+def parse(text: str) -> Snapshot:
+    """Parse Prometheus exposition text into a Snapshot. Raises ApiError if it is not one."""
+    snap = Snapshot()
+    try:
+        for family in text_string_to_metric_families(text):
+            snap.families[family.name] = family.type
+            for sample in family.samples:
+                snap.samples.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
+    except (ValueError, TypeError, IndexError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ApiError(f"/metrics is not Prometheus text: {first_line[:200]}") from None
+    return snap
+
+
+def fetch(base_url: str, timeout_s: float = 5.0, api_key: str | None = None) -> Snapshot:
+    """scrape() then parse(), stamped with the time of the scrape."""
+    snap = parse(scrape(base_url, timeout_s=timeout_s, api_key=api_key))
+    snap.taken_at_s = time.time()
+    return snap
+
+
+# --------------------------------------------------------------------------- meanings
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """A key series for the Day 3/4 "关键指标解读" (key metrics explained)."""
+
+    name: str
+    kind: str  # gauge | counter | histogram
+    unit: str
+    zh: str
+    en: str
+    #: The name the seeds cite for it, if any (see OLD_NAMES).
+    old_name: str | None = None
+    #: How label sets combine for a gauge: "sum" for counts, "mean" for fractions.
+    how: str = "sum"
+
+    def meaning(self, lang: str) -> str:
+        return self.zh if lang == "zh" else self.en
+
+
+KEY_SERIES: tuple[SeriesInfo, ...] = (
+    SeriesInfo(
+        "vllm:num_requests_running", "gauge", "requests",
+        "正在引擎批次里执行（预填充或解码）的请求数",
+        "Requests in the engine's running batch (prefill or decode) right now",
+    ),
+    SeriesInfo(
+        "vllm:num_requests_waiting", "gauge", "requests",
+        "排队等待调度的请求数；持续大于 0 说明服务已饱和",
+        "Requests queued for scheduling; staying above 0 means the server is saturated",
+    ),
+    SeriesInfo(
+        "vllm:kv_cache_usage_perc", "gauge", "fraction 0-1",
+        "KV Cache 块的占用比例（0–1，1 = 100%）；接近 1 时请求会被抢占",
+        "Fraction of KV-cache blocks in use (0-1, 1 = 100 %); near 1, requests get preempted",
+        old_name="vllm:gpu_cache_usage_perc", how="mean",
+    ),
+    SeriesInfo(
+        "vllm:time_to_first_token_seconds", "histogram", "s (mean)",
+        "首 token 延迟 TTFT：请求到达到第一个输出 token 的时间",
+        "Time to first token (TTFT): from arrival to the first output token",
+        old_name="vllm:time_to_first_token_ms",
+    ),
+    SeriesInfo(
+        "vllm:inter_token_latency_seconds", "histogram", "s (mean)",
+        "相邻两次输出之间的间隔（ITL），所有请求合并统计",
+        "Inter-token latency (ITL): the gap between successive outputs, pooled over requests",
+        old_name="vllm:time_per_output_token_ms",
+    ),
+    SeriesInfo(
+        "vllm:request_time_per_output_token_seconds", "histogram", "s (mean)",
+        "每个请求的平均每 token 解码时间（TPOT）= 解码时间 / (输出 token 数 − 1)",
+        "Time per output token (TPOT) of each request = decode time / (output tokens - 1)",
+        old_name="vllm:time_per_output_token_ms",
+    ),
+    SeriesInfo(
+        "vllm:e2e_request_latency_seconds", "histogram", "s (mean)",
+        "端到端请求延迟：从到达到最后一个 token",
+        "End-to-end request latency: from arrival to the last token",
+    ),
+    SeriesInfo(
+        "vllm:request_queue_time_seconds", "histogram", "s (mean)",
+        "请求在 WAITING 队列里等待调度的时间",
+        "Time a request spent waiting in the queue before it was scheduled",
+    ),
+    SeriesInfo(
+        "vllm:prompt_tokens_total", "counter", "tokens",
+        "累计处理的 prompt（预填充）token 数",
+        "Prompt (prefill) tokens processed since startup",
+    ),
+    SeriesInfo(
+        "vllm:generation_tokens_total", "counter", "tokens",
+        "累计生成的输出 token 数",
+        "Output tokens generated since startup",
+    ),
+    SeriesInfo(
+        "vllm:num_preemptions_total", "counter", "preemptions",
+        "累计抢占次数：KV Cache 不够时把请求踢回队列、之后重算",
+        "Preemptions since startup: requests evicted when the KV cache ran out, recomputed later",
+    ),
+    SeriesInfo(
+        "vllm:request_success_total", "counter", "requests",
+        "已完成的请求数（标签 finished_reason：stop、length、abort…）",
+        "Finished requests since startup (label finished_reason: stop, length, abort, …)",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class OldName:
+    """A metric name the seeds cite, and what vLLM exports instead today."""
+
+    #: Today's series (empty: removed, no replacement).
+    current: tuple[str, ...]
+    zh: str
+    en: str
+
+    def note(self, lang: str) -> str:
+        return self.zh if lang == "zh" else self.en
+
+
+OLD_NAMES: dict[str, OldName] = {
+    "vllm:gpu_cache_usage_perc": OldName(
+        ("vllm:kv_cache_usage_perc",),
+        "V1 引擎改名为 vllm:kv_cache_usage_perc（vLLM PR #18354 弃用旧名），vLLM 0.32 已不再导出旧名；"
+        "含义不变：0–1 的比例，不是百分数。",
+        "Renamed vllm:kv_cache_usage_perc in the V1 engine (old name deprecated by vLLM PR #18354) "
+        "and no longer exported by vLLM 0.32; same meaning: a 0-1 fraction, not a percentage.",
+    ),
+    "vllm:cpu_cache_usage_perc": OldName(
+        (),
+        "V1 引擎已删除，没有替代：V1 不再把 KV 交换到 CPU。CPU 后端的 KV 占用也记在 "
+        "vllm:kv_cache_usage_perc；开启 KV offloading 时看 vllm:kv_offload_cpu_cache_usage_perc。",
+        "Removed in the V1 engine with no replacement: V1 no longer swaps KV blocks to CPU. On the "
+        "CPU backend the KV usage is vllm:kv_cache_usage_perc; with KV offloading, see "
+        "vllm:kv_offload_cpu_cache_usage_perc.",
+    ),
+    "vllm:time_to_first_token_ms": OldName(
+        ("vllm:time_to_first_token_seconds",),
+        "vLLM 0.32 源码里没有 _ms 版本，TTFT 是以秒为单位的直方图 vllm:time_to_first_token_seconds；"
+        "报告里 ×1000 换算成毫秒。",
+        "vLLM 0.32's source has no _ms series: TTFT is the histogram vllm:time_to_first_token_seconds, "
+        "in seconds; the report multiplies by 1000 for ms.",
+    ),
+    "vllm:time_per_output_token_ms": OldName(
+        ("vllm:request_time_per_output_token_seconds", "vllm:inter_token_latency_seconds"),
+        "单位是秒，不是毫秒。每请求的 TPOT 是 vllm:request_time_per_output_token_seconds（与 vllm bench "
+        "serve 的 TPOT 同定义）；相邻 token 间隔是 vllm:inter_token_latency_seconds（0.11 之前叫 "
+        "vllm:time_per_output_token_seconds，之后移除）。",
+        "Seconds, not ms. Per-request TPOT is vllm:request_time_per_output_token_seconds (the same "
+        "definition as vllm bench serve's TPOT); the gap between tokens is "
+        "vllm:inter_token_latency_seconds (called vllm:time_per_output_token_seconds until 0.11, "
+        "since removed).",
+    ),
+    "vllm:time_per_output_token_seconds": OldName(
+        ("vllm:inter_token_latency_seconds",),
+        "0.11 起弃用并改名为 vllm:inter_token_latency_seconds（测的是相邻输出的间隔），后来移除。",
+        "Deprecated in 0.11 and renamed vllm:inter_token_latency_seconds (it measures the gap "
+        "between outputs); removed later.",
+    ),
+}
+
+# Names vLLM itself used before the current ones: read them when a server is old enough to
+# export only those, and say so in the row ("found_as").
+_FORMER_NAMES: dict[str, tuple[str, ...]] = {
+    "vllm:kv_cache_usage_perc": ("vllm:gpu_cache_usage_perc",),
+    "vllm:inter_token_latency_seconds": ("vllm:time_per_output_token_seconds",),
+}
+
+
+def _check_lang(lang: str) -> None:
+    if lang not in LANGS:
+        raise ValueError(f"lang must be one of {LANGS}, not {lang!r}")
+
+
+def _read(snapshot: Snapshot, info: SeriesInfo, name: str) -> tuple[bool, float | None, float | None]:
+    """(present, value, observation count) of one series under `name`."""
+    if info.kind == "histogram":
+        hist = snapshot.histogram(name)
+        if hist is None:
+            return False, None, None
+        return True, snapshot.histogram_mean(name), hist[0]
+    value = snapshot.value(name, how=info.how)
+    return value is not None, value, None
+
+
+def key_series_rows(snapshot: Snapshot, lang: str = "zh") -> list[dict]:
+    """One row per KEY_SERIES entry: what the server reports and what it means.
+
+    Row keys: name, present, value (a gauge/counter, or a histogram's mean = sum/count; None
+    when absent or not yet observed), count (histogram observations), unit, meaning, kind,
+    old_name and old_note (when a seed cites an older name), found_as (set when only a former
+    vLLM name was exported). A missing series is reported as missing, never filled in.
+    """
+    _check_lang(lang)
+    rows = []
+    for info in KEY_SERIES:
+        found_as = None
+        present, value, count = _read(snapshot, info, info.name)
+        if not present:
+            for former in _FORMER_NAMES.get(info.name, ()):
+                present, value, count = _read(snapshot, info, former)
+                if present:
+                    found_as = former
+                    break
+        old = OLD_NAMES.get(info.old_name) if info.old_name else None
+        rows.append(
+            {
+                "name": info.name,
+                "present": present,
+                "value": value,
+                "count": count,
+                "unit": info.unit,
+                "kind": info.kind,
+                "meaning": info.meaning(lang),
+                "old_name": info.old_name,
+                "old_note": old.note(lang) if old else None,
+                "found_as": found_as,
+            }
+        )
+    return rows
+
+
+def old_name_rows(snapshot: Snapshot | None = None, lang: str = "zh") -> list[dict]:
+    """The seeds' old names -> today's, with the note the report prints.
+
+    With a snapshot, also says whether each name is exported by that server (old_present,
+    current_present), so the report shows what was checked rather than assumed.
+    """
+    _check_lang(lang)
+    rows = []
+    for old, info in OLD_NAMES.items():
+        row = {"old_name": old, "current": list(info.current), "note": info.note(lang)}
+        if snapshot is not None:
+            row["old_present"] = snapshot.has(old)
+            row["current_present"] = [snapshot.has(name) for name in info.current]
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- deltas
+
+
+def _counter_delta(before: Snapshot, after: Snapshot, name: str) -> tuple[float | None, bool]:
+    """(after - before, reset?) of a counter; None if absent on either side or reset."""
+    b, a = before.value(name), after.value(name)
+    if a is None or b is None:
+        return None, False
+    if a < b:
+        return None, True  # the counter went down: the server restarted in between
+    return a - b, False
+
+
+def _hist_mean_delta(before: Snapshot, after: Snapshot, name: str) -> tuple[float | None, bool]:
+    """Mean of the observations made between two scrapes: Δsum / Δcount."""
+    hb, ha = before.histogram(name), after.histogram(name)
+    if hb is None or ha is None:
+        return None, False
+    d_count, d_sum = ha[0] - hb[0], ha[1] - hb[1]
+    if d_count < 0:
+        return None, True
+    if d_count == 0:
+        return None, False
+    return d_sum / d_count, False
+
+
+def delta(before: Snapshot, after: Snapshot) -> dict:
+    """What the server did between two scrapes (e.g. around one benchmark level).
+
+    Keys: requests_finished (Δ of the e2e histogram count, i.e. every finished request),
+    requests_by_reason ({finished_reason: Δ}), prompt_tokens, generation_tokens, preemptions,
+    mean_queue_time_s, mean_ttft_s, mean_e2e_s, mean_tpot_s, mean_itl_s, interval_s (when both
+    snapshots carry a time) and server_restarted (a counter went down; deltas are then None).
+    A value is None when its series is missing or nothing was observed in the interval.
+    """
+    restarted = False
+    out: dict = {}
+
+    e2e = "vllm:e2e_request_latency_seconds"
+    hb, ha = before.histogram(e2e), after.histogram(e2e)
+    if hb is not None and ha is not None and ha[0] >= hb[0]:
+        out["requests_finished"] = ha[0] - hb[0]
+    else:
+        out["requests_finished"] = None
+        restarted |= hb is not None and ha is not None
+
+    reasons_before = before.by_label("vllm:request_success", "finished_reason")
+    reasons_after = after.by_label("vllm:request_success", "finished_reason")
+    by_reason = {}
+    for reason, count in reasons_after.items():
+        diff = count - reasons_before.get(reason, 0.0)
+        if diff < 0:
+            restarted = True
+            by_reason = {}
+            break
+        by_reason[reason] = diff
+    out["requests_by_reason"] = by_reason if reasons_before and reasons_after else {}
+
+    for key, name in (
+        ("prompt_tokens", "vllm:prompt_tokens"),
+        ("generation_tokens", "vllm:generation_tokens"),
+        ("preemptions", "vllm:num_preemptions"),
+    ):
+        out[key], reset = _counter_delta(before, after, name)
+        restarted |= reset
+
+    for key, name in (
+        ("mean_queue_time_s", "vllm:request_queue_time_seconds"),
+        ("mean_ttft_s", "vllm:time_to_first_token_seconds"),
+        ("mean_e2e_s", "vllm:e2e_request_latency_seconds"),
+        ("mean_tpot_s", "vllm:request_time_per_output_token_seconds"),
+        ("mean_itl_s", "vllm:inter_token_latency_seconds"),
+    ):
+        out[key], reset = _hist_mean_delta(before, after, name)
+        restarted |= reset
+
+    if restarted:
+        # Counters restart from zero with the server: no difference between the two is valid.
+        out = {key: ({} if key == "requests_by_reason" else None) for key in out}
+    if before.taken_at_s is not None and after.taken_at_s is not None:
+        out["interval_s"] = after.taken_at_s - before.taken_at_s
+    out["server_restarted"] = restarted
+    return out
+
+
+# --------------------------------------------------------------------------- poller
+
+
+class KvUsagePoller:
+    """Scrapes /metrics every `interval_s` in a thread while a benchmark runs.
+
+    Keeps the peaks of vllm:kv_cache_usage_perc (max over engines) and of
+    vllm:num_requests_running / vllm:num_requests_waiting (summed over engines). A failed
+    scrape is counted, not raised: the benchmark must not die because a sample was lost.
+
+        poller = KvUsagePoller("http://127.0.0.1:8000").start()
+        ...run the load...
+        summary = poller.stop()
+
+    Command line equivalent:
+        watch -n 0.5 "curl -s 127.0.0.1:8000/metrics | grep -E '^vllm:(kv_cache_usage_perc|num_requests_)'"
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        interval_s: float = 0.5,
+        timeout_s: float = 2.0,
+        api_key: str | None = None,
+        scrape_fn=None,
+    ):
+        self.base_url = base_url
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self._api_key = api_key
+        # Tests pass a fake; it takes (base_url, timeout_s, api_key) like scrape().
+        self._scrape = scrape_fn or scrape
+        #: (seconds since start, kv usage, running, waiting) per good scrape.
+        self.timeline: list[tuple[float, float | None, float | None, float | None]] = []
+        self.failures = 0
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._started_at = 0.0
+        self._stopped_at: float | None = None
+
+    def start(self) -> KvUsagePoller:
+        if self._thread is not None:
+            raise RuntimeError("KvUsagePoller already started")
+        self._started_at = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="kv-usage-poller", daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample_once(self) -> None:
+        try:
+            snap = parse(self._scrape(self.base_url, timeout_s=self.timeout_s, api_key=self._api_key))
+        except Exception as exc:  # noqa: BLE001 - any failure is one lost sample
+            with self._lock:
+                self.failures += 1
+                self.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return
+        row = (
+            time.monotonic() - self._started_at,
+            snap.value("vllm:kv_cache_usage_perc", how="max"),
+            snap.value("vllm:num_requests_running"),
+            snap.value("vllm:num_requests_waiting"),
+        )
+        with self._lock:
+            self.timeline.append(row)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample_once()
+            self._stop.wait(self.interval_s)
+
+    def stop(self) -> dict:
+        """Stop the thread and return the summary (peaks are None if never observed)."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=self.timeout_s + self.interval_s + 1.0)
+        if self._stopped_at is None:
+            self._stopped_at = time.monotonic()
+        return self.summary()
+
+    def summary(self) -> dict:
+        with self._lock:
+            rows = list(self.timeline)
+            failures, last_error = self.failures, self.last_error
+
+        def peak(i: int) -> float | None:
+            values = [r[i] for r in rows if r[i] is not None]
+            return max(values) if values else None
+
+        kv_values = [r[1] for r in rows if r[1] is not None]
+        end = self._stopped_at if self._stopped_at is not None else time.monotonic()
+        return {
+            "samples": len(rows),
+            "scrape_failures": failures,
+            "last_error": last_error,
+            "duration_s": end - self._started_at if self._thread is not None else 0.0,
+            "interval_s": self.interval_s,
+            "peak_kv_cache_usage_perc": peak(1),
+            "mean_kv_cache_usage_perc": sum(kv_values) / len(kv_values) if kv_values else None,
+            "peak_num_requests_running": peak(2),
+            "peak_num_requests_waiting": peak(3),
+        }
+
+    def __enter__(self) -> KvUsagePoller:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
