@@ -239,18 +239,6 @@ def validate_bench(b: dict[str, Any], max_model_len: int) -> dict[str, Any]:
     return b
 
 
-@dataclass
-class Profile:
-    """What a profile means for serving: the model, its flags, and what can be measured."""
-    name: str
-    model: str                    # HF id or local path
-    served_model_name: str | None = None
-    load_format: str | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    has_gpu: bool = True
-
-
-
 def data_dir(cfg: Mapping[str, Any]) -> Path:
     return _abs(cfg["data_dir"])
 

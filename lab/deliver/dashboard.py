@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.record.logbook import Logbook
+from lab.vllm.launch import shell_line
 
 _WILDCARD = {"", "0.0.0.0", "::", "[::]", "*"}
 _HOST_OK = re.compile(r"^[A-Za-z0-9.\-:\[\]]{1,253}$")
@@ -106,7 +107,7 @@ def dashboard_context(book: Logbook, lang: str, run_id: int | None = None,
     groups = progress.checklist_state(book, lang)
     servers = [{"id": s["id"], "model": s.get("model"), "tp": s.get("tp"), "host": s.get("host"),
                 "port": s.get("port"), "ready_s": s.get("ready_s"), "started_at": s.get("started_at"),
-                "command": deploy_notes.command_line(s.get("argv") or [], s.get("env"))}
+                "command": shell_line(s.get("argv") or [], s.get("env"))}
                for s in reversed(book.servers())][:5]
     ctx.update(report.lenient({
         "images": [{"key": k, "uri": data_uri(p)} for k, p in (plots or {}).items() if p.exists()],

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from lab.record.logbook import Logbook
+from lab.vllm.launch import redact_argv, redact_env, shell_line
 
 Text = tuple[str, str]  # (zh, en)
 
@@ -346,22 +347,6 @@ ENV_VARS: dict[str, dict[str, Any]] = {
 # versions or by hand. One mechanism: lab.vllm.process's.
 
 
-def safe_argv(argv: Iterable[Any]) -> list[str]:
-    from lab.vllm.process import redact_argv
-    return redact_argv(argv)
-
-
-def safe_env(env: dict[str, Any] | None) -> dict[str, str]:
-    from lab.vllm.process import redact_env
-    return redact_env(env)
-
-
-def command_line(argv: Iterable[Any], env: dict[str, Any] | None) -> str:
-    """The exact command, as a shell line, with secrets redacted."""
-    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(safe_env(env).items()))
-    return (prefix + " " if prefix else "") + shlex.join(safe_argv(argv))
-
-
 # ------------------------------------------------------------------------------------ parsing
 
 
@@ -422,8 +407,8 @@ def _pick(entry: dict, lang: str) -> dict:
 
 def server_notes(server: dict, lang: str) -> dict:
     """One started server: its command, each flag explained, each env var explained."""
-    argv = safe_argv(server.get("argv") or [])
-    env = safe_env(server.get("env"))
+    argv = redact_argv(server.get("argv") or [])
+    env = redact_env(server.get("env"))
     facts = server.get("facts") or {}
     flags = []
     for f in parse_flags(argv):
@@ -435,7 +420,7 @@ def server_notes(server: dict, lang: str) -> dict:
     return {"id": server["id"], "run_id": server.get("run_id"), "profile": server.get("profile"),
             "model": server.get("model"), "tp": server.get("tp"), "host": server.get("host"),
             "port": server.get("port"), "started_at": server.get("started_at"),
-            "ready_s": server.get("ready_s"), "command": command_line(argv, server.get("env")),
+            "ready_s": server.get("ready_s"), "command": shell_line(argv, server.get("env")),
             "flags": flags, "envs": envs, "facts": facts,
             "block_size": facts.get("block_size")}
 

@@ -9,19 +9,12 @@ from typing import Any
 from rich.console import Console
 
 from lab.core import config as cfgmod
-from lab.vllm.api import base_url
-from lab.core.config import Profile
+from lab.core.net import base_url
+from lab.vllm.launch import Profile, build_argv
+from lab.vllm.models import REHEARSAL_CONFIGS, TINY_MODEL
 from lab.core.errors import ConfigError, ModelMissing
 from lab.record.logbook import Logbook
 from lab.vllm.env import VllmEnv, resolve
-
-# Models shipped as configs for the rehearsal profile (real architecture, dummy weights).
-REHEARSAL_CONFIGS = {
-    "Qwen/Qwen2.5-7B-Instruct": "qwen2.5-7b",
-    "Qwen/Qwen2.5-14B-Instruct": "qwen2.5-14b",
-}
-TINY_MODEL = "tiny-qwen2"
-
 
 def detect_profile(nvml_module: Any = None) -> tuple[str, str]:
     """("gpu", why) when NVML finds a GPU, else ("cpu", why)."""
@@ -112,12 +105,13 @@ class Lab:
         path = model or str(self.data_dir / "models" / TINY_MODEL)
         return Profile("cpu", path, env=env, has_gpu=False)
 
-    def check_model(self, prof: Profile) -> None:
-        """A local model path must exist with a config.json (HF ids are left to vLLM)."""
-        p = Path(prof.model)
-        looks_local = prof.model.startswith(("/", ".", "~")) or p.exists() or prof.name != "gpu"
-        if looks_local and not (p / "config.json").exists():
-            raise ModelMissing(f"model not found: {prof.model} has no config.json")
-
     def extra_args(self) -> list[str]:
         return shlex.split(self.cfg["extra_args"] or "")
+
+    def serve_argv(self, prof: Profile, tp: int = 1, extra: list[str] | None = None) -> list[str]:
+        """The vLLM server's argument list for `prof` with this session's options."""
+        cfg = self.cfg
+        return build_argv(str(self.env.python), prof, host=cfg["host"], port=cfg["port"],
+                          max_model_len=cfg["max_model_len"],
+                          gpu_memory_utilization=cfg["gpu_memory_utilization"], tp=tp,
+                          api_key=self.api_key, extra=[*(extra or []), *self.extra_args()])

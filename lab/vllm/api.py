@@ -15,12 +15,6 @@ import requests
 from lab.core.errors import ApiError
 
 
-def base_url(host: str, port: int) -> str:
-    # A server bound to 0.0.0.0 is reached on loopback from this machine.
-    h = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
-    return f"http://{h}:{port}"
-
-
 def headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from lab.vllm.logparse import clean_lines
+from lab.core.text import clean_lines
 
 LANGS = ("zh", "en")
 #: A matched line longer than this is cut (tracebacks can carry huge reprs).

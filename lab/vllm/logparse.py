@@ -10,6 +10,8 @@ Command line equivalent:
 """
 from __future__ import annotations
 
+from lab.core.text import clean_lines
+
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +19,6 @@ from pathlib import Path
 # vLLM prints counts with thousands separators (f"{num_tokens:,}"), so "1,041,472".
 _NUM = r"[0-9][0-9,]*(?:\.[0-9]+)?"
 # Colour codes appear in the banner when vLLM logs to a terminal (VLLM_LOGGING_COLOR).
-_ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 
 # vllm/v1/core/kv_cache_utils.py (0.32): "%s KV cache size: %s tokens, Maximum concurrency
 # for %s tokens per request: %.2fx", where %s is "GPU" on CUDA, else the device type in upper
@@ -106,11 +107,6 @@ def _number(text: str) -> float:
 
 def _integer(text: str) -> int:
     return int(_number(text))
-
-
-def clean_lines(text: str) -> list[str]:
-    """Lines without colour codes. splitlines() also splits vLLM's CR-LF continuation lines."""
-    return [_ANSI_RE.sub("", line).rstrip() for line in text.splitlines()]
 
 
 def _last_run(lines: list[str]) -> list[str]:
@@ -205,12 +201,3 @@ def parse_startup_file(path: str | Path, max_bytes: int = 20_000_000) -> Startup
         f.seek(max(0, size - max_bytes))
         data = f.read()
     return parse_startup(data.decode("utf-8", errors="replace"))
-
-
-def tail(text: str, n_lines: int = 20) -> str:
-    """The last `n_lines` non-empty lines, colour codes removed (for "server died" messages).
-
-    Command line equivalent: `tail -n 20 server.log`
-    """
-    lines = [line for line in clean_lines(text) if line.strip()]
-    return "\n".join(lines[-n_lines:])

@@ -18,7 +18,6 @@ import errno
 import ipaddress
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -31,6 +30,9 @@ from typing import Callable, Iterable, Iterator, Mapping
 import psutil
 import requests
 
+from lab.core.net import base_url, is_wildcard
+from lab.core.text import tail_file
+from lab.vllm.launch import redact_argv
 from lab.core.errors import (
     ConfigError,
     PortBusy,
@@ -42,13 +44,6 @@ from lab.core.errors import (
 
 #: Environment variable that marks every process of one server tree.
 TAG_ENV = "VLLM_LAB_TAG"
-#: Flags whose value is a secret: never written to disk or rendered.
-SECRET_FLAGS = ("--api-key", "--api_key", "--hf-token", "--hf_token")
-REDACTED = "***"
-#: A flag or variable name that holds a secret: "key", "token", … as a whole word of the name
-#: (so --api-key, --hf-token and HF_TOKEN match; --tokenizer and --ssl-keyfile do not).
-SECRET_WORDS = re.compile(r"(?:^|[-_])(?:api[-_]?key|key|token|secret|password|passwd|"
-                          r"credentials?)(?:$|[-_])", re.I)
 #: How a vLLM process looks in `ps`: the API server module, or the titles vLLM sets
 #: (`VLLM::EngineCore`, `VLLM::Worker_TP0`, ...).
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
@@ -59,8 +54,6 @@ KILL_WAIT_S = 5.0
 CREATE_TIME_TOLERANCE_S = 1.0
 STARTED_AT_TOLERANCE_S = 3.0
 
-_WILDCARD_HOSTS = {"0.0.0.0", "::", "", "[::]", "*"}
-_ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 # Popen objects of servers this process started, by pid: they give the exit code and reap the
 # child, and keeping them alive avoids "subprocess N is still running" warnings.
@@ -97,7 +90,7 @@ class ServerState:
     @property
     def base_url(self) -> str:
         """`http://host:port` for a client on this machine (a wildcard bind maps to loopback)."""
-        return f"http://{_client_host(self.host)}:{self.port}"
+        return base_url(self.host, self.port)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the state atomically, readable only by the owner; argv is redacted again."""
@@ -128,51 +121,9 @@ def load(path: str | os.PathLike) -> ServerState | None:
     return ServerState.load(path)
 
 
-def _secret_name(name: str) -> bool:
-    return name in SECRET_FLAGS or bool(SECRET_WORDS.search(name.lstrip("-")))
-
-
-def redact_argv(argv: Iterable[str]) -> list[str]:
-    """Copy of argv with the value of `--api-key X` / `--api-key=X`, and of any flag whose
-    name is a key, token, secret or password, as `***`."""
-    out: list[str] = []
-    hide_next = False
-    for arg in argv:
-        arg = str(arg)
-        name = arg.split("=", 1)[0]
-        if hide_next and not arg.startswith("--"):
-            out.append(REDACTED)
-            hide_next = False
-            continue
-        hide_next = False
-        if arg.startswith("-") and _secret_name(name):
-            if "=" in arg:
-                arg = name + "=" + REDACTED
-            else:
-                hide_next = True
-        out.append(arg)
-    return out
-
-
-def redact_env(env: Mapping[str, object] | None) -> dict[str, str]:
-    """Environment with secret-looking values (…KEY, …TOKEN, …SECRET, …) as `***`."""
-    return {k: (REDACTED if SECRET_WORDS.search(k) else str(v)) for k, v in (env or {}).items()}
-
-
 # --------------------------------------------------------------------------------------------
 # Before start: port and exposure
 # --------------------------------------------------------------------------------------------
-def check_bind(host: str, api_key: str | None) -> str | None:
-    """A warning to print when the server would listen beyond this machine without an API key."""
-    if api_key or _is_loopback(host):
-        return None
-    where = "every network interface" if host in _WILDCARD_HOSTS else host
-    return (
-        f"binding {host or '0.0.0.0'} exposes the server on {where} without an API key: "
-        "pass --api-key or bind 127.0.0.1"
-    )
-
-
 def check_port_free(host: str, port: int) -> None:
     """Raise PortBusy when something already holds `host:port`.
 
@@ -217,7 +168,7 @@ def _port_busy_message(host: str, port: int) -> str:
 
 
 def _bind_address(host: str, port: int) -> tuple[int, tuple]:
-    if host in _WILDCARD_HOSTS:
+    if is_wildcard(host):
         return (socket.AF_INET6, ("::", port)) if ":" in host else (socket.AF_INET, ("0.0.0.0", port))
     try:
         infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
@@ -225,26 +176,6 @@ def _bind_address(host: str, port: int) -> tuple[int, tuple]:
         raise ConfigError(f"cannot resolve host {host!r}: {err.strerror or err}") from None
     family, _, _, _, addr = infos[0]
     return family, addr
-
-
-def _is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _client_host(host: str) -> str:
-    if host in ("0.0.0.0", "", "*"):
-        return "127.0.0.1"
-    if host in ("::", "[::]"):
-        return "[::1]"
-    if ":" in host and not host.startswith("["):
-        return f"[{host}]"
-    return host
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,7 +303,7 @@ def wait_ready(
             if time.monotonic() >= deadline:
                 raise ServerTimeout(
                     f"vLLM server not ready after {timeout_s:g} s; last log lines below",
-                    evidence=tail(state.log_path, 20),
+                    evidence=tail_file(state.log_path, 20),
                 )
             if on_tick is not None:
                 on_tick(time.monotonic() - begun)
@@ -395,7 +326,7 @@ def _died(state: ServerState, during: str) -> ServerDied:
         what = f"vLLM server was killed by signal {-code} ({_signal_name(-code)})"
     else:
         what = f"vLLM server exited with code {code}"
-    evidence = tail(state.log_path, 20)
+    evidence = tail_file(state.log_path, 20)
     if state.state_path:
         stop(state.state_path, grace_s=5)
     else:
@@ -416,7 +347,7 @@ def require_running(state_path: str | os.PathLike) -> ServerState:
     if not is_alive(state):
         raise ServerNotRunning(
             f"the vLLM server (pid {state.pid}) is no longer running: run `invoke serve`",
-            evidence=tail(state.log_path, 20),
+            evidence=tail_file(state.log_path, 20),
         )
     return state
 
@@ -700,38 +631,6 @@ def stop_orphans(orphans: Iterable[ProcessInfo], grace_s: float = 30) -> list[in
 # --------------------------------------------------------------------------------------------
 # Logs
 # --------------------------------------------------------------------------------------------
-def tail(log_path: str | os.PathLike | None, n: int = 20) -> str:
-    """The last `n` lines of the log, without colour codes or progress-bar redraws ('' if none).
-
-    Command line equivalent: `tail -n 20 LOG`
-    """
-    if not log_path or n <= 0:
-        return ""
-    try:
-        with open(log_path, "rb") as fh:
-            data = _read_tail_bytes(fh, n)
-    except OSError:
-        return ""
-    text = _ANSI_RE.sub("", data.decode("utf-8", errors="replace"))
-    # tqdm redraws a bar with \r: keep only what was on screen last.
-    lines = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return "\n".join(lines[-n:])
-
-
-def _read_tail_bytes(fh, n: int, block: int = 8192) -> bytes:
-    fh.seek(0, os.SEEK_END)
-    end = fh.tell()
-    pos, data = end, b""
-    while pos > 0 and data.count(b"\n") <= n:
-        step = min(block, pos)
-        pos -= step
-        fh.seek(pos)
-        data = fh.read(step) + data
-    return data
-
-
 # --------------------------------------------------------------------------------------------
 # Signals
 # --------------------------------------------------------------------------------------------

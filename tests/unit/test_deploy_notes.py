@@ -4,6 +4,8 @@ import re
 
 import pytest
 
+from lab.vllm.launch import redact_argv, redact_env
+
 from lab.deliver import deploy_notes as dn
 from tests.fakes.fake_logbook import HOSTILE, LEAKED_KEY, add_hostile, cpu_logbook, gpu_logbook
 
@@ -90,13 +92,13 @@ def test_an_unknown_flag_is_listed_not_guessed(fresh_db, tmp_path):
     ["--API-KEY", LEAKED_KEY], ["--hf-token", LEAKED_KEY], [f"--some-secret={LEAKED_KEY}"],
 ])
 def test_secret_values_are_redacted_in_any_spelling(argv):
-    assert LEAKED_KEY not in " ".join(dn.safe_argv(["py", *argv, "--port", "1"]))
+    assert LEAKED_KEY not in " ".join(redact_argv(["py", *argv, "--port", "1"]))
 
 
 def test_redaction_keeps_flags_that_only_look_alike():
     argv = ["py", "--tokenizer", "tok/path", "--ssl-keyfile", "key.pem", "--port", "8000"]
-    assert dn.safe_argv(argv) == argv
-    env = dn.safe_env({"VLLM_API_KEY": LEAKED_KEY, "HF_TOKEN": LEAKED_KEY,
+    assert redact_argv(argv) == argv
+    env = redact_env({"VLLM_API_KEY": LEAKED_KEY, "HF_TOKEN": LEAKED_KEY,
                        "TOKENIZERS_PARALLELISM": "false"})
     assert env == {"VLLM_API_KEY": "***", "HF_TOKEN": "***", "TOKENIZERS_PARALLELISM": "false"}
 

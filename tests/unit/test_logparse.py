@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lab.vllm.logparse import StartupFacts, clean_lines, parse_startup, parse_startup_file, tail
+from lab.core.text import clean_lines
+from lab.core.text import tail_text as tail
+from lab.vllm.logparse import StartupFacts, parse_startup, parse_startup_file
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

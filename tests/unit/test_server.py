@@ -19,6 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from lab.core.text import tail_file
+from lab.vllm import launch
 from lab.vllm import process as server
 from lab.core.errors import PortBusy, ServerDied, ServerNotRunning, ServerTimeout
 
@@ -96,18 +98,18 @@ def start_fake(paths, port: int, *extra: str, **fields) -> server.ServerState:
 # ------------------------------------------------------------------------------------ unit bits
 def test_redact_argv_hides_both_spellings():
     argv = ["python", "-m", "x", "--api-key", SECRET, "--port", "1", f"--api-key={SECRET}"]
-    out = server.redact_argv(argv)
+    out = launch.redact_argv(argv)
     assert SECRET not in " ".join(out)
     assert out == ["python", "-m", "x", "--api-key", "***", "--port", "1", "--api-key=***"]
     assert argv[4] == SECRET  # the input is not modified
 
 
 def test_check_bind_warns_only_when_exposed_without_key():
-    assert server.check_bind("127.0.0.1", None) is None
-    assert server.check_bind("localhost", None) is None
-    assert server.check_bind("0.0.0.0", "key") is None
+    assert launch.check_bind("127.0.0.1", None) is None
+    assert launch.check_bind("localhost", None) is None
+    assert launch.check_bind("0.0.0.0", "key") is None
     for host in ("0.0.0.0", "::"):
-        warning = server.check_bind(host, None)
+        warning = launch.check_bind(host, None)
         assert warning and "--api-key" in warning and "\n" not in warning
 
 
@@ -115,9 +117,9 @@ def test_tail_returns_last_lines_without_colour_or_progress_redraws(tmp_path):
     log = tmp_path / "x.log"
     lines = [f"line {i}" for i in range(100)] + ["\x1b[32mINFO\x1b[0m done", "bar 10%\rbar 50%\rbar 100%", ""]
     log.write_text("\n".join(lines))
-    out = server.tail(log, 3).splitlines()
+    out = tail_file(log, 3).splitlines()
     assert out == ["line 99", "INFO done", "bar 100%"]
-    assert server.tail(tmp_path / "missing.log") == ""
+    assert tail_file(tmp_path / "missing.log") == ""
 
 
 def test_state_file_round_trip_and_corrupt_file(tmp_path):
@@ -175,7 +177,7 @@ def test_start_wait_ready_stop_leaves_no_process(paths):
     assert ticks, "on_tick is called while waiting"
     assert server.load(state_path).ready_s == ready_s
     assert server.is_alive(state)
-    assert "Application startup complete." in server.tail(log_path)
+    assert "Application startup complete." in tail_file(log_path)
 
     children = logged_child_pids(str(log_path), 3)  # 2 children + the setsid child's grandchild
     tree = [state.pid, *children]
@@ -237,7 +239,7 @@ def test_health_503_keeps_polling_until_timeout(paths):
     state = start_fake(paths, free_port(), "--startup-s", "0.1", "--health-status", "503")
     with pytest.raises(ServerTimeout):
         server.wait_ready(state, timeout_s=1.0, poll_s=0.1)
-    assert "503" in server.tail(state.log_path)
+    assert "503" in tail_file(state.log_path)
 
 
 def test_stop_escalates_to_sigkill(paths):

@@ -40,6 +40,7 @@ from typing import Any
 from lab.vllm import logparse
 from lab.vllm import process as server
 from lab.core.errors import ConfigError, LabError
+from lab.core.text import tail_text
 from lab.core.fmt import fixed
 from lab.record.runner import Outcome, StepContext, require
 from lab.record.session import Lab
@@ -111,14 +112,14 @@ def run_json_script(lab: Lab, name: str, args: list[str], *, what: str, timeout_
         proc = lab.env.run_script(name, args, timeout_s=timeout_s + 120, env=env)
     except subprocess.TimeoutExpired as err:
         raise LabError(f"{what} did not finish within {timeout_s + 120:.0f} s",
-                       evidence=logparse.tail(_text(err.stderr), 20)) from None
+                       evidence=tail_text(_text(err.stderr), 20)) from None
     stderr = proc.stderr or ""
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text(stderr + "\n--- stdout ---\n" + (proc.stdout or ""), encoding="utf-8")
     data = parse_result(proc.stdout)
     if proc.returncode != 0 or data is None or not data.get("ok"):
-        tail = logparse.tail(stderr or proc.stdout or "", 20)
+        tail = tail_text(stderr or proc.stdout or "", 20)
         last = tail.splitlines()[-1].strip() if tail else "no output"
         why = f"exit {proc.returncode}" if proc.returncode != 0 else "no JSON result"
         raise LabError(f"{what} failed ({why}): {last[:300]}", evidence=tail)
@@ -332,7 +333,7 @@ def compare_step(lab: Lab, ctx: StepContext, num_prompts: int | None = None,
                  max_new_tokens: int | None = None, batch_size: int | None = None,
                  source: str | None = None) -> Outcome:
     """Measure HF and vLLM on the same prompts; both sides measured is the criterion."""
-    from lab.vllm.launch import ensure_model
+    from lab.vllm import models
 
     opts = lab.cfg["compare"]
     n = int(num_prompts or opts["num_prompts"])
@@ -347,8 +348,8 @@ def compare_step(lab: Lab, ctx: StepContext, num_prompts: int | None = None,
         prof = None
     else:
         prof = lab.profile("day3")
-        ensure_model(lab, prof)
-        lab.check_model(prof)
+        models.ensure_model(lab.env, prof)
+        models.check_model(prof)
         model, dummy = prof.model, prof.load_format == "dummy"
 
     work = lab.logbook_dir / "logs" / f"compare-{ctx.run_id}-{ctx.step_id}"

@@ -325,7 +325,7 @@ def _fmt_value(v) -> str:
 def serve(lab: Lab, ctx: StepContext, tp: int = 1, model_of: str = "day3",
           model: str | None = None) -> Outcome:
     """Serve `model` (default: the model of day `model_of`) with tensor parallelism `tp`."""
-    from lab.vllm.launch import start_and_wait
+    from lab.checklist.steps.serve import start_and_wait
     return start_and_wait(lab, ctx, model_of, tp, model)
 
 

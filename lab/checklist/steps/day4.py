@@ -226,7 +226,7 @@ def _tp_side(lab: Lab, ctx: StepContext, tp: int, c: int, plan, values: dict) ->
     """Start (or reuse) a TP=`tp` server and run the level on it."""
     from lab.measure import bench
     from lab.measure import prompts
-    from lab.vllm.launch import start_and_wait
+    from lab.checklist.steps.serve import start_and_wait
     state = server.load(lab.state_path)
     if state and server.is_alive(state) and state.tp == tp:
         facts = next((s["facts"] or {} for s in lab.book.servers() if s["id"] == state.server_id), {})

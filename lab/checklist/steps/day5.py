@@ -83,13 +83,13 @@ CORE_PARAMS = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len"
 # -- step 2 ------------------------------------------------------------------------------
 def offline(lab: Lab, ctx: StepContext) -> Outcome:
     """One engine load; the seed's example prompts; then each batch size (time, tokens, tok/s)."""
-    from lab.vllm.launch import ensure_model
+    from lab.vllm import models
 
     opts = lab.cfg["day5"]
     lab.env.probe()  # a missing vLLM env fails here with one line
     prof = lab.profile("day3")
-    built = ensure_model(lab, prof)
-    lab.check_model(prof)
+    built = models.ensure_model(lab.env, prof)
+    models.check_model(prof)
     max_tokens, sizes = opts["max_tokens"], opts["batch_sizes"]
     work = lab.logbook_dir / "logs" / f"day5-{ctx.run_id}-{ctx.step_id}"
     work.mkdir(parents=True, exist_ok=True)
@@ -258,7 +258,7 @@ def memory(lab: Lab, ctx: StepContext) -> Outcome:
 # -- step 5 ------------------------------------------------------------------------------
 def params(lab: Lab, ctx: StepContext) -> Outcome:
     """The seed's key-parameter table with the values the engine really used."""
-    from lab.vllm.launch import build_argv, display_command, server_env
+    from lab.vllm.launch import server_env, shell_line
     off = offline_record(lab, ctx)
     eng = off.get("engine") or {}
     got, missing = eng.get("params") or {}, set(eng.get("params_missing") or [])
@@ -271,8 +271,8 @@ def params(lab: Lab, ctx: StepContext) -> Outcome:
     read = [r for r in rows if r["present"]]
     core_ok = all(name in got for name in CORE_PARAMS)
     prof = lab.profile("day3")
-    argv = build_argv(lab, prof, 1)
-    server_cmd = display_command(argv, server_env(prof, 1))
+    argv = lab.serve_argv(prof, 1)
+    server_cmd = shell_line(argv, server_env(prof, 1), python_as="python")
     crit = require("params_read", "种子表中的关键参数读到了引擎实际取值",
                    "the seed's key parameters were read from the engine", core_ok,
                    f"{len(read)}/{len(rows)}",

@@ -1,0 +1,92 @@
+"""The `serve` step: start vLLM in the background, wait for /health, and record what
+startup cost (seconds, KV-cache tokens, model memory)."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from lab.core.errors import LabError
+from lab.core.fmt import num
+from lab.record.runner import Outcome, StepContext, check
+from lab.record.session import Lab
+from lab.vllm import launch, models
+from lab.vllm import process as server
+
+
+def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
+                   model: str | None = None, extra: list[str] | None = None) -> Outcome:
+    """Start the server and wait for /health. Any server we tracked before is stopped
+    first, so the startup figures are this start's own."""
+    from lab.vllm import logparse
+    from lab.vllm import metrics
+
+    prof = lab.profile(day, tp=tp, model=model)
+    lab.env.probe()  # a missing vLLM env fails here with one line, before anything starts
+    built = models.ensure_model(lab.env, prof)
+    models.check_model(prof)
+    previous = server.stop(lab.state_path)
+    if previous:
+        lab.console.print(f"stopped the previous server (pids {', '.join(map(str, previous))})")
+    warning = launch.check_bind(lab.cfg["host"], lab.api_key)
+    if warning:
+        lab.console.print(f"[yellow]warning:[/] {warning}")
+    argv = lab.serve_argv(prof, tp, extra)
+    env = launch.server_env(prof, tp)
+    shown = launch.shell_line(argv, env, python_as="python")
+    log_path = lab.logbook_dir / "logs" / f"server-{ctx.run_id}-{ctx.step_id}.log"
+    server_id = lab.book.add_server(
+        run_id=ctx.run_id, step_id=ctx.step_id, profile=prof.name,
+        model=prof.served_model_name or prof.model, tp=tp, argv=launch.redact_argv(argv),
+        env=launch.redact_env(env), host=lab.cfg["host"], port=lab.cfg["port"], log_path=str(log_path),
+        started_at=time.time())
+    state = server.start(argv, log_path=log_path, state_path=lab.state_path,
+                         host=lab.cfg["host"], port=lab.cfg["port"], model=prof.model,
+                         served_model_name=prof.served_model_name, tp=tp, profile=prof.name,
+                         run_id=ctx.run_id, server_id=server_id, env={**os.environ, **env})
+    lab.book.update_server(server_id, pid=state.pid)
+    timeout_s = lab.cfg["startup_timeout_s"]
+    try:
+        with lab.console.status(f"starting vLLM ({prof.served_model_name or prof.model}, "
+                                f"TP={tp}); log: {log_path}") as status:
+            ready_s = server.wait_ready(state, timeout_s, on_tick=lambda s: status.update(
+                f"waiting for /health … {s:.0f} s (log: {log_path})"))
+    except LabError:
+        server.stop(lab.state_path)
+        raise
+    facts = logparse.parse_startup(Path(log_path).read_text(errors="replace")).__dict__
+    snap = metrics.parse(metrics.scrape(lab.url, api_key=lab.api_key))
+    cache = snap.cache_config()
+    # /metrics is preferred over log scraping where both exist.
+    kv_tokens = cache.get("kv_cache_size_tokens") or facts.get("kv_cache_tokens")
+    if kv_tokens is None and cache.get("num_gpu_blocks") and cache.get("block_size"):
+        kv_tokens = cache["num_gpu_blocks"] * cache["block_size"]
+    values = {
+        "pid": state.pid, "log_path": str(log_path), "ready_s": ready_s, "tp": tp,
+        "model": prof.served_model_name or prof.model, "model_path": prof.model,
+        "profile": prof.name, "kv_cache_tokens": kv_tokens,
+        "max_concurrency_x": cache.get("kv_cache_max_concurrency") or facts.get("max_concurrency_x"),
+        "num_gpu_blocks": cache.get("num_gpu_blocks") or facts.get("gpu_blocks"),
+        "block_size": cache.get("block_size"),
+        "kv_cache_memory_bytes": cache.get("kv_cache_memory_bytes"),
+        "model_load_gib": facts.get("model_load_gib"), "model_load_s": facts.get("model_load_s"),
+        "engine_init_s": facts.get("engine_init_s"), "vllm_version": facts.get("vllm_version"),
+        "server_id": server_id, **built,
+    }
+    lab.book.update_server(server_id, ready_s=ready_s, facts=values)
+    criteria = [check("ready_s", "/health 返回 200 的启动耗时", "seconds until /health = 200",
+                      ready_s, "<", timeout_s, "s")]
+    values["weights_load_s"] = facts.get("weights_load_s")
+    if values["model_load_gib"] is not None:
+        model = f"model {num(values['model_load_gib'])} GiB loaded in {num(values['model_load_s'])} s"
+    else:  # vLLM's CPU runner prints no "Model loading took … GiB" line
+        model = (f"weights loaded in {num(values['weights_load_s'])} s "
+                 "(vLLM printed no model-memory line)")
+    actual = (f"ready after {ready_s:.1f} s (pid {state.pid}); KV cache {num(kv_tokens)} tokens, "
+              f"max concurrency {num(values['max_concurrency_x'])}x; {model}")
+    evidence = "\n".join(line for line in Path(log_path).read_text(errors="replace").splitlines()
+                         if any(k in line for k in ("KV cache size", "Model loading took",
+                                                    "Loading weights took", "init engine",
+                                                    "Application startup complete")))[-1500:]
+    return Outcome(criteria, actual, values, evidence=evidence, command=shown)
+
