@@ -209,13 +209,13 @@ def day4(c, profile=None, lang=None, port=None, keep_server=False, compare_tp=Fa
          api_key=None, extra_args=None, concurrency=None, num_requests=None, input_len=None,
          output_len=None, warmup=None, duration=None, latency_runs=None):
     """Day 4: GPUs, serve TP=2, balance, API test, benchmark, metrics; renders logbook/day4.md."""
-    from lab.checklist.steps import day4 as day4_module
+    from lab.checklist.seeds import day4_plan
     from lab.commands import run_day
     lab = _lab(c, profile=profile, lang=lang, port=port, python=python, api_key=api_key,
                extra_args=extra_args,
                **_bench(concurrency, num_requests, input_len, output_len, warmup, duration,
                         latency_runs))
-    return run_day(lab, "day4", keep_server=keep_server, keys=day4_module.plan(compare_tp),
+    return run_day(lab, "day4", keep_server=keep_server, keys=day4_plan(compare_tp),
                    options={"compare_tp": compare_tp})
 
 
@@ -268,7 +268,7 @@ def log(c, day="day3", run=None, lang=None):
 @_guard
 def report(c, lang=None, run=None):
     """Render the deliverables: report.md (+ PNG plots), deploy-notes.md, dashboard.html, prometheus.yml."""
-    from lab.deliver.report import run_report
+    from lab.commands import run_report
     for path in run_report(_lab(c, lang=lang, profile="cpu"), run):
         print(path)
 
@@ -277,7 +277,7 @@ def report(c, lang=None, run=None):
 @_guard
 def status(c, lang=None):
     """The whole roadmap as a checklist, ticked from the logbook; renders logbook/progress.md."""
-    from lab.deliver.progress import run_status
+    from lab.commands import run_status
     print(run_status(_lab(c, lang=lang, profile="cpu")))
 
 
@@ -287,7 +287,7 @@ def status(c, lang=None):
 @_guard
 def done(c, item, note="", undo=False, lang=None):
     """Tick a theory item by hand (e.g. the self-test Q1-Q3): invoke done q1 --note "..."."""
-    from lab.deliver.progress import run_done
+    from lab.commands import run_done
     print(run_done(_lab(c, lang=lang, profile="cpu"), item, note=note, undo=undo))
 
 
@@ -296,7 +296,7 @@ def done(c, item, note="", undo=False, lang=None):
 @_guard
 def compare_runs(c, a, b, lang=None):
     """What changed between two runs of the same day: status, timings, key figures."""
-    from lab.deliver.progress import run_compare_runs
+    from lab.commands import run_compare_runs
     run_compare_runs(_lab(c, lang=lang, profile="cpu"), a, b)
 
 

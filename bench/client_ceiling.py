@@ -2,7 +2,7 @@
 
 Runs the fake vLLM server (tests/fakes/fake_openai_stream.py) in its own process with a
 known token schedule (first token after `--first-token-ms`, then one token every ITL ms),
-drives it with `lab.loadgen.run_level` at rising concurrency, and prints:
+drives it with `lab.measure.loadgen.run_level` at rising concurrency, and prints:
 
 - the measurement error: measured median TTFT / TPOT and mean ITL against the truth;
 - the highest output-token rate at which the measured mean ITL and median TPOT stay within
@@ -31,7 +31,7 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lab.loadgen import Workload, run_level  # noqa: E402
+from lab.measure.loadgen import Workload, run_level  # noqa: E402
 from tests.fakes.fake_openai_stream import FakeConfig, start_subprocess  # noqa: E402
 
 MODEL = "fake-model"
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait(10)
 
     print(f"Fake server: first token {args.first_token_ms:g} ms, {args.output_len} output "
-          f"tokens per request, one token per SSE chunk; client: lab.loadgen.run_level. "
+          f"tokens per request, one token per SSE chunk; client: lab.measure.loadgen.run_level. "
           f"{os.cpu_count()} CPU(s).")
     print("err = measured - truth (ms, %). offered = C / ITL. 'fake late' = mean lateness of "
           "the fake's writes against its schedule.\n")

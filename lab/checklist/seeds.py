@@ -1,10 +1,12 @@
-"""The checklist from the seeds, as data: each day's steps in order, and the 验收
-(acceptance) items with the recorded criterion that ticks each one."""
+"""The checklist from the seeds, as data: each day's title, its steps in order (seed 000's
+numbering), the 验收 (acceptance) items with the recorded criterion that ticks each one,
+what `invoke dayN` runs, and which step must pass before another. No step code here: the
+step functions are in `lab.checklist.steps`, wired to these keys in `lab.checklist.days`."""
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from lab.core.errors import ConfigError
 from lab.record.runner import StepSpec
 
 
@@ -18,42 +20,173 @@ class Acceptance:
     criterion: str | None = None
 
 
-DAY_MODULES = {"day3": "lab.checklist.steps.day3", "day4": "lab.checklist.steps.day4", "day5": "lab.checklist.steps.day5"}
+@dataclass(frozen=True)
+class Day:
+    """One day of the plan."""
+    key: str
+    title_zh: str
+    title_en: str
+    steps: list[StepSpec]
+    acceptance: list[Acceptance]
+    #: Within `invoke dayN`, a step runs only if the step it needs passed (or was skipped).
+    needs: dict[str, str] = field(default_factory=dict)
+    #: What `invoke dayN` runs, in order (None: every step).
+    plan: list[str] | None = None
+    #: For a step this run did not run: the command that runs it.
+    not_run_hint: dict[str, str] = field(default_factory=dict)
+
+    def spec(self, key: str) -> StepSpec:
+        for s in self.steps:
+            if s.key == key:
+                return s
+        raise KeyError(f"{self.key} has no step {key}")
+
+    def specs(self) -> dict[str, StepSpec]:
+        return {s.key: s for s in self.steps}
 
 
-def day_module(day: str):
-    """The module that defines a day: TITLE_ZH/TITLE_EN, STEPS (StepSpecs in order),
-    ACCEPTANCE, FUNCS (key -> step function) and NEEDS (key -> step that must pass first)."""
-    if day not in DAY_MODULES:
-        from lab.core.errors import ConfigError
-        raise ConfigError(f"unknown day {day!r}; choose one of {', '.join(DAY_MODULES)}")
-    return importlib.import_module(DAY_MODULES[day])
+# ------------------------------------------------------------------------------------------ Day 3 (seed 000, steps 1-7)
+DAY3_TITLE_ZH = "Day 3：基础理论与单卡部署"
 
 
-class _Days(dict):
-    """DAYS[day] -> {"title_zh", "title_en", "steps", "acceptance"}, loaded on first use."""
-    def __missing__(self, day: str) -> dict:
-        mod = day_module(day)
-        self[day] = {"title_zh": mod.TITLE_ZH, "title_en": mod.TITLE_EN,
-                     "steps": mod.STEPS, "acceptance": mod.ACCEPTANCE}
-        return self[day]
-
-    def __contains__(self, day: object) -> bool:
-        return day in DAY_MODULES
-
-    def __iter__(self):
-        return iter(DAY_MODULES)
+DAY3_TITLE_EN = "Day 3: single-GPU deployment"
 
 
-DAYS = _Days()
+DAY3_STEPS = [
+    StepSpec("gpus", 1, "检查 GPU 资源", "Check GPU resources", "nvidia-smi"),
+    StepSpec("install", 2, "安装 vLLM", "Install vLLM",
+             'pip install vllm\npython -c "import vllm; print(vllm.__version__)"'),
+    StepSpec("tools", 3, "安装监控工具", "Install monitoring tools", "pip install nvitop gpustat"),
+    StepSpec("serve", 4, "单卡部署 7B 模型", "Serve the 7B model on one GPU",
+             "CUDA_VISIBLE_DEVICES=0 vllm serve Qwen/Qwen2.5-7B-Instruct --host 0.0.0.0 "
+             "--port 8000 --gpu-memory-utilization 0.9 --max-model-len 2048"),
+    StepSpec("monitor", 5, "GPU 监控（负载下）", "Monitor the GPU under load", "nvitop"),
+    StepSpec("api-test", 6, "API 测试", "API test",
+             "curl http://localhost:8000/v1/chat/completions -H \"Content-Type: application/json\" -d '{...}'"),
+    StepSpec("metrics", 7, "查看性能指标", "Read the performance metrics",
+             "curl http://localhost:8000/metrics"),
+]
 
 
-def spec(day: str, key: str) -> StepSpec:
-    for s in DAYS[day]["steps"]:
-        if s.key == key:
-            return s
-    raise KeyError(f"{day} has no step {key}")
+# The seed's "Day 3 验收进度" and "Day 3 验收标准", each ticked from one recorded criterion.
+DAY3_ACCEPTANCE = [
+    Acceptance("vLLM 服务成功启动", "the vLLM server started", "serve"),
+    Acceptance("API 请求返回正常响应", "the API request returned a normal reply", "api-test"),
+    Acceptance("nvitop 显示显存利用率 > 90%", "memory used > 90 % (nvitop)", "monitor", "mem_used_pct"),
+    Acceptance("GPU 利用率 > 80%", "GPU utilisation > 80 %", "monitor", "gpu_util_pct"),
+    Acceptance("能用 nvitop 监控 GPU 状态", "nvitop can monitor the GPUs", "tools"),
+]
 
 
-def specs(day: str) -> dict[str, StepSpec]:
-    return {s.key: s for s in DAYS[day]["steps"]}
+# Within `invoke day3`: a step runs only if the step it needs passed (or was skipped).
+DAY3_NEEDS = {"tools": "install", "serve": "install", "monitor": "serve", "api-test": "serve",
+         "metrics": "serve"}
+
+
+DAY4_TITLE_ZH = "Day 4：双卡部署与性能测试"
+
+
+DAY4_TITLE_EN = "Day 4: two-GPU deployment and performance testing"
+
+
+DAY4_STEPS = [
+    StepSpec("gpus", 1, "检查 GPU 资源（至少两张）", "Check GPU resources (at least two)",
+             "nvidia-smi"),
+    StepSpec("serve", 2, "双卡部署 14B 模型", "Serve the 14B model on two GPUs",
+             "CUDA_VISIBLE_DEVICES=0,1 vllm serve Qwen/Qwen2.5-14B-Instruct "
+             "--tensor-parallel-size 2 --gpu-memory-utilization 0.9 --max-model-len 2048 --port 8000"),
+    StepSpec("balance", 3, "验证双卡负载均衡", "Check the two GPUs are balanced",
+             "nvitop  # 两张卡的显存占用是否均衡"),
+    StepSpec("api-test", 4, "API 功能测试", "API test",
+             "curl http://localhost:8000/v1/chat/completions -H \"Content-Type: application/json\" "
+             "-d '{\"messages\": [{\"role\": \"user\", \"content\": \"写一首关于春天的诗\"}], "
+             "\"max_tokens\": 512}'"),
+    StepSpec("bench", 5, "性能基准测试", "Performance benchmark",
+             "python benchmark_vllm.py  # 10 次顺序请求；然后按并发档位压测（vllm bench serve 定义）"),
+    StepSpec("compare", 6, "对比 vLLM vs HuggingFace", "Compare vLLM with HuggingFace",
+             "invoke compare"),
+    StepSpec("compare-tp", 7, "TP=1 与 TP=2 对比", "TP=1 versus TP=2",
+             "invoke day4 --compare-tp"),
+    StepSpec("metrics", 8, "关键指标解读", "Read the key metrics", "curl http://localhost:8000/metrics"),
+]
+
+
+# What `invoke day4` runs, in order (compare and compare-tp are run on request).
+DAY4_PLAN = ["gpus", "serve", "balance", "api-test", "bench", "metrics"]
+
+
+# Shown for a step of STEPS that this run did not run.
+DAY4_NOT_RUN_HINT = {"compare": "invoke compare", "compare-tp": "invoke day4 --compare-tp"}
+
+
+# The seed's "Day 4 验收标准", each ticked from one recorded criterion (or step).
+DAY4_ACCEPTANCE = [
+    Acceptance("双卡 14B 模型成功部署", "the 14B model is served on two GPUs", "serve", "tp_gpus"),
+    Acceptance("两张卡显存占用均衡（误差 < 10%）", "the two GPUs' memory is balanced (within 10 %)",
+               "balance", "spread_pct"),
+    Acceptance("完成性能基准测试", "the performance benchmark completed", "bench"),
+    Acceptance("能解读关键性能指标", "the key performance metrics are read and explained", "metrics"),
+]
+
+
+DAY4_NEEDS = {"serve": "gpus", "balance": "serve", "api-test": "serve", "bench": "serve",
+         "metrics": "bench", "compare-tp": "serve"}
+
+
+DAY5_TITLE_ZH = "Day 5：vLLM 实践体验（离线推理与关键参数）"
+
+
+DAY5_TITLE_EN = "Day 5: hands-on vLLM (offline inference and key parameters)"
+
+
+DAY5_STEPS = [
+    StepSpec("install", 1, "安装并确认 vLLM", "Install vLLM and check it",
+             'pip install vllm\npython -c "import vllm; print(vllm.__version__)"'),
+    StepSpec("offline", 2, "离线推理示例与 batch size 测试", "Offline inference and batch sizes",
+             "python test_vllm_offline.py\npython benchmark_vllm.py  # batch_size in [1, 4, 8, 16]"),
+    StepSpec("kv-cache", 3, "启动日志：Block 分配", "Startup log: KV-cache blocks",
+             "grep -E 'KV cache size|GPU blocks' vllm-startup.log"),
+    StepSpec("memory", 4, "显存占用", "GPU memory in use", "nvidia-smi"),
+    StepSpec("params", 5, "关键参数（引擎实际取值）", "Key parameters (the engine's values)",
+             "python -m vllm.entrypoints.openai.api_server --model Qwen/Qwen2.5-7B-Instruct "
+             "--tensor-parallel-size 1 --gpu-memory-utilization 0.9 --max-model-len 2048"),
+]
+
+
+# The seed's "今日自检清单", each ticked from one recorded criterion.
+DAY5_ACCEPTANCE = [
+    Acceptance("成功运行vLLM离线推理示例", "ran vLLM's offline inference example", "offline", "example"),
+    Acceptance("不同 batch size 都跑完", "every batch size ran", "offline", "all_batches"),
+    Acceptance("每个 batch size 记录了 tok/s", "tok/s recorded for every batch size", "offline", "tok_s"),
+    Acceptance("记录启动命令和关键参数", "the startup command and key parameters are recorded",
+               "params", "params_read"),
+    Acceptance("记录 Block 分配信息", "the KV-cache block allocation is recorded", "kv-cache",
+               "num_blocks"),
+    Acceptance("记录显存占用（nvidia-smi）", "GPU memory use is recorded (nvidia-smi)", "memory",
+               "gpu_mem_used"),
+]
+
+
+DAY5_NEEDS = {"offline": "install", "kv-cache": "offline", "memory": "offline", "params": "offline"}
+
+
+
+DAY3 = Day("day3", DAY3_TITLE_ZH, DAY3_TITLE_EN, DAY3_STEPS, DAY3_ACCEPTANCE, DAY3_NEEDS)
+DAY4 = Day("day4", DAY4_TITLE_ZH, DAY4_TITLE_EN, DAY4_STEPS, DAY4_ACCEPTANCE, DAY4_NEEDS,
+           plan=DAY4_PLAN, not_run_hint=DAY4_NOT_RUN_HINT)
+DAY5 = Day("day5", DAY5_TITLE_ZH, DAY5_TITLE_EN, DAY5_STEPS, DAY5_ACCEPTANCE, DAY5_NEEDS)
+
+#: Every day of the plan, by key, in order.
+DAYS: dict[str, Day] = {d.key: d for d in (DAY3, DAY4, DAY5)}
+
+
+def day(key: str) -> Day:
+    """The day `key`, or ConfigError listing the days."""
+    if key not in DAYS:
+        raise ConfigError(f"unknown day {key!r}; choose one of {', '.join(DAYS)}")
+    return DAYS[key]
+
+
+def day4_plan(compare_tp: bool = False) -> list[str]:
+    """The keys `invoke day4` runs; `--compare-tp` adds the TP=1 vs TP=2 step."""
+    return DAY4_PLAN + (["compare-tp"] if compare_tp else [])

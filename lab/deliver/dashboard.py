@@ -11,70 +11,13 @@ Command line equivalent: `prometheus --config.file=logbook/prometheus.yml`, then
 from __future__ import annotations
 
 import base64
-import json
-import re
 from pathlib import Path
 from typing import Any
 
+from lab.deliver import prometheus
 from lab.record.logbook import Logbook
 from lab.vllm.launch import shell_line
 
-_WILDCARD = {"", "0.0.0.0", "::", "[::]", "*"}
-_HOST_OK = re.compile(r"^[A-Za-z0-9.\-:\[\]]{1,253}$")
-
-
-# ------------------------------------------------------------------------------------ prometheus
-
-
-def scrape_targets(book: Logbook, default_target: str) -> list[dict]:
-    """[{target, model, server_id}] for every distinct host:port a server was started on,
-    newest first. A wildcard bind is scraped on 127.0.0.1. With no server recorded, the
-    configured address, marked as such."""
-    seen: dict[str, dict] = {}
-    for server in reversed(book.servers()):
-        host, port = str(server.get("host") or ""), server.get("port")
-        if not isinstance(port, int) or not _HOST_OK.match(host or "0.0.0.0"):
-            continue
-        host = "127.0.0.1" if host in _WILDCARD else host
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"  # an IPv6 literal
-        target = f"{host}:{port}"
-        seen.setdefault(target, {"target": target, "model": str(server.get("model") or ""),
-                                 "server_id": server["id"]})
-    if not seen:
-        return [{"target": default_target, "model": "", "server_id": None}]
-    return list(seen.values())
-
-
-def prometheus_yaml(book: Logbook, default_target: str = "127.0.0.1:8000") -> str:
-    """The scrape config text. Strings are JSON-quoted, which YAML reads as-is."""
-    targets = scrape_targets(book, default_target)
-    lines = [
-        "# Prometheus scrape config for vLLM, written by `invoke report` from logbook/lab.db",
-        "# (the servers table). vLLM serves Prometheus text at /metrics; its --api-key guards",
-        "# only the /v1 routes, so no credentials are needed here.",
-        "#   prometheus --config.file=logbook/prometheus.yml      # then http://localhost:9090",
-        "# Grafana: add this Prometheus as a data source and plot, for example,",
-        "#   vllm:num_requests_running, vllm:num_requests_waiting, vllm:kv_cache_usage_perc,",
-        "#   rate(vllm:generation_tokens_total[1m]),",
-        "#   histogram_quantile(0.99, rate(vllm:time_to_first_token_seconds_bucket[1m])).",
-    ]
-    if targets[0]["server_id"] is None:
-        lines.append("# No server recorded yet (run `invoke serve`): this is the configured address.")
-    lines += ["global:", "  scrape_interval: 5s", "  evaluation_interval: 15s", "scrape_configs:",
-              '  - job_name: "vllm"', '    metrics_path: "/metrics"', "    static_configs:"]
-    for t in targets:
-        lines.append(f"      - targets: [{json.dumps(t['target'])}]")
-        if t["model"]:
-            lines += ["        labels:", f"          model: {json.dumps(t['model'], ensure_ascii=False)}"]
-    return "\n".join(lines) + "\n"
-
-
-def write_prometheus(book: Logbook, out_dir: Path, default_target: str = "127.0.0.1:8000") -> Path:
-    path = out_dir / "prometheus.yml"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(prometheus_yaml(book, default_target), encoding="utf-8")
-    return path
 
 
 # ------------------------------------------------------------------------------------ dashboard
@@ -96,7 +39,6 @@ def sample_summary(samples: list[dict]) -> list[dict]:
 
 def dashboard_context(book: Logbook, lang: str, run_id: int | None = None,
                       data: dict | None = None, plots: dict[str, Path] | None = None) -> dict:
-    from lab.deliver import deploy_notes
     from lab.deliver import progress
     from lab.deliver import report
     data = data or report.gather(book, run_id)
@@ -121,7 +63,7 @@ def dashboard_context(book: Logbook, lang: str, run_id: int | None = None,
         "best_level": max((lv for lv in data["levels"]
                            if lv["summary"].get("output_throughput") is not None),
                           key=lambda lv: lv["summary"]["output_throughput"], default=None),
-        "prometheus": prometheus_yaml(book),
+        "prometheus": prometheus.prometheus_yaml(book),
         "generated_at": ctx["generated_at"],
     }))
     return ctx

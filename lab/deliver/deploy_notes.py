@@ -14,10 +14,9 @@ Command line equivalent: `python -m vllm.entrypoints.openai.api_server --help`.
 """
 from __future__ import annotations
 
-import shlex
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from lab.record.logbook import Logbook
 from lab.vllm.launch import redact_argv, redact_env, shell_line

@@ -1,5 +1,5 @@
-"""Render the logbook into markdown with Jinja2. Reads only from the database, so any
-report can be rendered again at any time, from any past run."""
+"""The one Jinja2 environment of the deliverables: the templates folder, the filters (escaping,
+numbers, times) and `t(zh, en)`. Outputs render through `render_to`."""
 from __future__ import annotations
 
 import datetime as dt
@@ -9,11 +9,10 @@ from typing import Any
 
 import jinja2
 
-from lab.checklist import seeds as checklist
 from lab.core.config import PROJECT_ROOT
 from lab.core.escape import code_block, md_inline
 from lab.core.fmt import num
-from lab.record.logbook import FAIL, INTERRUPTED, PASS, PENDING, RUNNING, SKIPPED, Logbook
+from lab.record.logbook import FAIL, INTERRUPTED, PASS, PENDING, RUNNING, SKIPPED
 
 TEMPLATES = PROJECT_ROOT / "templates"
 
@@ -52,53 +51,6 @@ def fmt_ts(ts: Any) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def acceptance(day: str, steps: dict[str, dict], lang: str) -> list[dict]:
-    """The 验收 checkboxes, each ticked only from a recorded pass."""
-    out = []
-    for item in checklist.DAYS[day]["acceptance"]:
-        step = steps.get(item.step)
-        status, reason = PENDING, None
-        if step:
-            if item.criterion is None:
-                status, reason = step["status"], step.get("reason")
-            else:
-                crit = next((c for c in step.get("criteria") or [] if c["key"] == item.criterion), None)
-                if crit:
-                    status, reason = crit["status"], crit.get("reason")
-                else:
-                    status, reason = step["status"], step.get("reason")
-        out.append({"label": item.label_zh if lang == "zh" else item.label_en,
-                    "done": status == PASS, "status": status, "reason": reason,
-                    "run_id": step["run_id"] if step else None})
-    return out
-
-
-def day_context(book: Logbook, day: str, lang: str, run_id: int | None = None) -> dict:
-    book.recover()
-    if run_id is not None:
-        rows = {s["key"]: s for s in book.steps(run_id)}
-    else:
-        rows = book.latest_steps(day)
-    runs = {r["id"]: r for r in book.runs(day)}
-    steps = []
-    for spec in checklist.DAYS[day]["steps"]:
-        row = rows.get(spec.key)
-        steps.append({"spec": spec, "row": row,
-                      "title": spec.title_zh if lang == "zh" else spec.title_en,
-                      "run": runs.get(row["run_id"]) if row else None})
-    used_runs = sorted({s["row"]["run_id"] for s in steps if s["row"]})
-    versions = {}
-    for s in steps:
-        if s["row"] and s["spec"].key == "install" and s["row"]["values"].get("vllm"):
-            versions = s["row"]["values"]
-    return {
-        "day": day, "lang": lang, "meta": checklist.DAYS[day], "steps": steps,
-        "runs": [runs[i] for i in used_runs if i in runs], "versions": versions,
-        "acceptance": acceptance(day, rows, lang), "status_text": STATUS_TEXT[lang],
-        "generated_at": fmt_ts(__import__("time").time()), "run_id": run_id,
-    }
-
-
 def render_template(name: str, **context: Any) -> str:
     """Render templates/<name>; `context["lang"]` picks zh or en through `t(zh, en)`."""
     env = environment()
@@ -114,9 +66,3 @@ def render_to(out_dir: Path, filename: str, template: str, **context: Any) -> Pa
     path = out_dir / filename
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def render_day(book: Logbook, day: str, lang: str, out_dir: Path,
-               run_id: int | None = None) -> Path:
-    """Render `logbook/<day>.md` (Command line equivalent: `invoke log --day day3`)."""
-    return render_to(out_dir, f"{day}.md", f"{day}.md.j2", **day_context(book, day, lang, run_id))

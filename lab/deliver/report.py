@@ -21,7 +21,7 @@ from lab.record.logbook import Logbook
 from lab.deliver.progress import Records, run_hint
 
 if TYPE_CHECKING:
-    from lab.record.session import Lab
+    pass
 
 #: Seed 004's cost view: the time and GPU-minutes to infer this many samples.
 SAMPLES_FOR_COST = 10_000
@@ -429,28 +429,3 @@ def render_report(book: Logbook, lang: str, out_dir: Path, run_id: int | None = 
         plots = make_plots(data, out_dir, lang)
     return render_to(out_dir, "report.md", "report.md.j2",
                      **report_context(book, lang, run_id, plots, data))
-
-
-def render_all(book: Logbook, lang: str, out_dir: Path, run_id: int | None = None,
-               default_target: str = "127.0.0.1:8000") -> list[Path]:
-    """Everything `invoke report` writes: report.md and its PNG plots, deploy-notes.md,
-    dashboard.html and prometheus.yml. The logbook is read and the plots drawn once."""
-    from lab.deliver import dashboard
-    from lab.deliver import deploy_notes
-    data = gather(book, run_id)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plots = make_plots(data, out_dir, lang)
-    report = render_report(book, lang, out_dir, run_id, data, plots)
-    notes = deploy_notes.render_deploy_notes(book, lang, out_dir)
-    board = dashboard.render_dashboard(book, lang, out_dir, run_id, data, plots)
-    prom = dashboard.write_prometheus(book, out_dir, default_target)
-    return [report, *plots.values(), notes, board, prom]
-
-
-def run_report(lab: "Lab", run: Any = None) -> list[Path]:
-    """`invoke report [--run N] [--lang en]`: render every deliverable; returns the paths."""
-    from lab.core.config import number
-    run_id = number(run, "--run", low=1, integer=True) if run not in (None, "") else None
-    host = lab.cfg["host"] if lab.cfg["host"] not in ("", "0.0.0.0", "::") else "127.0.0.1"
-    return render_all(lab.book, lab.lang, lab.logbook_dir, run_id,
-                      default_target=f"{host}:{lab.cfg['port']}")

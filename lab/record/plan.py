@@ -4,17 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from rich.table import Table
-
 from lab.vllm import process as server
 from lab.record.logbook import FAIL, INTERRUPTED, PASS, PENDING, SKIPPED
 from lab.record.runner import Outcome, StepContext, StepResult, StepSpec, run_step
 from lab.record.session import Lab
 
 StepFn = Callable[[Lab, StepContext], Outcome]
-
-STYLE = {PASS: "green", FAIL: "red", SKIPPED: "yellow", PENDING: "dim", INTERRUPTED: "magenta"}
-
 
 @dataclass
 class Planned:
@@ -34,9 +29,13 @@ def _diagnose_lang(text: str, lang: str) -> str | None:
 
 
 def run_plan(lab: Lab, day: str, plan: list[Planned], *, task: str,
-             stop_after: bool, options: dict | None = None) -> tuple[int, list[StepResult]]:
+             stop_after: bool, options: dict | None = None,
+             on_start: Callable[[StepSpec], None] | None = None,
+             on_result: Callable[[StepResult], None] | None = None) -> tuple[int, list[StepResult]]:
     """Run `plan` as one recorded run of `day`. Ctrl-C/SIGTERM stops the server, marks the
-    step interrupted and re-raises; `stop_after` stops the server when the plan ends."""
+    step interrupted and re-raises; `stop_after` stops the server when the plan ends.
+    `on_start` and `on_result` let the terminal show each step (lab.ui); this layer prints
+    nothing."""
     book = lab.book
     run_id = book.start_run(day, task=task, profile=lab.profile_name, lang=lab.lang,
                             options=_public(options or {}))
@@ -49,10 +48,11 @@ def run_plan(lab: Lab, day: str, plan: list[Planned], *, task: str,
                 if blocker and item.needs in passed:
                     res = _not_run(lab, run_id, item, item.needs)
                 else:
-                    lab.console.rule(f"[bold]{item.spec.number}. "
-                                     f"{item.spec.title_zh if lab.lang == 'zh' else item.spec.title_en}")
+                    if on_start is not None:
+                        on_start(item.spec)
                     res = _run_one(lab, run_id, item)
-                _print_result(lab, res)
+                if on_result is not None:
+                    on_result(res)
                 passed[item.spec.key] = res.status
                 results.append(res)
     except KeyboardInterrupt:
@@ -71,31 +71,6 @@ def _not_run(lab: Lab, run_id: int, item: Planned, needs: str) -> StepResult:
     reason = f"not run: step `{needs}` did not pass"
     lab.book.end_step(step_id, status=PENDING, reason=reason)
     return StepResult(item.spec.key, PENDING, "", reason, None, 0.0, {})
-
-
-def _print_result(lab: Lab, res: StepResult) -> None:
-    style = STYLE.get(res.status, "")
-    line = f"[{style}]{res.status}[/]  {res.actual or ''}"
-    if res.status != PASS and res.reason:
-        line += f"\n  reason: {res.reason}"
-    if res.fix:
-        line += f"\n  [bold]fix:[/] {res.fix}"
-    lab.console.print(line)
-
-
-def summary_table(lab: Lab, day: str, results: list[StepResult], specs: dict) -> Table:
-    zh = lab.lang == "zh"
-    table = Table(title=f"{day} — {lab.profile_name} profile")
-    for col in ("#", "步骤" if zh else "step", "状态" if zh else "status",
-                "耗时 s" if zh else "time s", "实际结果" if zh else "actual"):
-        table.add_column(col, overflow="fold")
-    for res in results:
-        spec = specs[res.key]
-        text = res.actual if res.status in (PASS, FAIL) and res.actual else (res.reason or res.actual)
-        table.add_row(str(spec.number), spec.key,
-                      f"[{STYLE.get(res.status, '')}]{res.status}[/]",
-                      f"{res.duration_s:.1f}", (text or "")[:160])
-    return table
 
 
 def exit_code(results: list[StepResult]) -> int:

@@ -12,7 +12,7 @@ from lab.core import config as cfgmod
 from lab.core.net import base_url
 from lab.vllm.launch import Profile, build_argv
 from lab.vllm.models import REHEARSAL_CONFIGS, TINY_MODEL
-from lab.core.errors import ConfigError, ModelMissing
+from lab.core.errors import ConfigError
 from lab.record.logbook import Logbook
 from lab.vllm.env import VllmEnv, resolve
 

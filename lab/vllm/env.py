@@ -15,9 +15,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from lab.core.errors import LabError, VllmEnvMissing
+from lab.core.text import tail_text
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 
@@ -57,7 +58,7 @@ class VllmEnv:
         if proc.returncode != 0:
             last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             raise VllmEnvMissing(f"`import vllm` failed in {self.python}: {last[0]}",
-                                 evidence=_tail(proc.stderr or proc.stdout, 20))
+                                 evidence=tail_text(proc.stderr or proc.stdout, 20))
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
     def run(self, args: Sequence[str], *, timeout_s: float | None = None,
@@ -68,8 +69,61 @@ class VllmEnv:
 
     def run_script(self, name: str, args: Sequence[str], *, timeout_s: float | None = None,
                    env: dict | None = None) -> subprocess.CompletedProcess:
-        """Run one of lab/scripts/*.py with this env's python."""
+        """Run one of lab/vllm/scripts/*.py with this env's python."""
         return self.run([str(SCRIPTS / name), *args], timeout_s=timeout_s, env=env)
+
+    def run_json_script(self, name: str, args: list[str], *, what: str, timeout_s: float,
+                        env: dict[str, str] | None = None,
+                        log_path: Path | None = None) -> tuple[dict, str]:
+        """Run lab/vllm/scripts/`name` in the vLLM env and return (its JSON result, its stderr).
+
+        The script gets `timeout_s` as its own deadline (so vLLM can shut its engine processes
+        down); the subprocess is killed 120 s later if it is still there. A non-zero exit or a
+        missing JSON line raises LabError: one line, with the script's last lines as evidence.
+        """
+        args = [*args, "--deadline-s", str(int(timeout_s))]
+        try:
+            proc = self.run_script(name, args, timeout_s=timeout_s + 120, env=env)
+        except subprocess.TimeoutExpired as err:
+            raise LabError(f"{what} did not finish within {timeout_s + 120:.0f} s",
+                           evidence=tail_text(_text(err.stderr), 20)) from None
+        stderr = proc.stderr or ""
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_path.write_text(stderr + "\n--- stdout ---\n" + (proc.stdout or ""), encoding="utf-8")
+        data = parse_result(proc.stdout)
+        if proc.returncode != 0 or data is None or not data.get("ok"):
+            tail = tail_text(stderr or proc.stdout or "", 20)
+            last = tail.splitlines()[-1].strip() if tail else "no output"
+            why = f"exit {proc.returncode}" if proc.returncode != 0 else "no JSON result"
+            raise LabError(f"{what} failed ({why}): {last[:300]}", evidence=tail)
+        return data, stderr
+
+
+def parse_result(stdout: str) -> dict | None:
+    """The script's JSON line: the last stdout line that is a JSON object, else None."""
+    for line in reversed((stdout or "").strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(data, dict):
+                return data
+    return None
+
+
+def _text(raw: Any) -> str:
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", errors="replace")
+    return raw or ""
+
+
+def script_line(name: str, args: Sequence[str], env: dict[str, str] | None = None) -> str:
+    """How a learner would type a script's command (env prefix, `python`, the script)."""
+    from lab.vllm.launch import shell_line
+    return shell_line(["python", f"lab/vllm/scripts/{name}", *args], env)
 
 
 def managed_env(data_dir: Path, profile: str) -> VllmEnv:
@@ -125,7 +179,7 @@ def create(env: VllmEnv, cfg: dict, profile: str, log_path: Path,
             if proc.returncode != 0 and "uninstall" not in argv:
                 raise VllmEnvMissing(
                     f"install failed (exit {proc.returncode}): {shlex.join(argv[1:4])} …; "
-                    f"see {log_path}", evidence=_tail(log_path.read_text(), 20))
+                    f"see {log_path}", evidence=tail_text(log_path.read_text(), 20))
     return commands, time.monotonic() - started
 
 
@@ -139,7 +193,3 @@ def _env(extra: dict | None, keep_pythonpath: bool) -> dict:
     if extra:
         env.update(extra)
     return env
-
-
-def _tail(text: str, n: int) -> str:
-    return "\n".join(text.strip().splitlines()[-n:])

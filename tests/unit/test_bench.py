@@ -3,9 +3,11 @@ each request finishes, timeouts counted, a server that dies mid-sweep, and the b
 import pytest
 
 from lab.measure import bench
+from lab.checklist.steps import bench as bench_step
+from lab.checklist.steps import metrics as metrics_step
 from lab.core import config
 from lab.core.errors import ConfigError
-from lab.measure.loadgen import NOT_SENT_ERROR, TIMEOUT_ERROR
+from lab.measure.loadgen import NOT_SENT_ERROR
 from tests.fakes.fake_openai_stream import FakeConfig, FakeServer
 
 
@@ -49,8 +51,8 @@ def test_latency_loop_then_sweep_records_each_request_as_it_finishes(fake):
     assert res.client["requests"] == len(rows) and res.client["failed"] == 0
     assert res.client["output_tokens"] == 3 * 5 + 2 * (2 + 8) * 6
     assert "error" in res.metrics             # /metrics could not be read: said, not raised
-    assert all(c.status == "pass" for c in bench.criteria(res))
-    assert res.died_during is None and bench.timeout_fix(res, "en") is None
+    assert all(c.status == "pass" for c in bench_step.criteria(res))
+    assert res.died_during is None and bench_step.timeout_fix(res, "en") is None
 
 
 def test_sweep_prompts_have_the_exact_token_length_and_ignore_eos(fake):
@@ -66,10 +68,10 @@ def test_timeouts_are_counted_not_fatal(fake):
     res = bench.run_bench(fake.base_url, "fake-model", _plan(levels=[1, 2], warmup=0, timeout_s=0.5))
     assert [lvl["concurrency"] for lvl in res.levels] == [1, 2]   # the run went on
     assert res.levels[0]["timeouts"] == 1 and res.levels[0]["completed"] == 7
-    assert bench.errors_and_timeouts(res) == (0, 1)
-    crits = {c.key: c for c in bench.criteria(res)}
+    assert bench_step.errors_and_timeouts(res) == (0, 1)
+    crits = {c.key: c for c in bench_step.criteria(res)}
     assert crits["no_errors"].status == "pass" and crits["no_errors"].measured == "0 failed, 1 timeouts"
-    assert "timed out" in bench.timeout_fix(res, "en")
+    assert "timed out" in bench_step.timeout_fix(res, "en")
 
 
 @pytest.mark.parametrize("fake", [FakeConfig(first_token_s=0.01, itl_s=0.005, die_after=5)],
@@ -96,7 +98,7 @@ def test_interpret_explains_each_figure_from_its_value():
                                     "generation_tokens": 900.0, "preemptions": 3.0,
                                     "mean_queue_time_s": 0.25, "mean_ttft_s": 0.3, "mean_tpot_s": 0.01},
                           "kv": {"peak_kv_cache_usage_perc": 0.95, "samples": 7, "interval_s": 0.5}}}
-    rows = {r["key"]: r for r in bench.interpret(values)}
+    rows = {r["key"]: r for r in metrics_step.interpret(values)}
     assert rows["generation_tokens"]["value"] == 900.0 and "一致" in rows["generation_tokens"]["meaning_zh"]
     assert "3 preemptions" in rows["preemptions"]["meaning_en"]
     assert rows["peak_kv_cache_usage"]["value"] == pytest.approx(95.0)
@@ -104,7 +106,7 @@ def test_interpret_explains_each_figure_from_its_value():
     assert rows["mean_queue_time"]["value"] == pytest.approx(250.0) and "25 decode steps" in rows["mean_queue_time"]["meaning_en"]
     assert rows["mean_tpot"]["value"] == pytest.approx(10.0)
     # nothing measured: every value says n/a, nothing is invented
-    empty = bench.interpret({})
+    empty = metrics_step.interpret({})
     assert all(r["value"] is None for r in empty)
     assert "could not be read" in next(r for r in empty if r["key"] == "peak_kv_cache_usage")["meaning_en"]
 

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from fakes.fake_vllm_scripts import FakeScripts, make_model
 from lab.checklist.steps import compare
+from lab.vllm.env import parse_result
 from lab.deliver import jinja as render
 from lab.commands import run_step_task
 from lab.core.errors import ConfigError, ServerNotRunning
@@ -72,8 +73,8 @@ def test_prompts_are_distinct_chats_even_past_the_built_in_list():
 
 def test_parse_result_takes_the_last_json_object_line():
     out = "INFO vLLM chatter {not json\n" + json.dumps({"ok": True, "x": 1}) + "\n[1, 2]\n"
-    assert compare.parse_result(out) == {"ok": True, "x": 1}
-    assert compare.parse_result("no json at all") is None
+    assert parse_result(out) == {"ok": True, "x": 1}
+    assert parse_result("no json at all") is None
 
 
 # -- the step, against the scripts' JSON contract ----------------------------------------

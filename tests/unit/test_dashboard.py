@@ -13,6 +13,7 @@ import pytest
 
 from lab.deliver import dashboard
 from lab.deliver import report
+from lab.deliver import outputs, prometheus
 from tests.fakes.fake_logbook import HOSTILE, LEAKED_KEY, add_hostile, cpu_logbook, gpu_logbook
 
 
@@ -62,7 +63,7 @@ def test_db_text_is_html_escaped_and_no_api_key_appears(fresh_db, tmp_path):
 
 def test_prometheus_config_scrapes_the_servers_started(fresh_db, tmp_path):
     gpu_logbook(fresh_db)
-    text = dashboard.write_prometheus(fresh_db, tmp_path).read_text()
+    text = prometheus.write_prometheus(fresh_db, tmp_path).read_text()
     assert 'metrics_path: "/metrics"' in text
     # the TP=2 server bound 0.0.0.0: scraped on 127.0.0.1; newest first
     assert text.index('targets: ["127.0.0.1:8001"]') < text.index('targets: ["127.0.0.1:8000"]')
@@ -75,13 +76,13 @@ def test_prometheus_config_scrapes_the_servers_started(fresh_db, tmp_path):
 
 
 def test_prometheus_config_without_a_server_says_so(fresh_db, tmp_path):
-    text = dashboard.prometheus_yaml(fresh_db, "127.0.0.1:8123")
+    text = prometheus.prometheus_yaml(fresh_db, "127.0.0.1:8123")
     assert "No server recorded yet" in text and '["127.0.0.1:8123"]' in text
 
 
 def test_prometheus_config_skips_a_host_that_is_not_an_address(fresh_db):
     add_hostile(fresh_db)
-    text = dashboard.prometheus_yaml(fresh_db)
+    text = prometheus.prometheus_yaml(fresh_db)
     assert "evil" not in text and LEAKED_KEY not in text
 
 
@@ -105,7 +106,7 @@ def _screenshot(html_path: Path, png: Path) -> subprocess.CompletedProcess:
 def test_dashboard_renders_in_headless_chromium(fresh_db, tmp_path):
     gpu_logbook(fresh_db)
     out = tmp_path / "logbook"
-    report.render_all(fresh_db, "en", out)
+    outputs.render_all(fresh_db, "en", out)
     shot = Path(os.environ.get("LAB_SCREENSHOT_DIR", tmp_path)) / "dashboard.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
     proc = _screenshot(out / "dashboard.html", shot)

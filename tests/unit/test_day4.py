@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from lab.checklist import seeds as checklist
-from lab.checklist.steps import day4
+from lab.checklist import days, seeds
+from lab.checklist.steps import compare_tp
 from lab.vllm import process as server
-from lab.commands import run_day, run_step_task
+from lab.commands import run_day, run_step_task, terminal
 from lab.record.plan import Planned, run_plan
 from lab.core.errors import LabError, ServerDied
 from lab.record.logbook import FAIL, PASS, PENDING, SKIPPED
@@ -57,23 +57,15 @@ def step_row(lab, key):
 
 # -- the day's shape ------------------------------------------------------------------
 def test_day4_module_has_the_shape_of_a_day():
-    keys = [s.key for s in day4.STEPS]
-    assert set(day4.FUNCS) == set(keys)
-    assert "compare" in keys and "compare" not in day4.PLAN and "compare-tp" not in day4.PLAN
-    assert day4.PLAN == ["gpus", "serve", "balance", "api-test", "bench", "metrics"]
-    assert day4.plan(compare_tp=True) == day4.PLAN + ["compare-tp"]
-    assert set(day4.NEEDS) <= set(keys) and set(day4.NEEDS.values()) <= set(keys)
-    assert {a.step for a in day4.ACCEPTANCE} <= set(keys)
-    assert checklist.DAYS["day4"]["title_zh"] == day4.TITLE_ZH
-
-
-def test_compare_calls_lab_compare_with_its_options(monkeypatch, tmp_path):
-    from lab.checklist.steps import compare
-    calls = []
-    monkeypatch.setattr(compare, "compare_step",
-                        lambda lab, ctx, **kw: calls.append(kw) or Outcome([], "ok"))
-    assert day4.compare(make_lab(tmp_path), None, num_prompts=3).actual == "ok"
-    assert calls == [{"num_prompts": 3}]
+    day4 = seeds.DAY4
+    keys = [s.key for s in day4.steps]
+    assert set(days.FUNCS["day4"]) == set(keys)
+    assert "compare" in keys and "compare" not in day4.plan and "compare-tp" not in day4.plan
+    assert day4.plan == ["gpus", "serve", "balance", "api-test", "bench", "metrics"]
+    assert seeds.day4_plan(compare_tp=True) == day4.plan + ["compare-tp"]
+    assert set(day4.needs) <= set(keys) and set(day4.needs.values()) <= set(keys)
+    assert {a.step for a in day4.acceptance} <= set(keys)
+    assert seeds.DAYS["day4"].title_zh.startswith("Day 4")
 
 
 # -- balance --------------------------------------------------------------------------
@@ -158,8 +150,8 @@ def test_failed_tp2_start_prints_the_enforce_eager_fix(tmp_path):
         server.wait_ready(state, 30, poll_s=0.1)
         raise AssertionError("the fake server must die")
 
-    plan = [Planned(checklist.spec("day4", "serve"), start)]
-    _, results = run_plan(lab, "day4", plan, task="serve", stop_after=True)
+    plan = [Planned(seeds.DAY4.spec("serve"), start)]
+    _, results = run_plan(lab, "day4", plan, task="serve", stop_after=True, **terminal(lab))
     assert results[0].status == FAIL and "--enforce-eager" in results[0].fix
     assert "--enforce-eager" in lab.out.getvalue()
     assert "CUBLAS_STATUS_EXECUTION_FAILED" in step_row(lab, "serve")["evidence"]
@@ -284,7 +276,7 @@ def _stub_funcs(monkeypatch, calls):
         "compare-tp": stub("compare-tp", lambda lab: [require("tp1", "t", "t", True)]),
         "compare": stub("compare", lambda lab: [require("x", "x", "x", True)]),
     }
-    monkeypatch.setattr(day4, "FUNCS", funcs)
+    monkeypatch.setitem(days.FUNCS, "day4", funcs)
 
 
 def test_run_day_honours_plan_and_renders_steps_not_run_as_pending(tmp_path, monkeypatch):
@@ -292,9 +284,9 @@ def test_run_day_honours_plan_and_renders_steps_not_run_as_pending(tmp_path, mon
     _stub_funcs(monkeypatch, calls)
     lab = make_lab(tmp_path)
     assert run_day(lab, "day4") == 0
-    assert calls == day4.PLAN                       # compare and compare-tp not run
+    assert calls == seeds.DAY4.plan                       # compare and compare-tp not run
     run_id = lab.book.runs()[-1]["id"]
-    assert [s["key"] for s in lab.book.steps(run_id)] == day4.PLAN
+    assert [s["key"] for s in lab.book.steps(run_id)] == seeds.DAY4.plan
     md = (lab.logbook_dir / "day4.md").read_text()
     assert "步骤 6：对比 vLLM vs HuggingFace" in md
     assert "⏳ 待执行（本次未运行：运行 `invoke compare`）" in md
@@ -305,24 +297,25 @@ def test_run_day_honours_plan_and_renders_steps_not_run_as_pending(tmp_path, mon
     assert md.index("上午：双卡张量并行") < md.index("下午：性能对比测试") < md.index("晚上：监控与日志")
 
     calls.clear()
-    assert run_day(lab, "day4", keys=day4.plan(compare_tp=True)) == 0
-    assert calls == day4.PLAN + ["compare-tp"]
+    assert run_day(lab, "day4", keys=seeds.day4_plan(compare_tp=True)) == 0
+    assert calls == seeds.DAY4.plan + ["compare-tp"]
 
 
 def test_run_day_without_plan_runs_every_step(tmp_path, monkeypatch):
     calls = []
     _stub_funcs(monkeypatch, calls)
-    monkeypatch.delattr(day4, "PLAN")
+    import dataclasses
+    monkeypatch.setitem(seeds.DAYS, "day4", dataclasses.replace(seeds.DAY4, plan=None))
     assert run_day(make_lab(tmp_path), "day4") == 0
-    assert calls == [s.key for s in day4.STEPS]
+    assert calls == [s.key for s in seeds.DAY4.steps]
 
 
 def test_a_failed_serve_leaves_the_rest_pending(tmp_path, monkeypatch):
     calls = []
     _stub_funcs(monkeypatch, calls)
-    funcs = dict(day4.FUNCS)
+    funcs = dict(days.FUNCS["day4"])
     funcs["serve"] = lambda lab, ctx, **kw: (_ for _ in ()).throw(ServerDied("vLLM server exited during startup"))
-    monkeypatch.setattr(day4, "FUNCS", funcs)
+    monkeypatch.setitem(days.FUNCS, "day4", funcs)
     lab = make_lab(tmp_path)
     assert run_day(lab, "day4") == 1
     steps = {s["key"]: s for s in lab.book.steps(lab.book.runs()[-1]["id"])}
@@ -338,16 +331,16 @@ def test_compare_tp_renders_side_by_side_with_the_learner_sentence(tmp_path):
     values = {"concurrency": 1, "profile": "gpu", "plan": {"input_len": 128, "output_len": 128},
               "sides": [{"tp": 2, "ready_s": 150.0, "kv_cache_tokens": 1212160, "summary": side(33.5, 29.1)},
                         {"tp": 1, "ready_s": 84.0, "kv_cache_tokens": 526576, "summary": side(113.5, 8.73)}],
-              "ratios": day4._ratios(side(33.5, 29.1), side(113.5, 8.73))}
+              "ratios": compare_tp._ratios(side(33.5, 29.1), side(113.5, 8.73))}
     run = lab.book.start_run("day4", task="day4", profile="gpu")
     sid = lab.book.start_step(run, "compare-tp", title="x", command="", expected="")
     lab.book.end_step(sid, status=PASS, values=values)
-    from lab.deliver import jinja as render
-    md = render.render_day(lab.book, "day4", "zh", lab.logbook_dir).read_text()
+    from lab.deliver import day_log
+    md = day_log.render_day(lab.book, "day4", "zh", lab.logbook_dir).read_text()
     assert "| 输出吞吐 tok/s | 33.50 | 113.50 | 0.30× |" in md
     assert "GPU 多了，每个 token 并不会自动变快" in md
     assert "TP=2 的 TPOT（服务端均值）是 TP=1 的 3.33×" in md
-    en = render.render_day(lab.book, "day4", "en", lab.logbook_dir).read_text()
+    en = day_log.render_day(lab.book, "day4", "en", lab.logbook_dir).read_text()
     assert "more GPUs do not make each token faster" in en
 
 

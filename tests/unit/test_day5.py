@@ -7,7 +7,7 @@ import pytest
 from rich.console import Console
 
 from fakes.fake_vllm_scripts import FakeScripts, make_model
-from lab.checklist.steps import day5
+from lab.checklist.steps import offline as day5
 from lab.commands import run_day
 from lab.core.errors import ConfigError
 from lab.record.session import Lab

@@ -30,8 +30,7 @@ def load_fixture(sql: Path, db: Path) -> Path:
 
 def render_everything(db: Path, out: Path, days: bool) -> None:
     """Each deliverable in zh and en, as `invoke log/report/status/compare-runs` render them."""
-    from lab.deliver import jinja as render
-    from lab.deliver import progress, report
+    from lab.deliver import compare_runs, day_log, outputs, progress
     from lab.record.logbook import Logbook
 
     book = Logbook(db)
@@ -41,15 +40,15 @@ def render_everything(db: Path, out: Path, days: bool) -> None:
         d.mkdir(parents=True, exist_ok=True)
         if days:
             for day in sorted({r["day"] for r in runs}):
-                render.render_day(book, day, lang, d)
+                day_log.render_day(book, day, lang, d)
             for r in runs:
-                render.render_day(book, r["day"], lang, d / f"run{r['id']}", run_id=r["id"])
-        report.render_all(book, lang, d)
+                day_log.render_day(book, r["day"], lang, d / f"run{r['id']}", run_id=r["id"])
+        outputs.render_all(book, lang, d)
         progress.render_progress(book, lang, d)
         by_day: dict[str, list[int]] = {}
         for r in runs:
             by_day.setdefault(r["day"], []).append(r["id"])
-        cmp = {f"{day}:{ids[0]}-{ids[-1]}": progress.compare_runs(book, ids[0], ids[-1])["rows"]
+        cmp = {f"{day}:{ids[0]}-{ids[-1]}": compare_runs.compare_runs(book, ids[0], ids[-1])["rows"]
                for day, ids in sorted(by_day.items()) if len(ids) >= 2}
         (d / "compare-runs.json").write_text(
             json.dumps(cmp, ensure_ascii=False, indent=1, default=str) + "\n", encoding="utf-8")

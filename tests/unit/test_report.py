@@ -6,6 +6,7 @@ import re
 import pytest
 
 from lab.deliver import report
+from lab.deliver import outputs, prometheus
 from lab.measure import stats
 from lab.core.errors import LabError
 from lab.record.logbook import FAIL, PASS
@@ -151,7 +152,7 @@ def test_hostile_text_is_escaped_in_the_report(fresh_db, tmp_path):
 
 def test_render_all_writes_every_deliverable(fresh_db, tmp_path):
     gpu_logbook(fresh_db)
-    paths = report.render_all(fresh_db, "zh", tmp_path)
+    paths = outputs.render_all(fresh_db, "zh", tmp_path)
     names = {p.name for p in paths}
     assert {"report.md", "deploy-notes.md", "dashboard.html", "prometheus.yml",
             "plot-sweep.png"} <= names
@@ -172,6 +173,6 @@ def test_api_key_never_reaches_any_deliverable(fresh_db, tmp_path):
     from tests.fakes.fake_logbook import LEAKED_KEY
     gpu_logbook(fresh_db)
     add_hostile(fresh_db)
-    for path in report.render_all(fresh_db, "en", tmp_path):
+    for path in outputs.render_all(fresh_db, "en", tmp_path):
         if path.suffix in (".md", ".html", ".yml"):
             assert LEAKED_KEY not in path.read_text(), path.name

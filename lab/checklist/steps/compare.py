@@ -31,16 +31,15 @@ Command line equivalent:
 """
 from __future__ import annotations
 
+from lab.checklist.steps.offline import offline_args, script_env
+from lab.vllm import env as vllm_env
+
 import json
-import shlex
-import subprocess
 from pathlib import Path
-from typing import Any
 
 from lab.vllm import logparse
 from lab.vllm import process as server
 from lab.core.errors import ConfigError, LabError
-from lab.core.text import tail_text
 from lab.core.fmt import fixed
 from lab.record.runner import Outcome, StepContext, require
 from lab.record.session import Lab
@@ -84,79 +83,16 @@ def chat_prompts(n: int) -> list[list[dict[str, str]]]:
 
 
 # -- running a script of the vLLM env -----------------------------------------------------
-def parse_result(stdout: str) -> dict | None:
-    """The script's JSON line: the last stdout line that is a JSON object, else None."""
-    for line in reversed((stdout or "").strip().splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                data = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(data, dict):
-                return data
-    return None
 
 
-def run_json_script(lab: Lab, name: str, args: list[str], *, what: str, timeout_s: float,
-                    env: dict[str, str] | None = None,
-                    log_path: Path | None = None) -> tuple[dict, str]:
-    """Run lab/scripts/`name` in the vLLM env and return (its JSON result, its stderr).
-
-    The script gets `timeout_s` as its own deadline (so vLLM can shut its engine processes
-    down); the subprocess is killed 120 s later if it is still there. A non-zero exit or a
-    missing JSON line raises LabError: one line, with the script's last lines as evidence.
-    """
-    args = [*args, "--deadline-s", str(int(timeout_s))]
-    try:
-        proc = lab.env.run_script(name, args, timeout_s=timeout_s + 120, env=env)
-    except subprocess.TimeoutExpired as err:
-        raise LabError(f"{what} did not finish within {timeout_s + 120:.0f} s",
-                       evidence=tail_text(_text(err.stderr), 20)) from None
-    stderr = proc.stderr or ""
-    if log_path is not None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text(stderr + "\n--- stdout ---\n" + (proc.stdout or ""), encoding="utf-8")
-    data = parse_result(proc.stdout)
-    if proc.returncode != 0 or data is None or not data.get("ok"):
-        tail = tail_text(stderr or proc.stdout or "", 20)
-        last = tail.splitlines()[-1].strip() if tail else "no output"
-        why = f"exit {proc.returncode}" if proc.returncode != 0 else "no JSON result"
-        raise LabError(f"{what} failed ({why}): {last[:300]}", evidence=tail)
-    return data, stderr
 
 
-def _text(raw: Any) -> str:
-    if isinstance(raw, bytes):
-        return raw.decode("utf-8", errors="replace")
-    return raw or ""
 
 
-def shown_command(lab: Lab, name: str, args: list[str], env: dict[str, str] | None = None) -> str:
-    """How a learner would type the script's command (env prefix, `python`, the script)."""
-    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted((env or {}).items()))
-    line = shlex.join(["python", f"lab/scripts/{name}", *args])
-    return f"{prefix} {line}" if prefix else line
 
 
-def script_env(prof) -> dict[str, str]:
-    """The profile's env for an offline engine (CPU KV-cache size, visible GPUs), with
-    vLLM's log on stderr so stdout carries only the JSON result."""
-    from lab.vllm.launch import server_env
-    return {**server_env(prof, 1), "VLLM_LOGGING_STREAM": "ext://sys.stderr"}
 
 
-def offline_args(lab: Lab, prof, runs_file: Path) -> list[str]:
-    """offline_generate.py's arguments for `prof` (one GPU, or the CPU)."""
-    args = ["--model", prof.model, "--runs-file", str(runs_file),
-            "--max-model-len", str(lab.cfg["max_model_len"])]
-    if prof.has_gpu:
-        args += ["--gpu-memory-utilization", str(lab.cfg["gpu_memory_utilization"])]
-    if prof.load_format:
-        args += ["--load-format", prof.load_format]
-    if prof.served_model_name:
-        args += ["--served-model-name", prof.served_model_name]
-    return args
 
 
 # -- arithmetic ---------------------------------------------------------------------------
@@ -360,10 +296,10 @@ def compare_step(lab: Lab, ctx: StepContext, num_prompts: int | None = None,
     hf_args = ["--model", model, "--prompts-file", str(prompts_file), "--ids-out", str(ids_file),
                "--max-new-tokens", str(new_tokens), "--batch-size", str(batch), "--ignore-eos",
                "--device", "cuda" if on_gpu else "cpu"] + (["--dummy"] if dummy else [])
-    commands = [shown_command(lab, "hf_baseline.py", hf_args)]
+    commands = [vllm_env.script_line("hf_baseline.py", hf_args)]
     with lab.console.status(f"HF baseline: {n} prompts, batch {batch}, {new_tokens} new tokens …"):
         try:
-            hf_data, _ = run_json_script(lab, "hf_baseline.py", hf_args, what="the HF baseline",
+            hf_data, _ = lab.env.run_json_script("hf_baseline.py", hf_args, what="the HF baseline",
                                          timeout_s=timeout_s, log_path=work / "hf_baseline.log")
         except LabError as err:
             if src == "server" and on_gpu and "out of memory" in (err.evidence or "").lower():
@@ -432,7 +368,7 @@ def _offline(lab: Lab, ctx: StepContext, prof, ids: list[list[int]], new_tokens:
     env = script_env(prof)
     with lab.console.status(f"vLLM offline LLM.generate: {len(ids)} prompts at once "
                             "(engine start takes a while) …"):
-        data, stderr = run_json_script(lab, "offline_generate.py", args,
+        data, stderr = lab.env.run_json_script("offline_generate.py", args,
                                        what="vLLM offline LLM.generate", timeout_s=timeout_s,
                                        env=env, log_path=work / "offline_generate.log")
     run = data["runs"][0]
@@ -445,7 +381,7 @@ def _offline(lab: Lab, ctx: StepContext, prof, ids: list[list[int]], new_tokens:
     facts.pop("evidence", None)
     side = vllm_offline_side(data, run, prof.has_gpu)
     side["vllm_version"] = data.get("vllm")
-    return side, facts, shown_command(lab, "offline_generate.py", args, env)
+    return side, facts, vllm_env.script_line("offline_generate.py", args, env)
 
 
 def _s(ms: float | None) -> float | None:

@@ -2,6 +2,8 @@
 startup cost (seconds, KV-cache tokens, model memory)."""
 from __future__ import annotations
 
+from lab.record.runner import skip
+
 import os
 import time
 from pathlib import Path
@@ -90,3 +92,51 @@ def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
                                                     "Application startup complete")))[-1500:]
     return Outcome(criteria, actual, values, evidence=evidence, command=shown)
 
+
+
+def serve(lab: Lab, ctx: StepContext, tp: int = 1, model_of: str = "day3",
+          model: str | None = None) -> Outcome:
+    """Serve `model` (default: the model of day `model_of`) with tensor parallelism `tp`."""
+    from lab.checklist.steps.serve import start_and_wait
+    return start_and_wait(lab, ctx, model_of, tp, model)
+
+
+def serve_tp(lab: Lab, ctx: StepContext, tp: int = 2, model_of: str = "day4",
+          model: str | None = None) -> Outcome:
+    """Start the TP server (lab.vllm.launch), then check it runs `tp` worker ranks and, on a GPU
+    profile, that `tp` GPUs hold memory. The GPU check is skipped on the CPU profile."""
+    from lab.measure import procstats
+    out = serve(lab, ctx, tp=tp, model_of=model_of, model=model)
+    state = server.require_running(lab.state_path)
+    workers = [w for w in procstats.vllm_workers(state.pid) if "TP" in w["title"]]
+    out.values["tp_workers"] = workers
+    if tp > 1:
+        out.criteria.append(check("tp_workers", "TP worker 进程数", "TP worker processes",
+                                  len(workers), ">=", tp))
+    label = (f"TP={tp} 部署在 {tp} 张 GPU 上（每张占用 > 1 GiB）",
+             f"TP={tp} served on {tp} GPUs (> 1 GiB used on each)")
+    if not lab.has_gpu:
+        out.criteria.append(skip("tp_gpus", *label, lab.no_gpu_reason(), ">=", tp,
+                                 measured=f"{len(workers)} CPU TP workers"))
+        return out
+    used = _gpu_used_mib(state)
+    holding = sum(1 for mib in used.values() if mib is not None and mib > 1024)
+    out.values["gpu_used_mib"] = used
+    out.criteria.append(check("tp_gpus", *label, holding, ">=", tp))
+    return out
+
+
+def _gpu_used_mib(state: server.ServerState) -> dict[str, float | None]:
+    """NVML used memory of the server's GPUs (its CUDA_VISIBLE_DEVICES), by index."""
+    from lab.measure import nvml
+    wanted = {int(i) for i in server_env_gpus(state)}
+    return {str(g.index): g.memory_used_mib for g in nvml.query_gpus() if g.index in wanted}
+
+
+def server_env_gpus(state: server.ServerState) -> list[str]:
+    """The GPU indices the server was given (its CUDA_VISIBLE_DEVICES), default 0..tp-1."""
+    import os
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return [v for v in visible.split(",") if v.strip().isdigit()][:state.tp]
+    return [str(i) for i in range(state.tp)]

@@ -1,62 +1,31 @@
-"""Day 5 of seed 002: hands-on vLLM. Check the install, run offline inference with
-`LLM.generate` (the seed's example, then its batch-size benchmark: one engine load, then each
-batch size), and read what the engine allocated: KV-cache blocks, memory, and the effective
-values of the seed's key parameters.
-
-The `offline` step runs `lab/scripts/offline_generate.py` once; `kv-cache`, `memory` and
-`params` judge what that engine run recorded (the `offline` step of the same run), so the
-engine is loaded once per `invoke day5`.
-"""
+"""Day 5 (seed 002): offline LLM.generate in one engine load, the KV-cache blocks, memory, and the key parameters."""
 from __future__ import annotations
 
-import json
-
-from lab.checklist.steps import day3
 from lab.vllm import logparse
-from lab.checklist.seeds import Acceptance
-from lab.checklist.steps.compare import offline_args, run_json_script, script_env, shown_command
+
+import json
+from pathlib import Path
+
 from lab.core.errors import LabError
 from lab.core.fmt import fixed, num
 from lab.record.logbook import PASS
-from lab.record.runner import Outcome, StepContext, StepSpec, check, require, skip
+from lab.record.runner import Outcome, StepContext, check, require, skip
 from lab.record.session import Lab
+from lab.vllm import env as vllm_env
 
-TITLE_ZH = "Day 5：vLLM 实践体验（离线推理与关键参数）"
-TITLE_EN = "Day 5: hands-on vLLM (offline inference and key parameters)"
-
-STEPS = [
-    StepSpec("install", 1, "安装并确认 vLLM", "Install vLLM and check it",
-             'pip install vllm\npython -c "import vllm; print(vllm.__version__)"'),
-    StepSpec("offline", 2, "离线推理示例与 batch size 测试", "Offline inference and batch sizes",
-             "python test_vllm_offline.py\npython benchmark_vllm.py  # batch_size in [1, 4, 8, 16]"),
-    StepSpec("kv-cache", 3, "启动日志：Block 分配", "Startup log: KV-cache blocks",
-             "grep -E 'KV cache size|GPU blocks' vllm-startup.log"),
-    StepSpec("memory", 4, "显存占用", "GPU memory in use", "nvidia-smi"),
-    StepSpec("params", 5, "关键参数（引擎实际取值）", "Key parameters (the engine's values)",
-             "python -m vllm.entrypoints.openai.api_server --model Qwen/Qwen2.5-7B-Instruct "
-             "--tensor-parallel-size 1 --gpu-memory-utilization 0.9 --max-model-len 2048"),
-]
-
-# The seed's "今日自检清单", each ticked from one recorded criterion.
-ACCEPTANCE = [
-    Acceptance("成功运行vLLM离线推理示例", "ran vLLM's offline inference example", "offline", "example"),
-    Acceptance("不同 batch size 都跑完", "every batch size ran", "offline", "all_batches"),
-    Acceptance("每个 batch size 记录了 tok/s", "tok/s recorded for every batch size", "offline", "tok_s"),
-    Acceptance("记录启动命令和关键参数", "the startup command and key parameters are recorded",
-               "params", "params_read"),
-    Acceptance("记录 Block 分配信息", "the KV-cache block allocation is recorded", "kv-cache",
-               "num_blocks"),
-    Acceptance("记录显存占用（nvidia-smi）", "GPU memory use is recorded (nvidia-smi)", "memory",
-               "gpu_mem_used"),
-]
-
-NEEDS = {"offline": "install", "kv-cache": "offline", "memory": "offline", "params": "offline"}
 
 # Seed 002 §2.1 (the small-model example) and §5.3 (the batch-size benchmark).
 EXAMPLE_PROMPTS = ["Hello, my name is", "The capital of France is", "Artificial intelligence is"]
+
+
 EXAMPLE_SAMPLING = {"temperature": 0.8, "top_p": 0.95}
+
+
 BENCH_PROMPT = "Hello, my name is"
+
+
 BENCH_SAMPLING = {"temperature": 0.8}
+
 
 # Seed 002 §4: flag, engine field, meaning (zh, en), the seed's default.
 PARAMS = [
@@ -75,12 +44,13 @@ PARAMS = [
     ("--enable-prefix-caching", "enable_prefix_caching", "启用Prefix Cache", "prefix caching on", False),
     ("--dtype", "dtype", "数据类型（auto/half/float16/bfloat16）", "data type", "auto"),
 ]
+
+
 # The parameters the seed's 面试话术 names, plus the length and batch limits: these must be read.
 CORE_PARAMS = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "block_size",
                "max_num_seqs")
 
 
-# -- step 2 ------------------------------------------------------------------------------
 def offline(lab: Lab, ctx: StepContext) -> Outcome:
     """One engine load; the seed's example prompts; then each batch size (time, tokens, tok/s)."""
     from lab.vllm import models
@@ -103,7 +73,7 @@ def offline(lab: Lab, ctx: StepContext) -> Outcome:
     env = script_env(prof)
     with lab.console.status(f"offline LLM.generate: engine start, example, batch sizes "
                             f"{', '.join(map(str, sizes))} …"):
-        data, stderr = run_json_script(lab, "offline_generate.py", args,
+        data, stderr = lab.env.run_json_script("offline_generate.py", args,
                                        what="vLLM offline LLM.generate",
                                        timeout_s=opts["timeout_s"], env=env,
                                        log_path=work / "offline_generate.log")
@@ -146,7 +116,7 @@ def offline(lab: Lab, ctx: StepContext) -> Outcome:
     evidence = "\n".join(startup_evidence.get(k, "") for k in
                          ("kv_cache_tokens", "weights_load_s", "engine_init_s") if startup_evidence.get(k))
     return Outcome(crits, actual, values, evidence=evidence or None,
-                   command=shown_command(lab, "offline_generate.py", args, env))
+                   command=vllm_env.script_line("offline_generate.py", args, env))
 
 
 def batch_row(batch_size: int, run: dict) -> dict:
@@ -175,7 +145,6 @@ def llm_call(prof, lab: Lab) -> str:
     return "LLM(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
 
 
-
 def offline_record(lab: Lab, ctx: StepContext) -> dict:
     """The values of this run's passed `offline` step (the one engine run of the day)."""
     for step in reversed(lab.book.steps(ctx.run_id)):
@@ -184,7 +153,6 @@ def offline_record(lab: Lab, ctx: StepContext) -> dict:
     raise LabError("no passed `offline` step in this run: run `invoke day5`")
 
 
-# -- step 3 ------------------------------------------------------------------------------
 def kv_cache(lab: Lab, ctx: StepContext) -> Outcome:
     """The KV-cache blocks the engine allocated; blocks × block_size checked against the
     "KV cache size: N tokens" line vLLM printed at startup."""
@@ -220,7 +188,6 @@ def kv_cache(lab: Lab, ctx: StepContext) -> Outcome:
     return Outcome(crits, actual, values, command=command)
 
 
-# -- step 4 ------------------------------------------------------------------------------
 def memory(lab: Lab, ctx: StepContext) -> Outcome:
     """GPU memory the offline run used (NVML, as nvidia-smi shows it); on the CPU profile the
     criterion is skipped and the process tree's peak RSS is recorded instead."""
@@ -255,7 +222,6 @@ def memory(lab: Lab, ctx: StepContext) -> Outcome:
                    command="nvidia-smi --query-gpu=index,memory.used,memory.total --format=csv")
 
 
-# -- step 5 ------------------------------------------------------------------------------
 def params(lab: Lab, ctx: StepContext) -> Outcome:
     """The seed's key-parameter table with the values the engine really used."""
     from lab.vllm.launch import server_env, shell_line
@@ -306,5 +272,21 @@ def _note(name: str, got: dict, lab: Lab, lang: str) -> str:
     return ""
 
 
-FUNCS = {"install": day3.install, "offline": offline, "kv-cache": kv_cache, "memory": memory,
-         "params": params}
+def script_env(prof) -> dict[str, str]:
+    """The profile's env for an offline engine (CPU KV-cache size, visible GPUs), with
+    vLLM's log on stderr so stdout carries only the JSON result."""
+    from lab.vllm.launch import server_env
+    return {**server_env(prof, 1), "VLLM_LOGGING_STREAM": "ext://sys.stderr"}
+
+
+def offline_args(lab: Lab, prof, runs_file: Path) -> list[str]:
+    """offline_generate.py's arguments for `prof` (one GPU, or the CPU)."""
+    args = ["--model", prof.model, "--runs-file", str(runs_file),
+            "--max-model-len", str(lab.cfg["max_model_len"])]
+    if prof.has_gpu:
+        args += ["--gpu-memory-utilization", str(lab.cfg["gpu_memory_utilization"])]
+    if prof.load_format:
+        args += ["--load-format", prof.load_format]
+    if prof.served_model_name:
+        args += ["--served-model-name", prof.served_model_name]
+    return args

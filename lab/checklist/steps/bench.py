@@ -1,0 +1,106 @@
+"""Day 4: the benchmark step (the seed's latency loop, then the concurrency sweep) and its verdict."""
+from __future__ import annotations
+
+from lab.ui.progress import progress_bar
+from lab.measure.bench import BenchResult
+
+
+from lab.core.fmt import fixed
+from lab.record.runner import Criterion, Outcome, StepContext, require
+from lab.record.session import Lab
+from lab.vllm import process as server
+
+
+def bench_step(lab: Lab, ctx: StepContext) -> Outcome:
+    """The seed's latency loop, then the concurrency sweep, each request recorded as it
+    finishes; /metrics before and after, KV-cache usage polled during the sweep."""
+    from lab.measure import bench
+    state = server.require_running(lab.state_path)
+    model = state.served_model_name or state.model
+    plan = bench.BenchPlan.from_cfg(lab.cfg)
+    book = lab.book
+
+    def record(phase, rec):
+        book.add_request(ctx.run_id, ctx.step_id, phase, rec.to_dict())
+
+    with progress_bar(lab.console) as progress:
+        result = bench.run_bench(lab.url, model, plan, api_key=lab.api_key, record=record,
+                                 is_alive=lambda: server.is_alive(state), progress=progress,
+                                 seed=ctx.step_id)
+    values = {**result.values(), "model": model, "tp": state.tp, "profile": lab.profile_name}
+    if result.died_during:
+        _raise_died(state, f"during the benchmark ({result.died_during})", values,
+                    lab.book.requests(ctx.step_id))
+    return Outcome(criteria(result), summary_line(result), values,
+                   fix=timeout_fix(result, lab.lang), command=plan.command(lab.url))
+
+
+def _raise_died(state: server.ServerState, during: str, values: dict, rows: list[dict]) -> None:
+    """ServerDied for a server gone mid-benchmark; the partial results stay in the record."""
+    ok = sum(1 for r in rows if r["ok"])
+    err = server.died_error(state, f"{during}: {ok} finished requests kept, "
+                                   f"{len(rows) - ok} recorded as failed")
+    err.values = values
+    raise err
+
+
+def errors_and_timeouts(result: BenchResult) -> tuple[int, int]:
+    """Failed requests that were not timeouts, and timeouts (warm-ups included)."""
+    c = result.client
+    return c["failed"] - c["timeouts"], c["timeouts"]
+
+
+def criteria(result: BenchResult) -> list[Criterion]:
+    """Passes when every level ran, every level measured a throughput, and no request
+    failed. Timeouts are counted and reported, not judged (seed Q3: they mean the load is
+    beyond what the server answers in time)."""
+    lat = result.latency or {}
+    ran, planned = len(result.levels), len(result.plan.levels)
+    errors, timeouts = errors_and_timeouts(result)
+    measured = [lvl for lvl in result.levels if lvl.get("completed")]
+    return [
+        require("latency_loop", f"延迟循环 {result.plan.latency_runs} 次请求均有回复",
+                f"the latency loop's {result.plan.latency_runs} requests were answered",
+                lat.get("ok", 0) + lat.get("timeouts", 0) == lat.get("runs", -1) and lat.get("ok", 0) > 0,
+                f"{lat.get('ok', 0)}/{lat.get('runs', 0)}", reason="requests failed"),
+        require("levels", "所有并发档位都已运行", "every concurrency level ran", ran == planned,
+                f"{ran}/{planned}", reason=f"{planned - ran} level(s) not run"),
+        require("throughput", "每个档位都测得吞吐量", "each level measured a throughput",
+                bool(result.levels) and len(measured) == ran, f"{len(measured)}/{ran}",
+                reason="a level had no successful request"),
+        require("no_errors", "无失败请求（超时单独计数）", "no failed request (timeouts counted apart)",
+                errors == 0, f"{errors} failed, {timeouts} timeouts",
+                reason=f"{errors} request(s) failed"),
+    ]
+
+
+def timeout_fix(result: BenchResult, lang: str) -> str | None:
+    """Seed Q3's advice when requests timed out (counted, not fatal)."""
+    _, timeouts = errors_and_timeouts(result)
+    if not timeouts:
+        return None
+    if lang == "zh":
+        return (f"{timeouts} 个请求超时：降低并发数（--concurrency），或调大 api.timeout_s"
+                "（INVOKE_LAB_API_TIMEOUT_S）；种子 Q3")
+    return (f"{timeouts} request(s) timed out: lower the concurrency (--concurrency) or raise "
+            "api.timeout_s (INVOKE_LAB_API_TIMEOUT_S); seed Q3")
+
+
+def summary_line(result: BenchResult) -> str:
+    """One line for 实际结果."""
+    lat = result.latency or {}
+    parts = []
+    if lat.get("avg_latency_ms") is not None:
+        parts.append(f"latency loop: avg {lat['avg_latency_ms']:,.0f} ms (min "
+                     f"{lat['min_latency_ms']:,.0f}, max {lat['max_latency_ms']:,.0f}) over "
+                     f"{lat['ok']}/{lat['runs']} requests")
+    for lvl in result.levels:
+        parts.append(f"c={lvl['concurrency']}: {fixed(lvl.get('output_throughput'))} out tok/s, "
+                     f"{fixed(lvl.get('request_throughput'), 2)} req/s, TTFT p50 "
+                     f"{fixed(lvl['ttft_ms']['median'])} ms ({lvl['completed']}/{lvl['requests']} ok)")
+    errors, timeouts = errors_and_timeouts(result)
+    parts.append(f"{errors} failed, {timeouts} timeouts")
+    kv = result.metrics.get("kv") or {}
+    if kv.get("peak_kv_cache_usage_perc") is not None:
+        parts.append(f"peak KV-cache usage {kv['peak_kv_cache_usage_perc'] * 100:.2f} %")
+    return "; ".join(parts)
