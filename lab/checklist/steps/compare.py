@@ -192,7 +192,7 @@ def measure_server(lab: Lab, ctx: StepContext, state: server.ServerState,
     from lab.vllm import metrics
     from lab.measure import nvml
     from lab.measure import procstats
-    from lab.checklist.steps.day3 import server_env_gpus
+    from lab.checklist.steps.serve import server_env_gpus
     from lab.measure.sampler import Sampler
 
     model = state.served_model_name or state.model
