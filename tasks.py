@@ -1,6 +1,6 @@
 """vllm-lab: the vLLM learning checklist as Invoke tasks.
 
-    invoke day3                 # steps 1-7, verified and recorded, then logbook/day3.md
+    invoke day3                 # steps 1-8, verified and recorded, then logbook/day3.md
     invoke serve --port 8001    # one step on its own
     invoke log --lang en        # re-render from the logbook
 
@@ -95,6 +95,31 @@ def tools(c, profile=None, lang=None, port=None):
     return _step(c, "tools", profile=profile, lang=lang, port=port)
 
 
+@task(help={**COMMON_HELP,
+            "model": "hub repository id (default: the day's model, e.g. Qwen/Qwen2.5-7B-Instruct); "
+                     "a local path skips the download",
+            "revision": "branch, tag or commit (default main; ModelScope: master)",
+            "source": "hf (Hugging Face or a mirror) | modelscope (needs vllm-lab[modelscope])",
+            "endpoint": "hub URL (default $HF_ENDPOINT, else https://huggingface.co; "
+                        "the seed's mirror: https://hf-mirror.com)",
+            "local_dir": "where the files go (default <data_dir>/models/<repo id>)",
+            "reserve": "GiB of disk to keep free beyond the files (default 2)",
+            "day": "day3 (the 7B model) | day4 (the 14B model): whose log records it"})
+@_guard
+def download(c, profile=None, lang=None, port=None, model=None, revision=None, source=None,
+             endpoint=None, local_dir=None, reserve=None, day="day3"):
+    """4. Download the model (hub, mirror or ModelScope): disk check, progress, resume, SHA-256.
+
+    The token of a gated repository is read from HF_TOKEN (MODELSCOPE_API_TOKEN), never stored.
+    """
+    from lab.commands import run_step_task
+    lab = _lab(c, profile=profile, lang=lang, port=port,
+               **{"download.source": source, "download.endpoint": endpoint,
+                  "download.reserve_gib": reserve})
+    return run_step_task(lab, day, "download", model=model, revision=revision,
+                         local_dir=local_dir)
+
+
 @task(help={**COMMON_HELP, "tp": "tensor-parallel size (day 4: 2)", "model": "model id or local path",
             "host": "bind address (default 127.0.0.1; 0.0.0.0 warns without --api-key)",
             "api_key": "API key passed to vLLM (never stored)",
@@ -103,7 +128,7 @@ def tools(c, profile=None, lang=None, port=None):
 @_guard
 def serve(c, profile=None, lang=None, port=None, tp=1, model=None, host=None, api_key=None,
           python=None, timeout=None, extra_args=None):
-    """4. Serve the model in the background and wait for /health (stop it with `invoke stop`)."""
+    """5. Serve the model in the background and wait for /health (stop it with `invoke stop`)."""
     from lab.commands import run_step_task
     lab = _lab(c, profile=profile, lang=lang, port=port, host=host, api_key=api_key,
                python=python, startup_timeout_s=timeout, extra_args=extra_args)
@@ -115,7 +140,7 @@ def serve(c, profile=None, lang=None, port=None, tp=1, model=None, host=None, ap
             "concurrency": "concurrent requests of the load"})
 @_guard
 def monitor(c, profile=None, lang=None, port=None, duration=None, concurrency=None):
-    """5. Monitor the GPU (nvitop) under load: memory used > 90 %, utilisation > 80 %."""
+    """6. Monitor the GPU (nvitop) under load: memory used > 90 %, utilisation > 80 %."""
     from lab.commands import run_step_task
     lab = _lab(c, profile=profile, lang=lang, port=port,
                **{"monitor.duration_s": duration, "monitor.concurrency": concurrency})
@@ -125,14 +150,14 @@ def monitor(c, profile=None, lang=None, port=None, duration=None, concurrency=No
 @task(name="api-test", help=COMMON_HELP)
 @_guard
 def api_test(c, profile=None, lang=None, port=None):
-    """6. API test: the seed's chat prompt, /v1/models and a streamed reply."""
+    """7. API test: the seed's chat prompt, /v1/models and a streamed reply."""
     return _step(c, "api-test", profile=profile, lang=lang, port=port)
 
 
 @task(help=COMMON_HELP)
 @_guard
 def metrics(c, profile=None, lang=None, port=None):
-    """7. Read /metrics: the key vllm: series, with meanings (old names mapped)."""
+    """8. Read /metrics: the key vllm: series, with meanings (old names mapped)."""
     return _step(c, "metrics", profile=profile, lang=lang, port=port)
 
 
@@ -152,7 +177,7 @@ def stop(c, all=False):
 @_guard
 def day3(c, profile=None, lang=None, port=None, keep_server=False, reinstall=False,
          python=None, api_key=None, duration=None):
-    """Day 3: steps 1-7 in order, stop the server, render logbook/day3.md."""
+    """Day 3: steps 1-8 in order, stop the server, render logbook/day3.md."""
     from lab.commands import run_day
     lab = _lab(c, profile=profile, lang=lang, port=port, python=python, api_key=api_key,
                **{"monitor.duration_s": duration})
@@ -208,7 +233,7 @@ def bench(c, profile=None, lang=None, port=None, concurrency=None, num_requests=
 def day4(c, profile=None, lang=None, port=None, keep_server=False, compare_tp=False, python=None,
          api_key=None, extra_args=None, concurrency=None, num_requests=None, input_len=None,
          output_len=None, warmup=None, duration=None, latency_runs=None):
-    """Day 4: GPUs, serve TP=2, balance, API test, benchmark, metrics; renders logbook/day4.md."""
+    """Day 4: GPUs, download, serve TP=2, balance, API test, benchmark, metrics; renders logbook/day4.md."""
     from lab.checklist.seeds import day4_plan
     from lab.commands import run_day
     lab = _lab(c, profile=profile, lang=lang, port=port, python=python, api_key=api_key,

@@ -52,7 +52,7 @@ def run_day(lab: Lab, day: str, *, keep_server: bool = False,
     keys = keys if keys is not None else the_day.plan
     specs = the_day.steps if keys is None else [the_day.spec(key) for key in keys]
     plan = [Planned(spec, days.step_fn(day, spec.key, **kwargs.get(spec.key, {})),
-                    the_day.needs.get(spec.key)) for spec in specs]
+                    the_day.needs.get(spec.key, ())) for spec in specs]
     run_id, results = run_plan(lab, day, plan, task=day, stop_after=not keep_server,
                                options={"keep_server": keep_server, **(options or {})}, **terminal(lab))
     path = day_log.render_day(lab.book, day, lab.lang, lab.logbook_dir, run_id=run_id)

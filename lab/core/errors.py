@@ -51,3 +51,35 @@ class ServerNotRunning(LabError):
 
 class ApiError(LabError):
     """An HTTP call to the server failed or returned something unusable."""
+
+
+class HubError(LabError):
+    """The model hub (Hugging Face, a mirror, ModelScope) answered with an error."""
+
+
+class HubUnreachable(HubError):
+    """The hub could not be reached (no network, wrong endpoint, offline mode)."""
+
+
+class RepoGated(HubError):
+    """The repository is gated or private (HTTP 401/403): a token with access is needed."""
+
+
+class RepoNotFound(HubError):
+    """No such repository on the hub (or a private one the token cannot see)."""
+
+
+class RevisionNotFound(HubError):
+    """The repository exists but not the revision (branch, tag or commit)."""
+
+
+class HubClientMissing(HubError):
+    """The hub's client library (e.g. modelscope, an optional extra) is not installed."""
+
+
+class DiskTooSmall(LabError):
+    """The disk cannot hold the files still to download (plus the configured reserve)."""
+
+
+class ChecksumMismatch(LabError):
+    """A downloaded file's SHA-256 (or git blob id) differs from the hub's."""

@@ -15,7 +15,8 @@ StepFn = Callable[[Lab, StepContext], Outcome]
 class Planned:
     spec: StepSpec
     fn: StepFn
-    needs: str | None = None     # the key of a step that must have passed first
+    #: Keys of steps that must have passed (or been skipped) first, when they ran in this plan.
+    needs: tuple[str, ...] = ()
 
 
 def _run_one(lab: Lab, run_id: int, item: Planned) -> StepResult:
@@ -44,9 +45,10 @@ def run_plan(lab: Lab, day: str, plan: list[Planned], *, task: str,
     try:
         with server.stop_on_interrupt(lab.state_path):
             for item in plan:
-                blocker = item.needs and passed.get(item.needs) not in (PASS, SKIPPED)
-                if blocker and item.needs in passed:
-                    res = _not_run(lab, run_id, item, item.needs)
+                blocker = next((n for n in item.needs
+                                if n in passed and passed[n] not in (PASS, SKIPPED)), None)
+                if blocker is not None:
+                    res = _not_run(lab, run_id, item, blocker)
                 else:
                     if on_start is not None:
                         on_start(item.spec)

@@ -14,6 +14,7 @@ from lab.vllm.launch import Profile, build_argv
 from lab.vllm.models import REHEARSAL_CONFIGS, TINY_MODEL
 from lab.core.errors import ConfigError
 from lab.record.logbook import Logbook
+from lab.vllm import hub
 from lab.vllm.env import VllmEnv, resolve
 
 def detect_profile(nvml_module: Any = None) -> tuple[str, str]:
@@ -89,7 +90,9 @@ class Lab:
         """What to serve for `day` on this profile."""
         wanted = model or self.cfg["models"][day]
         if self.profile_name == "gpu":
-            return Profile("gpu", wanted)
+            local = self.downloaded(wanted)  # `invoke download` made a verified copy
+            return Profile("gpu", str(local) if local else wanted,
+                           served_model_name=wanted if local else None)
         if self.profile_name == "rehearsal":
             if model and Path(model).exists():
                 return Profile("rehearsal", model, load_format="dummy")
@@ -104,6 +107,20 @@ class Lab:
             env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(str(i) for i in range(tp))
         path = model or str(self.data_dir / "models" / TINY_MODEL)
         return Profile("cpu", path, env=env, has_gpu=False)
+
+    def download_dir(self, repo_id: str) -> Path:
+        """Where `invoke download` puts a repository: <download.models_dir>/<org>/<name>."""
+        root = self.cfg["download"]["models_dir"]
+        return hub.default_local_dir(Path(root).expanduser() if root else self.data_dir / "models",
+                                     repo_id).absolute()
+
+    def downloaded(self, repo_id: str) -> Path | None:
+        """The verified local copy of a hub repository, if `invoke download` made one (read
+        from its stamp: no hub call, no file hashed)."""
+        if hub.looks_local(repo_id):
+            return None
+        path = self.download_dir(repo_id)
+        return path if hub.has_stamp(path, repo_id) else None
 
     def extra_args(self) -> list[str]:
         return shlex.split(self.cfg["extra_args"] or "")

@@ -46,7 +46,7 @@ def test_day3_runs_verifies_records_and_renders(lab_env):
     assert api["completion_tokens"] > 0 and api["stream"]["chunks"] > 0
 
     md = (logbook / "day3.md").read_text()
-    assert "步骤 4：单卡部署 7B 模型" in md
+    assert "步骤 5：单卡部署 7B 模型" in md
     assert f"{values['kv_cache_tokens']:,}" in md   # the measured figure, rendered
     assert "待记录" not in md                      # every step has its actual result
     assert "- [x] vLLM 服务成功启动" in md

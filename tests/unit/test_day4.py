@@ -61,9 +61,9 @@ def test_day4_module_has_the_shape_of_a_day():
     keys = [s.key for s in day4.steps]
     assert set(days.FUNCS["day4"]) == set(keys)
     assert "compare" in keys and "compare" not in day4.plan and "compare-tp" not in day4.plan
-    assert day4.plan == ["gpus", "serve", "balance", "api-test", "bench", "metrics"]
+    assert day4.plan == ["gpus", "download", "serve", "balance", "api-test", "bench", "metrics"]
     assert seeds.day4_plan(compare_tp=True) == day4.plan + ["compare-tp"]
-    assert set(day4.needs) <= set(keys) and set(day4.needs.values()) <= set(keys)
+    assert set(day4.needs) <= set(keys) and {n for ns in day4.needs.values() for n in ns} <= set(keys)
     assert {a.step for a in day4.acceptance} <= set(keys)
     assert seeds.DAYS["day4"].title_zh.startswith("Day 4")
 
@@ -264,6 +264,8 @@ def _stub_funcs(monkeypatch, calls):
     reason = "no NVIDIA GPU: CPU profile"
     funcs = {
         "gpus": stub("gpus", lambda lab: [skip("free_gpus", "g", "g", reason)]),
+        "download": stub("download", lambda lab: [skip("files_verified", "d", "d", "cpu profile "
+                                                        "builds its model offline: no download")]),
         "serve": stub("serve", lambda lab: [check("ready_s", "r", "r", 50.0, "<", 900),
                                             skip("tp_gpus", "t", "t", reason)]),
         "balance": stub("balance", lambda lab: [check("spread_pct", "b", "b", 1.0, "<", 10)],
@@ -288,7 +290,7 @@ def test_run_day_honours_plan_and_renders_steps_not_run_as_pending(tmp_path, mon
     run_id = lab.book.runs()[-1]["id"]
     assert [s["key"] for s in lab.book.steps(run_id)] == seeds.DAY4.plan
     md = (lab.logbook_dir / "day4.md").read_text()
-    assert "步骤 6：对比 vLLM vs HuggingFace" in md
+    assert "步骤 7：对比 vLLM vs HuggingFace" in md
     assert "⏳ 待执行（本次未运行：运行 `invoke compare`）" in md
     assert "运行 `invoke day4 --compare-tp`" in md
     assert "- [ ] 双卡 14B 模型成功部署 — ⏭️ 跳过：no NVIDIA GPU: CPU profile" in md

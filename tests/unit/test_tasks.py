@@ -29,7 +29,8 @@ def test_list_reads_like_the_checklist_without_heavy_imports():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          timeout=60).stdout
     assert "HEAVY []" in out
-    for line in ("1. Check GPU resources", "2. Install vLLM", "4. Serve", "7. Read /metrics"):
+    for line in ("1. Check GPU resources", "2. Install vLLM", "4. Download the model", "5. Serve",
+                 "8. Read /metrics"):
         assert line in out
 
 
