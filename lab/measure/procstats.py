@@ -20,7 +20,7 @@ from typing import Any
 
 import psutil
 
-MIB = 1024 * 1024
+from lab.core.units import mib
 
 #: Title prefix of a vLLM worker; a PP>1 worker is "VLLM::Worker_PP0_TP1".
 WORKER_TITLE_PREFIX = "VLLM::Worker_"
@@ -53,7 +53,7 @@ def process_tree(root_pid: int) -> list[psutil.Process]:
 
 def _rss_mib(proc: psutil.Process) -> float | None:
     try:
-        return proc.memory_info().rss / MIB
+        return mib(proc.memory_info().rss)
     except _GONE:
         return None
 

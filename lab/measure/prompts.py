@@ -14,8 +14,9 @@ from __future__ import annotations
 import numpy as np
 import requests
 
-from lab.vllm.api import headers
 from lab.core.errors import ApiError, ConfigError
+from lab.core.net import api_root
+from lab.vllm.api import headers
 
 #: Built-in text tokenized to get a pool of realistic token ids. Varied vocabulary on
 #: purpose: more distinct words give a larger pool.
@@ -40,14 +41,13 @@ POOL_TEXT = (
 TOKENIZE_TIMEOUT_S = 30.0
 
 
-
 def token_pool(base_url: str, model: str, api_key: str | None = None) -> list[int]:
     """Unique token ids of the built-in text, from the server's `/tokenize` endpoint.
 
     Special tokens are not requested (`add_special_tokens: false`). Raises ApiError when the
     server cannot be reached or answers something unusable.
     """
-    url = base_url.rstrip("/").removesuffix("/v1") + "/tokenize"
+    url = api_root(base_url) + "/tokenize"
     body = {"model": model, "prompt": POOL_TEXT, "add_special_tokens": False}
     try:
         resp = requests.post(url, json=body, headers=headers(api_key),

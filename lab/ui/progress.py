@@ -1,16 +1,71 @@
-"""Progress bars and live status lines on the terminal (rich). Measurement code takes plain
-callbacks (`advance`, `on_tick`); these helpers turn them into bars."""
+"""Progress bars and live status lines on the terminal (rich).
+
+Measurement code never draws: it takes plain callbacks (`advance()`, `on_tick(seconds)`, a
+`start_phase(description, total)` that returns an `advance`), and these helpers turn them
+into bars and spinners. Steps use them as context managers:
+
+    with status(lab.console, "starting vLLM …") as update:
+        server.wait_ready(state, timeout_s, on_tick=lambda s: update(f"waiting … {s:.0f} s"))
+    with phase_bars(lab.console) as start_phase:
+        bench.run_bench(..., start_phase=start_phase)
+"""
+
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Callable, Iterator
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+#: start_phase(description, total or None) -> advance(): one bar per phase.
+StartPhase = Callable[[str, "int | None"], Callable[[], None]]
+
+
+def make_console() -> Console:
+    """The lab's terminal: rich's console without guessing highlights in plain text."""
+    return Console(highlight=False)
 
 
 @contextlib.contextmanager
-def progress_bar(console: Any) -> Iterator[Any]:
-    """A rich progress bar (one line per phase) on the lab's console."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn)
+def progress_bar(console: Console) -> Iterator[Progress]:
+    """A rich progress bar (one line per task) on the lab's console."""
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as progress:
         yield progress
+
+
+@contextlib.contextmanager
+def phase_bars(console: Console) -> Iterator[StartPhase]:
+    """Yields `start_phase(description, total)`: each call adds a bar and returns the
+    function that advances it by one (what lab.measure's `advance` callbacks expect)."""
+    with progress_bar(console) as progress:
+
+        def start_phase(description: str, total: int | None) -> Callable[[], None]:
+            task = progress.add_task(escape(description), total=total)
+            return lambda: progress.advance(task)
+
+        yield start_phase
+
+
+@contextlib.contextmanager
+def status(console: Console, text: str) -> Iterator[Callable[[str], None]]:
+    """A spinner with `text` while the block runs; yields `update(text)` to change it (e.g.
+    from an `on_tick` callback). Texts are plain, not markup. On a terminal that is not
+    interactive (CI, a pipe) rich draws nothing, so logs stay clean."""
+    with console.status(escape(text)) as shown:
+        yield lambda new: shown.update(escape(new))
+
+
+def say(console: Console, text: str, *, style: str | None = None, label: str | None = None) -> None:
+    """One plain line (escaped: paths and log text can hold brackets). `label` is a bold
+    or coloured prefix such as "warning:" in `style`."""
+    prefix = ""
+    if label:
+        prefix = f"[{style}]{escape(label)}[/] " if style else f"{escape(label)} "
+    console.print(prefix + escape(text))
+
+
+def warn(console: Console, text: str) -> None:
+    """`warning: text` with the label in yellow."""
+    say(console, text, style="yellow", label="warning:")

@@ -5,7 +5,6 @@ are the one-at-a-time calls of the `api-test` step.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import requests
 
 from lab.core.errors import ApiError
+from lab.vllm.sse import StreamTiming, payloads
 
 
 def headers(api_key: str | None) -> dict[str, str]:
@@ -87,42 +87,34 @@ def chat(url: str, model: str, prompt: str, *, max_tokens: int | None = None,
 def chat_stream(url: str, model: str, prompt: str, *, max_tokens: int = 64,
                 temperature: float = 0.7, api_key: str | None = None,
                 timeout_s: float = 300) -> StreamReply:
-    """A streamed chat reply, read as server-sent events, with usage in the last chunk.
+    """A streamed chat reply, read by the one SSE reader (lab.vllm.sse) and timed as
+    `vllm bench serve` times it, with usage in the last chunk. An error the server reports
+    inside the stream, or a chunk that is not JSON, raises ApiError (one line).
 
     Command line equivalent: `curl -N localhost:8000/v1/chat/completions -d '{..., "stream": true}'`.
     """
     body = {"model": model, "temperature": temperature, "max_tokens": max_tokens,
             "stream": True, "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": prompt}]}
-    start = time.perf_counter()
-    parts: list[str] = []
-    ttft = last = None
-    gaps: list[float] = []
-    chunks = 0
-    tokens = None
-    with _call("POST", f"{url}/v1/chat/completions", api_key, timeout_s, json=body,
-               stream=True) as r:
-        for line in r.iter_lines(decode_unicode=True):
-            if not line or not line.startswith("data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == "[DONE]":
-                break
-            data = json.loads(payload)
-            now = time.perf_counter()
-            if data.get("usage"):
-                tokens = data["usage"].get("completion_tokens")
-            if data.get("choices"):
-                chunks += 1
-                parts.append((data["choices"][0].get("delta") or {}).get("content") or "")
-                if ttft is None:
-                    ttft = now - start
-                else:
-                    gaps.append(now - last)
-                last = now
+    endpoint = f"{url}/v1/chat/completions"
+    timing = StreamTiming(time.perf_counter())
+    with _call("POST", endpoint, api_key, timeout_s, json=body, stream=True) as r:
+        try:
+            for data in payloads(r.iter_content(chunk_size=None)):
+                timing.on_data(data)
+                if timing.done:
+                    break
+        except ValueError as err:
+            raise ApiError(f"POST {endpoint}: the stream sent a chunk that is not JSON ({err})") from None
+        except requests.RequestException as err:
+            raise ApiError(f"POST {endpoint}: the stream broke off ({type(err).__name__})") from None
         status = r.status_code
-    e2el = (last or time.perf_counter()) - start
-    return StreamReply(status, "".join(parts), chunks, ttft, e2el, tokens, gaps)
+    if timing.error is not None:
+        raise ApiError(f"POST {endpoint}: the server reported an error in the stream: "
+                       f"{' '.join(timing.error.split())[:200]}", evidence=timing.error[:1000])
+    e2el = timing.e2el_s if timing.e2el_s is not None else time.perf_counter() - timing.start_s
+    return StreamReply(status, timing.text, timing.choice_chunks, timing.ttft_s, e2el,
+                       timing.completion_tokens, list(timing.itls_s))
 
 
 def _call(method: str, url: str, api_key: str | None, timeout_s: float,

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from lab.measure import procstats
-from lab.measure.nvml import balance
+from lab.core.units import balance
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
 

@@ -16,6 +16,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from lab.measure import nvml  # noqa: E402
+from lab.core.units import imbalance_pct  # noqa: E402
 from lab.measure.sampler import Sampler  # noqa: E402
 from tests.fakes import fake_pynvml as fake  # noqa: E402
 
@@ -239,7 +240,7 @@ def test_with_fake_nvml_timeline():
     assert summ[("nvml", "1", "util_pct")]["peak"] == 97
     assert summ[("nvml", "0", "mem_total_mib")]["mean"] == 143771
     used = [summ[("nvml", d, "mem_used_mib")]["peak"] for d in ("0", "1")]
-    assert nvml.balance(used)["spread_pct"] < 10
+    assert imbalance_pct(used) < 10
     assert {r["device"] for r in store} == {"0", "1"}
 
 
