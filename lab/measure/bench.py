@@ -55,7 +55,7 @@ class BenchPlan:
     kv_poll_s: float = 0.5
 
     @classmethod
-    def from_cfg(cls, cfg: dict[str, Any]) -> "BenchPlan":
+    def from_cfg(cls, cfg: dict[str, Any]) -> BenchPlan:
         b = cfg["bench"]
         return cls(levels=list(b["concurrency"]), input_len=b["input_len"],
                    output_len=b["output_len"], num_requests=b["num_requests"],
@@ -118,16 +118,16 @@ class BenchResult:
 # -- the seed's latency loop -------------------------------------------------------------
 def latency_summary(records: list[RequestRecord]) -> dict[str, Any]:
     """avg/min/max ms (the seed's keys) plus median/p90/p99, from successful requests."""
-    ok = [r for r in records if r.ok and r.e2el_s is not None]
-    ms = [r.e2el_s * 1000 for r in ok]
+    ok = [(r, r.e2el_s) for r in records if r.ok and r.e2el_s is not None]
+    ms = [e2el_s * 1000 for _, e2el_s in ok]
     pct = percentiles(ms)
-    tps = [r.output_tokens / r.e2el_s for r in ok if r.output_tokens and r.e2el_s > 0]
+    tps = [r.output_tokens / e2el_s for r, e2el_s in ok if r.output_tokens and e2el_s > 0]
     return {"runs": len(records), "ok": len(ok), "failed": len(records) - len(ok),
             "timeouts": sum(1 for r in records if r.error == TIMEOUT_ERROR),
             "avg_latency_ms": pct["mean"], "min_latency_ms": min(ms) if ms else None,
             "max_latency_ms": max(ms) if ms else None, "median_latency_ms": pct["median"],
             "p90_latency_ms": pct["p90"], "p99_latency_ms": pct["p99"],
-            "mean_output_tokens": sum(r.output_tokens or 0 for r in ok) / len(ok) if ok else None,
+            "mean_output_tokens": sum(r.output_tokens or 0 for r, _ in ok) / len(ok) if ok else None,
             "mean_tokens_per_s": sum(tps) / len(tps) if tps else None,
             # What the seed's script prints (json.dumps of these three), rounded.
             "seed_output": {k: None if v is None else round(v, 2) for k, v in (

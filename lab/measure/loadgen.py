@@ -358,7 +358,7 @@ def sequential_chat(base_url: str, model: str, prompt: str, n: int, max_tokens: 
         raise ConfigError(f"max_tokens must be >= 1, got {max_tokens}")
     url = api_root(base_url) + "/v1/chat/completions"
     headers = _headers(api_key)
-    payload = {"model": model, "messages": [{"role": "user", "content": prompt}],
+    payload: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}],
                "max_tokens": max_tokens, "temperature": 0.0}
     records: list[RequestRecord] = []
     conn_failures_in_a_row = 0

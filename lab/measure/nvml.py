@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from lab.core.errors import NvmlUnavailable
 from lab.core.units import mib
@@ -182,11 +183,9 @@ def nvml_session(nvml: Any | None = None) -> Iterator[Any]:
     try:
         yield nv
     finally:
-        try:
+        # Shutdown failing must not hide the block's own exception or result.
+        with contextlib.suppress(Exception):
             nv.nvmlShutdown()
-        except Exception:
-            # Shutdown failing must not hide the block's own exception or result.
-            pass
 
 
 def _soft(unsupported: list[str], label: str, fn: Callable[..., Any] | None, *args: Any) -> Any:

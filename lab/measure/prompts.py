@@ -11,6 +11,8 @@ never special tokens.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import requests
 
@@ -48,7 +50,7 @@ def token_pool(base_url: str, model: str, api_key: str | None = None) -> list[in
     server cannot be reached or answers something unusable.
     """
     url = api_root(base_url) + "/tokenize"
-    body = {"model": model, "prompt": POOL_TEXT, "add_special_tokens": False}
+    body: dict[str, Any] = {"model": model, "prompt": POOL_TEXT, "add_special_tokens": False}
     try:
         resp = requests.post(url, json=body, headers=headers(api_key),
                              timeout=TOKENIZE_TIMEOUT_S)

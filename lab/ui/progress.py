@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 #: start_phase(description, total or None) -> advance(): one bar per phase.
 StartPhase = Callable[[str, "int | None"], Callable[[], None]]
-
-
-def make_console() -> Console:
-    """The lab's terminal: rich's console without guessing highlights in plain text."""
-    return Console(highlight=False)
 
 
 @contextlib.contextmanager
@@ -55,17 +51,3 @@ def status(console: Console, text: str) -> Iterator[Callable[[str], None]]:
     interactive (CI, a pipe) rich draws nothing, so logs stay clean."""
     with console.status(escape(text)) as shown:
         yield lambda new: shown.update(escape(new))
-
-
-def say(console: Console, text: str, *, style: str | None = None, label: str | None = None) -> None:
-    """One plain line (escaped: paths and log text can hold brackets). `label` is a bold
-    or coloured prefix such as "warning:" in `style`."""
-    prefix = ""
-    if label:
-        prefix = f"[{style}]{escape(label)}[/] " if style else f"{escape(label)} "
-    console.print(prefix + escape(text))
-
-
-def warn(console: Console, text: str) -> None:
-    """`warning: text` with the label in yellow."""
-    say(console, text, style="yellow", label="warning:")

@@ -1,6 +1,6 @@
 """Recognise known vLLM failures in a server log and give the one-line fix.
 
-`SIGNATURES` is the "Known failures and their fixes" table of DESIGN.md as data, plus a few
+`SIGNATURES` is the "Known failures and their fixes" table of docs/facts.md as data, plus a few
 memory errors whose exact text was read in the vLLM 0.32 source. The order is most specific
 first, and `diagnose` keeps that order. `diagnose_balance` is the memory check for TP=2
 (seed 000 Q2), which needs GPU numbers rather than a log.
@@ -31,7 +31,7 @@ class Signature:
     title_en: str
     fix_zh: str
     fix_en: str
-    #: Where the failure and its fix come from (seed question, DESIGN.md, vLLM source).
+    #: Where the failure and its fix come from (seed question, docs/facts.md, vLLM source).
     source: str
 
     def title(self, lang: str) -> str:
@@ -66,7 +66,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "Crash during CUDA-graph capture with TP>1 (CUBLAS_STATUS_EXECUTION_FAILED / illegal memory access)",
         "加 `--enforce-eager`（跳过 CUDA Graph，可运行但每 token 更慢）",
         "Add `--enforce-eager` (skips CUDA graphs: it works, but each token is slower)",
-        "gpu/README.md: 2xH200, 14B, TP=2",
+        "docs/facts.md: Known failures (2xH200, 14B, TP=2)",
     ),
     _sig(
         "cpu_numa_bind",
@@ -76,7 +76,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "CPU backend, TP>1: not enough NUMA nodes to bind worker threads automatically",
         '设置 `VLLM_CPU_OMP_THREADS_BIND="0|1"`（每个 TP rank 一组核，用 | 分隔）',
         'Set `VLLM_CPU_OMP_THREADS_BIND="0|1"` (one core list per TP rank, separated by |)',
-        "DESIGN.md: CPU profile, TP=2",
+        "docs/facts.md: The cpu profile (TP=2)",
     ),
     _sig(
         "cpu_attention_head_dim",
@@ -86,7 +86,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "CPU attention does not support this head_dim",
         "换用 head_dim ≥ 64 的模型（lab 构建的 tiny 模型即满足）",
         "Use a model with head_dim >= 64 (the lab's tiny model has it)",
-        "DESIGN.md: CPU profile",
+        "docs/facts.md: The cpu profile",
     ),
     _sig(
         "vllm_script_metadata",
@@ -96,7 +96,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "The `vllm` script finds no distribution named vllm (vllm-cpu)",
         "用 `python -m vllm.entrypoints.openai.api_server …` 启动服务",
         "Start the server with `python -m vllm.entrypoints.openai.api_server …`",
-        "DESIGN.md: CPU profile (vllm-cpu 0.32)",
+        "docs/facts.md: Starting the server (vllm-cpu 0.32)",
     ),
     _sig(
         "port_in_use",
@@ -105,7 +105,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "The port is already in use",
         "换一个 `--port`，或先 `invoke stop` 停掉旧的服务",
         "Use another `--port`, or run `invoke stop` to end the old server",
-        "DESIGN.md: Known failures",
+        "docs/facts.md: Known failures",
     ),
     _sig(
         "kv_cache_too_small_for_max_len",
@@ -168,7 +168,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "Model not found: the path does not exist, the folder has no config.json, or the repo id is wrong",
         "检查 `--model`：本地目录要有 config.json（路径写全），或用正确的 HF 仓库名",
         "Check `--model`: a local folder must hold config.json (use the full path), or give a valid HF repo id",
-        "DESIGN.md: Reliability (missing model)",
+        "docs/facts.md: Known failures (missing model)",
     ),
 )
 

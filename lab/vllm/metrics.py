@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -381,7 +382,8 @@ def old_name_rows(snapshot: Snapshot | None = None, lang: str = "zh") -> list[di
     check_lang(lang)
     rows = []
     for old, info in OLD_NAMES.items():
-        row = {"old_name": old, "current": list(info.current), "note": info.note(lang)}
+        row: dict[str, Any] = {"old_name": old, "current": list(info.current),
+                               "note": info.note(lang)}
         if snapshot is not None:
             row["old_present"] = snapshot.has(old)
             row["current_present"] = [snapshot.has(name) for name in info.current]
@@ -437,7 +439,7 @@ def delta(before: Snapshot, after: Snapshot) -> dict:
 
     reasons_before = before.by_label("vllm:request_success", "finished_reason")
     reasons_after = after.by_label("vllm:request_success", "finished_reason")
-    by_reason = {}
+    by_reason: dict[str, float] = {}
     for reason, count in reasons_after.items():
         diff = count - reasons_before.get(reason, 0.0)
         if diff < 0:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -161,7 +162,7 @@ class FakeApp:
         # Stable ids (crc32, not hash()) so tests are deterministic across processes.
         tokens = [2 + zlib.crc32(w.encode()) % (self.config.vocab_size - 2) for w in words]
         if body.get("add_special_tokens", True):
-            tokens = [1] + tokens
+            tokens = [1, *tokens]
         return web.json_response({"count": len(tokens), "max_model_len": self.config.max_model_len,
                                   "tokens": tokens, "token_strs": None})
 
@@ -355,7 +356,7 @@ class FakeServer:
             site = web.TCPSite(self._runner, "127.0.0.1", self.port)
             loop.run_until_complete(site.start())
             self.app._listeners.append(site)
-        except BaseException as err:  # noqa: BLE001 - reported to the starting thread
+        except BaseException as err:
             self._error = err
             self._ready.set()
             return
@@ -364,7 +365,7 @@ class FakeServer:
         loop.run_until_complete(self._runner.cleanup())
         loop.close()
 
-    def start(self) -> "FakeServer":
+    def start(self) -> FakeServer:
         self._thread = threading.Thread(target=self._serve, name="fake-openai", daemon=True)
         self._thread.start()
         self._ready.wait(10)
@@ -383,7 +384,7 @@ class FakeServer:
         if self._thread is not None:
             self._thread.join(10)
 
-    def __enter__(self) -> "FakeServer":
+    def __enter__(self) -> FakeServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -441,10 +442,8 @@ def main(argv: list[str] | None = None) -> None:
         app._listeners.append(site)
         await asyncio.Event().wait()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def test_a_server_that_is_not_there_is_one_line():
     url = f"http://127.0.0.1:{free_port()}"
     for call in (lambda: api.chat(url, "m", "hi"), lambda: api.list_models(url),
                  lambda: api.chat_stream(url, "m", "hi")):
-        with pytest.raises(ApiError, match="cannot connect to .*invoke serve") as err:
+        with pytest.raises(ApiError, match=r"cannot connect to .*invoke serve") as err:
             call()
         assert "\n" not in str(err.value) and isinstance(err.value, LabError)
 

@@ -2,11 +2,11 @@
 each request finishes, timeouts counted, a server that dies mid-sweep, and the bench options."""
 import pytest
 
-from lab.measure import bench
 from lab.checklist.steps import bench as bench_step
 from lab.checklist.steps import metrics as metrics_step
 from lab.core import config
 from lab.core.errors import ConfigError
+from lab.measure import bench
 from lab.measure.loadgen import NOT_SENT_ERROR
 from tests.fakes.fake_openai_stream import FakeConfig, FakeServer
 

@@ -85,7 +85,7 @@ def test_memory_errors_from_the_vllm_source():
 
 def test_signatures_table_is_complete():
     keys = {sig.key for sig in SIGNATURES}
-    # Every row of DESIGN.md's "Known failures" table that a log can show.
+    # Every row of docs/facts.md's "Known failures" table that a log can show.
     assert {
         "cuda_oom", "cuda_graph_tp_crash", "cpu_numa_bind", "cpu_attention_head_dim",
         "port_in_use", "vllm_script_metadata", "model_not_found",

@@ -4,8 +4,15 @@ from collections import Counter
 import pytest
 
 from lab.core.errors import ConfigError
-from lab.measure.loadgen import (NOT_SENT_ERROR, TIMEOUT_ERROR, Workload, prompts_needed,
-                                 run_level_sync, sequential_chat, validate_workload)
+from lab.measure.loadgen import (
+    NOT_SENT_ERROR,
+    TIMEOUT_ERROR,
+    Workload,
+    prompts_needed,
+    run_level_sync,
+    sequential_chat,
+    validate_workload,
+)
 from tests.fakes.fake_openai_stream import FakeConfig, free_port
 
 FIRST_S = 0.040  # the `fake` fixture's timing (tests/conftest.py)

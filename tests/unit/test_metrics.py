@@ -6,16 +6,24 @@ limited to a throwaway HTTP server on 127.0.0.1.
 from __future__ import annotations
 
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
-from lab.vllm import metrics
 from lab.core.errors import ApiError
+from lab.vllm import metrics
+from lab.vllm.metrics import (
+    KEY_SERIES,
+    OLD_NAMES,
+    delta,
+    key_series_rows,
+    old_name_rows,
+    parse,
+    usage_row,
+)
 from tests.fakes.fake_openai_stream import free_port
-from lab.vllm.metrics import KEY_SERIES, OLD_NAMES, delta, key_series_rows, old_name_rows, parse, usage_row
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -165,9 +173,9 @@ def test_parse_rejects_non_prometheus_text():
 class _Handler(BaseHTTPRequestHandler):
     body = b""
     status = 200
-    seen_auth: list = []
+    seen_auth: ClassVar[list] = []
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         type(self).seen_auth.append(self.headers.get("Authorization"))
         self.send_response(self.status if self.path == "/metrics" else 404)
         self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")

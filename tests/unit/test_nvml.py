@@ -14,11 +14,10 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # so `tests.fakes` imports under plain `pytest` too
     sys.path.insert(0, str(ROOT))
 
-from lab.measure import nvml  # noqa: E402
 from lab.core.errors import LabError, NvmlUnavailable  # noqa: E402
 from lab.core.units import balance  # noqa: E402
+from lab.measure import nvml  # noqa: E402
 from tests.fakes import fake_pynvml as fake  # noqa: E402
-
 
 # ---------------------------------------------------------------- unavailable NVML
 

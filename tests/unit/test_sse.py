@@ -7,7 +7,15 @@ import json
 
 import pytest
 
-from lab.vllm.sse import DONE, SseDecoder, StreamTiming, apayloads, chunk_text, message_data, payloads
+from lab.vllm.sse import (
+    DONE,
+    SseDecoder,
+    StreamTiming,
+    apayloads,
+    chunk_text,
+    message_data,
+    payloads,
+)
 
 
 def _sse(*chunks: dict | str) -> bytes:
