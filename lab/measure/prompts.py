@@ -14,11 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import requests
 
 from lab.core.errors import ApiError, ConfigError
 from lab.core.net import api_root
-from lab.vllm.api import headers
+from lab.vllm.api import request
 
 #: Built-in text tokenized to get a pool of realistic token ids. Varied vocabulary on
 #: purpose: more distinct words give a larger pool.
@@ -51,14 +50,7 @@ def token_pool(base_url: str, model: str, api_key: str | None = None) -> list[in
     """
     url = api_root(base_url) + "/tokenize"
     body: dict[str, Any] = {"model": model, "prompt": POOL_TEXT, "add_special_tokens": False}
-    try:
-        resp = requests.post(url, json=body, headers=headers(api_key),
-                             timeout=TOKENIZE_TIMEOUT_S)
-    except requests.RequestException as err:
-        raise ApiError(f"POST {url} failed: {type(err).__name__}") from err
-    if resp.status_code != 200:
-        raise ApiError(f"POST {url} returned HTTP {resp.status_code}",
-                       evidence=resp.text[:300])
+    resp = request("POST", url, api_key, TOKENIZE_TIMEOUT_S, json=body)
     try:
         tokens = resp.json()["tokens"]
     except (ValueError, KeyError, TypeError) as err:

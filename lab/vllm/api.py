@@ -49,7 +49,7 @@ class StreamReply:
 
 def list_models(url: str, api_key: str | None = None, timeout_s: float = 10) -> list[dict]:
     """Command line equivalent: `curl localhost:8000/v1/models`."""
-    r = _call("GET", f"{url}/v1/models", api_key, timeout_s)
+    r = request("GET", f"{url}/v1/models", api_key, timeout_s)
     return r.json().get("data", [])
 
 
@@ -74,7 +74,7 @@ def chat(url: str, model: str, prompt: str, *, max_tokens: int | None = None,
     if max_tokens:
         body["max_tokens"] = max_tokens
     start = time.perf_counter()
-    r = _call("POST", f"{url}/v1/chat/completions", api_key, timeout_s, json=body)
+    r = request("POST", f"{url}/v1/chat/completions", api_key, timeout_s, json=body)
     latency = time.perf_counter() - start
     data = r.json()
     choice = (data.get("choices") or [{}])[0]
@@ -98,7 +98,7 @@ def chat_stream(url: str, model: str, prompt: str, *, max_tokens: int = 64,
             "messages": [{"role": "user", "content": prompt}]}
     endpoint = f"{url}/v1/chat/completions"
     timing = StreamTiming(time.perf_counter())
-    with _call("POST", endpoint, api_key, timeout_s, json=body, stream=True) as r:
+    with request("POST", endpoint, api_key, timeout_s, json=body, stream=True) as r:
         try:
             for data in payloads(r.iter_content(chunk_size=None)):
                 timing.on_data(data)
@@ -117,15 +117,21 @@ def chat_stream(url: str, model: str, prompt: str, *, max_tokens: int = 64,
                        timing.completion_tokens, list(timing.itls_s))
 
 
-def _call(method: str, url: str, api_key: str | None, timeout_s: float,
-          **kw: Any) -> requests.Response:
+def request(method: str, url: str, api_key: str | None, timeout_s: float,
+            **kw: Any) -> requests.Response:
+    """One HTTP call to the server; every failure is an ApiError whose message is one line
+    (the body of an error answer is kept as evidence). The API key goes in the header only.
+    Used by every synchronous call to the server (chat, models, /metrics, /tokenize)."""
     try:
         r = requests.request(method, url, headers=headers(api_key), timeout=timeout_s, **kw)
     except requests.ConnectionError:
         raise ApiError(f"cannot connect to {url}: is the server running? (`invoke serve`)") from None
     except requests.Timeout:
         raise ApiError(f"{method} {url} timed out after {timeout_s:g} s") from None
+    except requests.RequestException as err:
+        raise ApiError(f"{method} {url} failed: {type(err).__name__}") from None
     if r.status_code != 200:
-        raise ApiError(f"{method} {url} returned HTTP {r.status_code}: {r.text[:200]}",
+        body = " ".join(r.text.split())
+        raise ApiError(f"{method} {url} returned HTTP {r.status_code}: {body[:200]}",
                        evidence=f"HTTP {r.status_code}\n{r.text[:1000]}")
     return r

@@ -13,13 +13,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from lab.core.errors import ApiError
 from lab.core.lang import check_lang, pick
 from lab.core.net import api_root
-from lab.vllm.api import headers
+from lab.vllm.api import request
 
 # --------------------------------------------------------------------------- scrape / parse
 
@@ -36,21 +35,7 @@ def scrape(base_url: str, timeout_s: float = 5.0, api_key: str | None = None) ->
 
     Command line equivalent: `curl -s 127.0.0.1:8000/metrics`
     """
-    url = metrics_url(base_url)
-    try:
-        response = requests.get(url, headers=headers(api_key), timeout=timeout_s)
-    except requests.Timeout:
-        raise ApiError(f"GET {url}: no answer within {timeout_s:g} s") from None
-    except requests.ConnectionError:
-        raise ApiError(f"GET {url}: connection refused or reset (is the server running?)") from None
-    except requests.RequestException as exc:
-        raise ApiError(f"GET {url}: {type(exc).__name__}") from None
-    if response.status_code != 200:
-        raise ApiError(
-            f"GET {url}: HTTP {response.status_code}",
-            evidence=response.text[:500],
-        )
-    return response.text
+    return request("GET", metrics_url(base_url), api_key, timeout_s).text
 
 
 @dataclass

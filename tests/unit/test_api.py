@@ -86,3 +86,29 @@ def test_an_error_inside_the_stream_is_one_line(fake):
 def test_headers():
     assert api.headers(None) == {} and api.headers("") == {}
     assert api.headers("k") == {"Authorization": "Bearer k"}
+
+
+def test_an_error_body_over_several_lines_is_still_one_line():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Broken(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(500)
+            self.end_headers()
+            self.wfile.write(b"Internal Server Error\nTraceback (most recent call last):\n  boom\n")
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(ApiError) as err:
+            api.list_models(f"http://127.0.0.1:{httpd.server_address[1]}")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    msg = str(err.value)
+    assert "HTTP 500: Internal Server Error Traceback" in msg and "\n" not in msg
+    assert "  boom" in err.value.evidence
