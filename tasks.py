@@ -6,13 +6,22 @@
 
 Thin on purpose: each task parses options and calls lab/. Heavy imports happen inside
 the tasks, so `invoke --list` stays fast (it never imports vllm, torch or transformers).
+Options are typed: a task's annotations (`tp: int = 1`, `duration: float | None = None`) are
+what Invoke parses the flag into, and a value that does not parse is one line, not a traceback.
 """
+
 from __future__ import annotations
 
 import functools
 import sys
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
 
-from invoke import Collection, Exit, task
+from invoke import Collection, Context, Exit, Task
+from invoke import task as invoke_task
+from invoke.parser import Argument
 
 from lab.core.config import invoke_defaults
 
@@ -22,8 +31,79 @@ COMMON_HELP = {
     "port": "server port (default 8000)",
 }
 
+#: What a flag of each type must be, for the one-line error.
+_KIND_WORDS = {int: "a whole number", float: "a number"}
 
-def _lab(c, **overrides):
+
+class _TypedArgument(Argument):
+    """A flag parsed by `cast` (int, float); a value that does not parse ends the command
+    with one line and exit code 2, like every other bad option (no traceback)."""
+
+    def __init__(self, *, cast: type | None = None, label: str | None = None,
+                 **kwargs: Any) -> None:
+        # Invoke's help shows =INT for int and =STRING for str, nothing for other kinds
+        # (which reads like a boolean switch): a float flag is shown as =STRING.
+        if cast is float:
+            kwargs["kind"] = str
+        super().__init__(**kwargs)
+        self.cast = cast
+        self.label = label or (self.name if self.positional else f"--{self.names[0]}")
+
+    def set_value(self, value: Any, cast: bool = True) -> None:
+        if not (cast and self.cast is not None):
+            super().set_value(value, cast)
+            return
+        try:
+            parsed = self.cast(value)
+        except (TypeError, ValueError):
+            what = _KIND_WORDS.get(self.cast, self.cast.__name__)
+            raise Exit(f"error: {self.label} must be {what}, got {value!r}", 2) from None
+        self.raw_value, self._value = value, parsed
+
+
+def _flag_kind(hint: Any) -> type | None:
+    """int or float from an annotation (`int`, `float | None`); None for anything else."""
+    if hint in (int, float):
+        return typing.cast(type, hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        kinds = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(kinds) == 1 and kinds[0] in (int, float):
+            return typing.cast(type, kinds[0])
+    return None
+
+
+class LabTask(Task):
+    """A Task whose flags take their kind from the annotations (Invoke 3 reads only the
+    default's type, so `duration: float | None = None` would arrive as a string).
+    `labels` names positional arguments in errors ({"b": "run B"})."""
+
+    def __init__(self, body: Callable, labels: dict[str, str] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(body, **kwargs)
+        self.labels = labels or {}
+
+    def arg_opts(self, name: str, default: Any, taken_names: set[str]) -> dict[str, Any]:
+        opts = super().arg_opts(name, default, taken_names)
+        kind = _flag_kind(typing.get_type_hints(self.body).get(name))
+        if kind is not None and not opts["optional"]:
+            opts["kind"] = kind
+        return opts
+
+    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
+        return [_TypedArgument(names=a.names, kind=a.kind, default=a.default, help=a.help,
+                               positional=a.positional, optional=a.optional,
+                               incrementable=a.incrementable, attr_name=a.attr_name,
+                               cast=a.kind if a.kind in (int, float) else None,
+                               label=self.labels.get(a.name or ""))
+                for a in super().get_arguments(ignore_unknown_help)]
+
+
+def task(*args: Any, **kwargs: Any) -> Any:
+    """Invoke's @task, making a LabTask."""
+    return invoke_task(*args, klass=LabTask, **kwargs)
+
+
+def _lab(c: Context, **overrides: Any) -> Any:
     """A Lab from Invoke's config (invoke.yaml, INVOKE_LAB_* variables) plus flags."""
     from lab.commands import to_dict
     from lab.record.session import Lab
@@ -39,10 +119,10 @@ def _lab(c, **overrides):
     return Lab.from_config(cfg)
 
 
-def _guard(fn):
+def _guard(fn: Callable[..., int | None]) -> Callable[..., None]:
     """LabError -> one line and a non-zero exit; never a traceback."""
     @functools.wraps(fn)
-    def wrapper(c, *args, **kwargs):
+    def wrapper(c: Context, *args: Any, **kwargs: Any) -> None:
         from lab.core.errors import LabError
         try:
             code = fn(c, *args, **kwargs)
@@ -50,19 +130,28 @@ def _guard(fn):
             msg = f"error: {err}"
             if err.fix:
                 msg += f"\n  fix: {err.fix}"
-            raise Exit(msg, 2)
+            raise Exit(msg, 2) from None
         except KeyboardInterrupt:
-            raise Exit("interrupted: the server was stopped and the step marked interrupted", 130)
+            raise Exit("interrupted: the server was stopped and the step marked interrupted",
+                       130) from None
         except Exception as err:  # a bug of ours: one line here, the traceback in a file
             from lab.commands import save_traceback
             raise Exit(f"internal error: {type(err).__name__}: {err} "
-                       f"(traceback: {save_traceback(c)})", 1)
+                       f"(traceback: {save_traceback(c)})", 1) from None
         if code:
             raise Exit(code=code)
     return wrapper
 
 
-def _step(c, key, day="day3", profile=None, lang=None, port=None, **kwargs):
+def _at_least_one(value: int, flag: str) -> int:
+    from lab.core.errors import ConfigError
+    if value < 1:
+        raise ConfigError(f"{flag} must be at least 1, got {value}")
+    return value
+
+
+def _step(c: Context, key: str, day: str = "day3", profile: str | None = None,
+          lang: str | None = None, port: int | None = None, **kwargs: Any) -> int:
     from lab.commands import run_step_task
     lab = _lab(c, profile=profile, lang=lang, port=port)
     return run_step_task(lab, day, key, **kwargs)
@@ -71,17 +160,19 @@ def _step(c, key, day="day3", profile=None, lang=None, port=None, **kwargs):
 @task(help={**COMMON_HELP, "min_gpus": "GPUs needed with enough free memory (day 3: 1, day 4: 2)",
             "free_gib": "free memory each GPU needs, GiB (seed: 16)"})
 @_guard
-def gpus(c, profile=None, lang=None, port=None, min_gpus=1, free_gib=None):
+def gpus(c: Context, profile: str | None = None, lang: str | None = None,
+         port: int | None = None, min_gpus: int = 1, free_gib: float | None = None) -> int:
     """1. Check GPU resources (nvidia-smi): a GPU with > 16 GB free."""
     from lab.commands import run_step_task
     lab = _lab(c, profile=profile, lang=lang, port=port, **{"thresholds.gpu_free_gib": free_gib})
-    return run_step_task(lab, "day3", "gpus", min_gpus=int(min_gpus))
+    return run_step_task(lab, "day3", "gpus", min_gpus=_at_least_one(min_gpus, "--min-gpus"))
 
 
 @task(help={**COMMON_HELP, "python": "use this existing vLLM interpreter instead of the managed env",
             "reinstall": "pip-install into the managed env again"})
 @_guard
-def install(c, profile=None, lang=None, port=None, python=None, reinstall=False):
+def install(c: Context, profile: str | None = None, lang: str | None = None,
+            port: int | None = None, python: str | None = None, reinstall: bool = False) -> int:
     """2. Install vLLM into its own env and check `import vllm` prints the version."""
     from lab.commands import run_step_task
     lab = _lab(c, profile=profile, lang=lang, port=port, python=python)
@@ -90,7 +181,8 @@ def install(c, profile=None, lang=None, port=None, python=None, reinstall=False)
 
 @task(help=COMMON_HELP)
 @_guard
-def tools(c, profile=None, lang=None, port=None):
+def tools(c: Context, profile: str | None = None, lang: str | None = None,
+          port: int | None = None) -> int:
     """3. Install monitoring tools (nvitop, gpustat) and check nvitop answers."""
     return _step(c, "tools", profile=profile, lang=lang, port=port)
 
@@ -106,8 +198,10 @@ def tools(c, profile=None, lang=None, port=None):
             "reserve": "GiB of disk to keep free beyond the files (default 2)",
             "day": "day3 (the 7B model) | day4 (the 14B model): whose log records it"})
 @_guard
-def download(c, profile=None, lang=None, port=None, model=None, revision=None, source=None,
-             endpoint=None, local_dir=None, reserve=None, day="day3"):
+def download(c: Context, profile: str | None = None, lang: str | None = None,
+             port: int | None = None, model: str | None = None, revision: str | None = None,
+             source: str | None = None, endpoint: str | None = None,
+             local_dir: str | None = None, reserve: float | None = None, day: str = "day3") -> int:
     """4. Download the model (hub, mirror or ModelScope): disk check, progress, resume, SHA-256.
 
     The token of a gated repository is read from HF_TOKEN (MODELSCOPE_API_TOKEN), never stored.
@@ -126,20 +220,25 @@ def download(c, profile=None, lang=None, port=None, model=None, revision=None, s
             "python": "an existing vLLM interpreter", "timeout": "startup timeout, s",
             "extra_args": "more vLLM flags, e.g. \"--enforce-eager\""})
 @_guard
-def serve(c, profile=None, lang=None, port=None, tp=1, model=None, host=None, api_key=None,
-          python=None, timeout=None, extra_args=None):
+def serve(c: Context, profile: str | None = None, lang: str | None = None,
+          port: int | None = None, tp: int = 1, model: str | None = None, host: str | None = None,
+          api_key: str | None = None, python: str | None = None, timeout: float | None = None,
+          extra_args: str | None = None) -> int:
     """5. Serve the model in the background and wait for /health (stop it with `invoke stop`)."""
     from lab.commands import run_step_task
     lab = _lab(c, profile=profile, lang=lang, port=port, host=host, api_key=api_key,
                python=python, startup_timeout_s=timeout, extra_args=extra_args)
-    day = "day4" if int(tp) > 1 else "day3"  # TP>1 is Day 4's step (recorded in day4.md)
-    return run_step_task(lab, day, "serve", tp=int(tp), model_of=day, model=model)
+    tp = _at_least_one(tp, "--tp")
+    day = "day4" if tp > 1 else "day3"  # TP>1 is Day 4's step (recorded in day4.md)
+    return run_step_task(lab, day, "serve", tp=tp, model_of=day, model=model)
 
 
 @task(help={**COMMON_HELP, "duration": "seconds to sample while the load runs",
             "concurrency": "concurrent requests of the load"})
 @_guard
-def monitor(c, profile=None, lang=None, port=None, duration=None, concurrency=None):
+def monitor(c: Context, profile: str | None = None, lang: str | None = None,
+            port: int | None = None, duration: float | None = None,
+            concurrency: int | None = None) -> int:
     """6. Monitor the GPU (nvitop) under load: memory used > 90 %, utilisation > 80 %."""
     from lab.commands import run_step_task
     lab = _lab(c, profile=profile, lang=lang, port=port,
@@ -149,21 +248,23 @@ def monitor(c, profile=None, lang=None, port=None, duration=None, concurrency=No
 
 @task(name="api-test", help=COMMON_HELP)
 @_guard
-def api_test(c, profile=None, lang=None, port=None):
+def api_test(c: Context, profile: str | None = None, lang: str | None = None,
+             port: int | None = None) -> int:
     """7. API test: the seed's chat prompt, /v1/models and a streamed reply."""
     return _step(c, "api-test", profile=profile, lang=lang, port=port)
 
 
 @task(help=COMMON_HELP)
 @_guard
-def metrics(c, profile=None, lang=None, port=None):
+def metrics(c: Context, profile: str | None = None, lang: str | None = None,
+            port: int | None = None) -> int:
     """8. Read /metrics: the key vllm: series, with meanings (old names mapped)."""
     return _step(c, "metrics", profile=profile, lang=lang, port=port)
 
 
 @task(help={"all": "also end untracked vLLM servers found on this machine"})
 @_guard
-def stop(c, all=False):
+def stop(c: Context, all: bool = False) -> None:
     """Stop the vLLM server and all its children (no orphan keeps GPU memory)."""
     from lab.commands import stop as stop_server
     ended = stop_server(_lab(c, profile="cpu"), all_orphans=all)
@@ -175,8 +276,10 @@ def stop(c, all=False):
             "python": "an existing vLLM interpreter", "api_key": "API key passed to vLLM (never stored)",
             "duration": "monitor: seconds of load"})
 @_guard
-def day3(c, profile=None, lang=None, port=None, keep_server=False, reinstall=False,
-         python=None, api_key=None, duration=None):
+def day3(c: Context, profile: str | None = None, lang: str | None = None,
+         port: int | None = None, keep_server: bool = False, reinstall: bool = False,
+         python: str | None = None, api_key: str | None = None,
+         duration: float | None = None) -> int:
     """Day 3: steps 1-8 in order, stop the server, render logbook/day3.md."""
     from lab.commands import run_day
     lab = _lab(c, profile=profile, lang=lang, port=port, python=python, api_key=api_key,
@@ -196,8 +299,10 @@ BENCH_HELP = {
 }
 
 
-def _bench(concurrency=None, num_requests=None, input_len=None, output_len=None, warmup=None,
-           duration=None, latency_runs=None) -> dict:
+def _bench(concurrency: str | None = None, num_requests: str | None = None,
+           input_len: int | None = None, output_len: int | None = None,
+           warmup: int | None = None, duration: float | None = None,
+           latency_runs: int | None = None) -> dict[str, Any]:
     """Bench flags as config overrides (validated with the rest, before any work starts)."""
     return {"bench.concurrency": concurrency, "bench.num_requests": num_requests,
             "bench.input_len": input_len, "bench.output_len": output_len,
@@ -207,15 +312,19 @@ def _bench(concurrency=None, num_requests=None, input_len=None, output_len=None,
 
 @task(help=COMMON_HELP)
 @_guard
-def balance(c, profile=None, lang=None, port=None):
+def balance(c: Context, profile: str | None = None, lang: str | None = None,
+            port: int | None = None) -> int:
     """Day 4: check the TP=2 server's two GPUs use memory within 10 % (CPU: TP worker RSS)."""
     return _step(c, "balance", day="day4", profile=profile, lang=lang, port=port)
 
 
 @task(help={**COMMON_HELP, **BENCH_HELP})
 @_guard
-def bench(c, profile=None, lang=None, port=None, concurrency=None, num_requests=None,
-          input_len=None, output_len=None, warmup=None, duration=None, latency_runs=None):
+def bench(c: Context, profile: str | None = None, lang: str | None = None,
+          port: int | None = None, concurrency: str | None = None,
+          num_requests: str | None = None, input_len: int | None = None,
+          output_len: int | None = None, warmup: int | None = None,
+          duration: float | None = None, latency_runs: int | None = None) -> int:
     """Day 4: benchmark the running server: the seed's latency loop, then a concurrency sweep."""
     from lab.commands import run_step_task
     lab = _lab(c, profile=profile, lang=lang, port=port,
@@ -230,9 +339,12 @@ def bench(c, profile=None, lang=None, port=None, concurrency=None, num_requests=
             "extra_args": "more vLLM flags, e.g. \"--enforce-eager\" (TP=2 on some GPUs needs it)"},
       auto_shortflags=False)  # too many options for one letter each
 @_guard
-def day4(c, profile=None, lang=None, port=None, keep_server=False, compare_tp=False, python=None,
-         api_key=None, extra_args=None, concurrency=None, num_requests=None, input_len=None,
-         output_len=None, warmup=None, duration=None, latency_runs=None):
+def day4(c: Context, profile: str | None = None, lang: str | None = None,
+         port: int | None = None, keep_server: bool = False, compare_tp: bool = False,
+         python: str | None = None, api_key: str | None = None, extra_args: str | None = None,
+         concurrency: str | None = None, num_requests: str | None = None,
+         input_len: int | None = None, output_len: int | None = None, warmup: int | None = None,
+         duration: float | None = None, latency_runs: int | None = None) -> int:
     """Day 4: GPUs, download, serve TP=2, balance, API test, benchmark, metrics; renders logbook/day4.md."""
     from lab.checklist.seeds import day4_plan
     from lab.commands import run_day
@@ -250,8 +362,10 @@ def day4(c, profile=None, lang=None, port=None, keep_server=False, compare_tp=Fa
             "source": "vLLM side: auto (the running server, else offline) | server | offline",
             "python": "an existing vLLM interpreter (it runs both sides' scripts)"})
 @_guard
-def compare(c, profile=None, lang=None, port=None, num_prompts=None, max_new_tokens=None,
-            batch_size=None, source=None, python=None):
+def compare(c: Context, profile: str | None = None, lang: str | None = None,
+            port: int | None = None, num_prompts: int | None = None,
+            max_new_tokens: int | None = None, batch_size: int | None = None,
+            source: str | None = None, python: str | None = None) -> int:
     """Day 4: vLLM vs a HuggingFace transformers baseline on the same prompts (speedup, cost)."""
     from lab.commands import run_step_task
     lab = _lab(c, profile=profile, lang=lang, port=port, python=python,
@@ -267,7 +381,9 @@ def compare(c, profile=None, lang=None, port=None, num_prompts=None, max_new_tok
             "max_tokens": "tokens generated per prompt (default 100, the seed's)",
             "python": "an existing vLLM interpreter"})
 @_guard
-def day5(c, profile=None, lang=None, port=None, batch_sizes=None, max_tokens=None, python=None):
+def day5(c: Context, profile: str | None = None, lang: str | None = None,
+         port: int | None = None, batch_sizes: str | None = None, max_tokens: int | None = None,
+         python: str | None = None) -> int:
     """Day 5: offline LLM.generate (example, batch sizes), KV blocks, key parameters; logbook/day5.md."""
     from lab.commands import run_day
     lab = _lab(c, profile=profile, lang=lang, port=port, python=python,
@@ -281,17 +397,17 @@ def day5(c, profile=None, lang=None, port=None, batch_sizes=None, max_tokens=Non
 @task(help={"day": "day3 | day4 | day5", "run": "render only this run id (default: latest record of each step)",
             "lang": COMMON_HELP["lang"]})
 @_guard
-def log(c, day="day3", run=None, lang=None):
+def log(c: Context, day: str = "day3", run: int | None = None, lang: str | None = None) -> None:
     """Re-render a day's execution log from the logbook (any past run)."""
     from lab.commands import render_log
-    path = render_log(_lab(c, lang=lang, profile="cpu"), day, int(run) if run else None)
+    path = render_log(_lab(c, lang=lang, profile="cpu"), day, run)
     print(path)
 
 
 @task(help={"lang": COMMON_HELP["lang"],
             "run": "a day4 run id: report that run's bench and compare (default: the latest recorded)"})
 @_guard
-def report(c, lang=None, run=None):
+def report(c: Context, lang: str | None = None, run: int | None = None) -> None:
     """Render the deliverables: report.md (+ PNG plots), deploy-notes.md, dashboard.html, prometheus.yml."""
     from lab.commands import run_report
     for path in run_report(_lab(c, lang=lang, profile="cpu"), run):
@@ -300,7 +416,7 @@ def report(c, lang=None, run=None):
 
 @task(help={"lang": COMMON_HELP["lang"]})
 @_guard
-def status(c, lang=None):
+def status(c: Context, lang: str | None = None) -> None:
     """The whole roadmap as a checklist, ticked from the logbook; renders logbook/progress.md."""
     from lab.commands import run_status
     print(run_status(_lab(c, lang=lang, profile="cpu")))
@@ -310,16 +426,17 @@ def status(c, lang=None):
             "note": "your answer or note, kept with the tick",
             "undo": "untick the item instead", "lang": COMMON_HELP["lang"]})
 @_guard
-def done(c, item, note="", undo=False, lang=None):
+def done(c: Context, item: str, note: str = "", undo: bool = False,
+         lang: str | None = None) -> None:
     """Tick a theory item by hand (e.g. the self-test Q1-Q3): invoke done q1 --note "..."."""
     from lab.commands import run_done
     print(run_done(_lab(c, lang=lang, profile="cpu"), item, note=note, undo=undo))
 
 
 @task(name="compare-runs", help={"a": "the earlier run id", "b": "the later run id",
-                                 "lang": COMMON_HELP["lang"]})
+                                 "lang": COMMON_HELP["lang"]}, labels={"a": "run A", "b": "run B"})
 @_guard
-def compare_runs(c, a, b, lang=None):
+def compare_runs(c: Context, a: int, b: int, lang: str | None = None) -> None:
     """What changed between two runs of the same day: status, timings, key figures."""
     from lab.commands import run_compare_runs
     run_compare_runs(_lab(c, lang=lang, profile="cpu"), a, b)

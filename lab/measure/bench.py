@@ -5,31 +5,38 @@ Plain functions over an OpenAI-compatible server, testable with the fake server:
 - `run_level`: one streamed level of `lab.measure.loadgen` (warm-up first, synthetic prompts of an
   exact token length, `ignore_eos`), every request handed to `record` as it finishes.
 - `run_bench`: both, with /metrics scraped before and after (`lab.vllm.metrics.delta`) and the
-  KV-cache usage polled during the sweep (`lab.vllm.metrics.KvUsagePoller`). A server that dies
+  KV-cache usage sampled during the sweep (`lab.measure.sampler.Sampler` over
+  `lab.vllm.metrics.sample_usage`). A server that dies
   stops the run: what finished is kept, the rest is recorded failed, `died_during` says where.
-- `criteria` and `interpret`: the step's verdict, and what the figures mean in plain words.
+It measures and never draws: progress goes out through a `StartPhase` callback (lab.ui turns
+it into bars), and the verdict is the step's (lab.checklist.steps.bench).
 
-Definitions are `vllm bench serve`'s (DESIGN.md, "Benchmark definitions"; see lab.measure.loadgen
+Definitions are `vllm bench serve`'s (docs/facts.md, "Benchmark definitions"; see lab.measure.loadgen
 and lab.measure.stats). Command line equivalent of one level:
     vllm bench serve --dataset-name random --random-input-len 128 --random-output-len 128 \\
         --ignore-eos --max-concurrency 16 --num-prompts 64 --num-warmups 4
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from lab.measure import loadgen
-from lab.vllm import metrics
-from lab.measure import prompts
 from lab.core.errors import ApiError
+from lab.measure import loadgen, prompts
 from lab.measure.loadgen import TIMEOUT_ERROR, RequestRecord, Workload
+from lab.measure.sampler import Sampler
 from lab.measure.stats import percentiles
+from lab.vllm import metrics
 
 #: Prompts drawn for a level limited only by time (they are cycled if it runs longer).
 TIMED_LEVEL_PROMPTS = 1024
 
 Record = Callable[[str, RequestRecord], None]   # (phase, record) -> None, as each finishes
+#: Progress: start_phase(description, total requests or None) returns the phase's `advance()`
+#: (lab.ui.progress.phase_bars gives one that draws a bar per phase).
+StartPhase = Callable[[str, "int | None"], Callable[[], None]]
 
 
 @dataclass
@@ -48,7 +55,7 @@ class BenchPlan:
     kv_poll_s: float = 0.5
 
     @classmethod
-    def from_cfg(cls, cfg: dict[str, Any]) -> "BenchPlan":
+    def from_cfg(cls, cfg: dict[str, Any]) -> BenchPlan:
         b = cfg["bench"]
         return cls(levels=list(b["concurrency"]), input_len=b["input_len"],
                    output_len=b["output_len"], num_requests=b["num_requests"],
@@ -111,16 +118,16 @@ class BenchResult:
 # -- the seed's latency loop -------------------------------------------------------------
 def latency_summary(records: list[RequestRecord]) -> dict[str, Any]:
     """avg/min/max ms (the seed's keys) plus median/p90/p99, from successful requests."""
-    ok = [r for r in records if r.ok and r.e2el_s is not None]
-    ms = [r.e2el_s * 1000 for r in ok]
+    ok = [(r, r.e2el_s) for r in records if r.ok and r.e2el_s is not None]
+    ms = [e2el_s * 1000 for _, e2el_s in ok]
     pct = percentiles(ms)
-    tps = [r.output_tokens / r.e2el_s for r in ok if r.output_tokens and r.e2el_s > 0]
+    tps = [r.output_tokens / e2el_s for r, e2el_s in ok if r.output_tokens and e2el_s > 0]
     return {"runs": len(records), "ok": len(ok), "failed": len(records) - len(ok),
             "timeouts": sum(1 for r in records if r.error == TIMEOUT_ERROR),
             "avg_latency_ms": pct["mean"], "min_latency_ms": min(ms) if ms else None,
             "max_latency_ms": max(ms) if ms else None, "median_latency_ms": pct["median"],
             "p90_latency_ms": pct["p90"], "p99_latency_ms": pct["p99"],
-            "mean_output_tokens": sum(r.output_tokens or 0 for r in ok) / len(ok) if ok else None,
+            "mean_output_tokens": sum(r.output_tokens or 0 for r, _ in ok) / len(ok) if ok else None,
             "mean_tokens_per_s": sum(tps) / len(tps) if tps else None,
             # What the seed's script prints (json.dumps of these three), rounded.
             "seed_output": {k: None if v is None else round(v, 2) for k, v in (
@@ -170,6 +177,31 @@ def run_level(base_url: str, model: str, plan: BenchPlan, concurrency: int, pool
             "server": server_view(before, after)}
 
 
+def kv_usage_summary(usage: Sampler) -> dict[str, Any]:
+    """What the /metrics sampler saw during the sweep: the peaks of vllm:kv_cache_usage_perc
+    (max over engines) and of the running/waiting request counts (summed over engines), the
+    mean KV-cache usage, and how many scrapes worked or failed (a failed scrape is counted,
+    never raised: the benchmark must not die because one sample was lost). A figure the
+    server never reported is None."""
+    summary, stats = usage.summary(), usage.stats()
+
+    def agg(field: str, key: str) -> float | None:
+        return summary.get(("metrics", "server", field), {}).get(key)
+
+    started, stopped = stats["started_at"], stats["stopped_at"]
+    return {
+        "samples": stats["samples"],
+        "scrape_failures": stats["errors"],
+        "first_error": stats["first_error"],
+        "duration_s": stopped - started if started is not None and stopped is not None else 0.0,
+        "interval_s": stats["interval_s"],
+        "peak_kv_cache_usage_perc": agg("kv_cache_usage_perc", "peak"),
+        "mean_kv_cache_usage_perc": agg("kv_cache_usage_perc", "mean"),
+        "peak_num_requests_running": agg("num_requests_running", "peak"),
+        "peak_num_requests_waiting": agg("num_requests_waiting", "peak"),
+    }
+
+
 def server_view(before: metrics.Snapshot | None, after: metrics.Snapshot | None) -> dict | None:
     """The server's own means over one level, warm-ups included (/metrics deltas, ms):
     immune to the client's read timing, which on a busy machine can bunch streamed chunks."""
@@ -201,7 +233,7 @@ def _level_seed(seed: int, concurrency: int) -> int:
 # -- the whole bench ---------------------------------------------------------------------
 def run_bench(base_url: str, model: str, plan: BenchPlan, *, api_key: str | None = None,
               record: Record | None = None, is_alive: Callable[[], bool] | None = None,
-              progress: Any = None, seed: int = 0) -> BenchResult:
+              start_phase: StartPhase | None = None, seed: int = 0) -> BenchResult:
     """The latency loop, then every level in order. Never raises for server faults:
     a dead server ends the run with `died_during` set (finished requests are kept, the
     unsent ones are recorded failed by lab.measure.loadgen)."""
@@ -223,57 +255,31 @@ def run_bench(base_url: str, model: str, plan: BenchPlan, *, api_key: str | None
         return True
 
     before = _try_fetch(base_url, api_key, result.metrics)
-    task = _task(progress, "latency loop (sequential chat)", plan.latency_runs)
-    result.latency = latency_loop(base_url, model, plan, api_key=api_key, record=keep,
-                                  advance=_advancer(progress, task))
+    result.latency = latency_loop(
+        base_url, model, plan, api_key=api_key, record=keep,
+        advance=start_phase("latency loop (sequential chat)", plan.latency_runs)
+        if start_phase else None)
     if dead("latency loop", plan.levels):
         return result
     pool = prompts.token_pool(base_url, model, api_key=api_key)
-    poller = (metrics.KvUsagePoller(base_url, interval_s=plan.kv_poll_s, api_key=api_key)
-              if before is not None else None)
-    if poller:
-        poller.start()
+    usage = (Sampler(functools.partial(metrics.sample_usage, base_url, api_key=api_key),
+                     interval_s=plan.kv_poll_s, name="kv-usage")
+             if before is not None else None)
+    if usage:
+        usage.start()
     try:
         for i, c in enumerate(plan.levels):
-            task = _task(progress, f"sweep c={c}", plan.num_requests)
+            advance = start_phase(f"sweep c={c}", plan.num_requests) if start_phase else None
             row = run_level(base_url, model, plan, c, pool, seed=_level_seed(seed, c),
-                            api_key=api_key, record=keep, advance=_advancer(progress, task))
+                            api_key=api_key, record=keep, advance=advance)
             result.levels.append(row)
             if dead(f"level c={c}", plan.levels[i + 1:]):
                 return result
     finally:
-        if poller:
-            result.metrics["kv"] = poller.stop()
+        if usage:
+            usage.stop()
+            result.metrics["kv"] = kv_usage_summary(usage)
     after = _try_fetch(base_url, api_key, result.metrics)
     if before is not None and after is not None:
         result.metrics["delta"] = metrics.delta(before, after)
     return result
-
-
-
-
-
-
-
-
-# -- verdict -------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-# -- what the /metrics figures mean ---------------------------------------------------------
-
-
-def _task(progress: Any, description: str, total: int | None) -> Any:
-    return progress.add_task(description, total=total) if progress is not None else None
-
-
-def _advancer(progress: Any, task: Any) -> Callable[[], None] | None:
-    if progress is None:
-        return None
-    return lambda: progress.advance(task)

@@ -10,6 +10,8 @@ Timing definitions follow `vllm bench serve` (`vllm/benchmarks/serve.py` and
 - E2EL: arrival of the last `choices` message;
 - TPOT: (E2EL - TTFT) / (output_tokens - 1), only for output_tokens > 1;
 - output tokens: `usage.completion_tokens` of the final usage chunk.
+The stream is read and timed by `lab.vllm.sse` (the one SSE reader, shared with the
+`api-test` step's chat stream).
 
 Server faults never raise out of `run_level`: a timeout is a failed record with
 error "timeout"; a dead server fails the in-flight requests, and after
@@ -19,9 +21,7 @@ recorded as failed ("not sent: server unreachable") instead of being fired at a 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import itertools
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,9 +30,11 @@ from typing import Any
 import aiohttp
 import requests
 
-from lab.vllm import api
 from lab.core.errors import ConfigError
+from lab.core.net import api_root
 from lab.measure.stats import summarize
+from lab.vllm import api
+from lab.vllm.sse import StreamTiming, apayloads
 
 #: Connection failures in a row after which the server is taken to be gone.
 MAX_CONSECUTIVE_CONN_FAILURES = 3
@@ -140,11 +142,6 @@ def prompts_needed(w: Workload) -> int | None:
     return w.warmup_requests + w.num_requests
 
 
-def _api_root(base_url: str) -> str:
-    """`http://host:port` from a base URL given with or without `/v1`."""
-    return base_url.rstrip("/").removesuffix("/v1")
-
-
 def _headers(api_key: str | None) -> dict[str, str]:
     return {"Content-Type": "application/json", **api.headers(api_key)}
 
@@ -155,75 +152,21 @@ def _one_line(err: BaseException | str) -> str:
     return " ".join(text.split())[:MAX_ERROR_CHARS]
 
 
-def _sse_messages(buffer: str) -> tuple[list[str], str]:
-    """Split complete SSE messages (separated by a blank line) off the buffer."""
-    messages = []
-    while "\n\n" in buffer:
-        message, buffer = buffer.split("\n\n", 1)
-        if message.strip():
-            messages.append(message)
-    return messages, buffer
-
-
-def _sse_data(message: str) -> str | None:
-    """The data payload of an SSE message; None for comments and other fields."""
-    lines = [line[5:].strip() for line in message.splitlines() if line.startswith("data:")]
-    return "\n".join(lines) if lines else None
-
-
-class _StreamTimer:
-    """Timings of one streamed response, taken as vLLM's request function takes them."""
-
-    def __init__(self, st: float):
-        self.st = st
-        self.last_ts = st
-        self.n_choice_chunks = 0
-        self.ttft_s: float | None = None
-        self.itls_s: list[float] = []
-        self.usage: dict | None = None
-        self.error: str | None = None
-
-    def on_message(self, message: str) -> None:
-        """Handle one SSE message; a message with `choices` is a token arrival."""
-        data = _sse_data(message)
-        if data is None or data == "[DONE]":
-            return
-        chunk = json.loads(data)
-        if not isinstance(chunk, dict):
-            return
-        if chunk.get("error"):  # vLLM reports errors inside the stream
-            err = chunk["error"]
-            self.error = str(err.get("message") if isinstance(err, dict) else err)
-            return
-        if chunk.get("choices"):
-            ts = time.perf_counter()
-            if self.n_choice_chunks == 0:
-                self.ttft_s = ts - self.st
-            else:
-                self.itls_s.append(ts - self.last_ts)
-            self.last_ts = ts
-            self.n_choice_chunks += 1
-        if isinstance(chunk.get("usage"), dict):
-            self.usage = chunk["usage"]
-
-    def fill(self, rec: RequestRecord) -> None:
-        """Copy the outcome into the record once the stream has ended."""
-        rec.ttft_s, rec.itls_s = self.ttft_s, self.itls_s
-        usage = self.usage or {}
-        if usage.get("prompt_tokens") is not None:
-            rec.input_tokens = usage["prompt_tokens"]
-        if self.error is not None:
-            rec.error = _one_line(f"stream error: {self.error}")
-            return
-        if self.n_choice_chunks == 0:
-            rec.error = "no token received"
-            return
-        rec.ok = True
-        rec.e2el_s = self.last_ts - self.st
-        # Without a usage chunk, one chunk per token is the best guess left.
-        rec.output_tokens = usage.get("completion_tokens") or self.n_choice_chunks
-        if rec.output_tokens > 1:
-            rec.tpot_s = (rec.e2el_s - rec.ttft_s) / (rec.output_tokens - 1)
+def _fill(rec: RequestRecord, timing: StreamTiming) -> None:
+    """Copy a finished stream's outcome and timings into the record."""
+    rec.ttft_s, rec.itls_s = timing.ttft_s, timing.itls_s
+    if timing.prompt_tokens is not None:
+        rec.input_tokens = timing.prompt_tokens
+    if timing.error is not None:
+        rec.error = _one_line(f"stream error: {timing.error}")
+        return
+    if timing.choice_chunks == 0:
+        rec.error = "no token received"
+        return
+    rec.ok = True
+    rec.e2el_s = timing.e2el_s
+    rec.output_tokens = timing.output_tokens()
+    rec.tpot_s = timing.tpot_s()
 
 
 class _Level:
@@ -231,7 +174,7 @@ class _Level:
 
     def __init__(self, base_url: str, model: str, workload: Workload, level: str,
                  api_key: str | None, on_record, on_progress):
-        self.url = _api_root(base_url) + "/v1/completions"
+        self.url = api_root(base_url) + "/v1/completions"
         self.model = model
         self.w = workload
         self.level = level
@@ -282,7 +225,7 @@ class _Level:
         rec.sent_at_s = st - self.t0
         if not rec.warmup and self.first_send is None:
             self.first_send = st
-        timer = _StreamTimer(st)
+        timing = StreamTiming(st)
         try:
             async with session.post(self.url, json=payload, headers=self.headers,
                                     timeout=timeout) as resp:
@@ -292,18 +235,10 @@ class _Level:
                     rec.error = _one_line(f"HTTP {resp.status}: {body}")
                     self.conn_failures_in_a_row = 0
                     return
-                # Incremental: a multi-byte character may be split across reads.
-                decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-                buffer = ""
-                async for raw in resp.content.iter_any():
-                    buffer += decoder.decode(raw).replace("\r\n", "\n")
-                    messages, buffer = _sse_messages(buffer)
-                    for message in messages:
-                        timer.on_message(message)
-                if buffer.strip():  # a last message without its blank line
-                    timer.on_message(buffer)
+                async for data in apayloads(resp.content.iter_any()):
+                    timing.on_data(data)
             self.conn_failures_in_a_row = 0
-            timer.fill(rec)
+            _fill(rec, timing)
         except asyncio.TimeoutError:
             rec.error = TIMEOUT_ERROR
         except _CONNECTION_ERRORS as err:
@@ -421,9 +356,9 @@ def sequential_chat(base_url: str, model: str, prompt: str, n: int, max_tokens: 
         raise ConfigError(f"number of requests must be >= 1, got {n}")
     if max_tokens < 1:
         raise ConfigError(f"max_tokens must be >= 1, got {max_tokens}")
-    url = _api_root(base_url) + "/v1/chat/completions"
+    url = api_root(base_url) + "/v1/chat/completions"
     headers = _headers(api_key)
-    payload = {"model": model, "messages": [{"role": "user", "content": prompt}],
+    payload: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}],
                "max_tokens": max_tokens, "temperature": 0.0}
     records: list[RequestRecord] = []
     conn_failures_in_a_row = 0

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from lab.core.errors import NvmlUnavailable
-
-MIB = 1024 * 1024
+from lab.core.units import mib
 
 #: NVML errors that mean "this one field cannot be read here" (a MIG slice, an old driver,
 #: a container without permission): the field becomes None instead of failing the query.
@@ -183,11 +183,9 @@ def nvml_session(nvml: Any | None = None) -> Iterator[Any]:
     try:
         yield nv
     finally:
-        try:
+        # Shutdown failing must not hide the block's own exception or result.
+        with contextlib.suppress(Exception):
             nv.nvmlShutdown()
-        except Exception:
-            # Shutdown failing must not hide the block's own exception or result.
-            pass
 
 
 def _soft(unsupported: list[str], label: str, fn: Callable[..., Any] | None, *args: Any) -> Any:
@@ -258,7 +256,7 @@ def _compute_processes(nv: Any, handle: Any, unsupported: list[str]) -> list[Gpu
         used = getattr(p, "usedGpuMemory", None)
         pid = int(p.pid)
         out.append(GpuProcess(pid=pid, name=_process_name(nv, pid),
-                              used_mib=None if used is None else used / MIB))
+                              used_mib=mib(used)))
     return out
 
 
@@ -277,16 +275,16 @@ def _read_gpu(nv: Any, index: int, driver: str | None) -> GpuInfo:
         index=index,
         name=_to_str(name) if name is not None else f"GPU {index}",
         uuid=_to_str(uuid) if uuid is not None else None,
-        memory_total_mib=mem.total / MIB if mem is not None else None,
-        memory_used_mib=mem.used / MIB if mem is not None else None,
-        memory_free_mib=mem.free / MIB if mem is not None else None,
+        memory_total_mib=mib(mem.total) if mem is not None else None,
+        memory_used_mib=mib(mem.used) if mem is not None else None,
+        memory_free_mib=mib(mem.free) if mem is not None else None,
         utilization_gpu_pct=int(util.gpu) if util is not None else None,
         utilization_memory_pct=int(util.memory) if util is not None else None,
         driver_version=driver,
         processes=_compute_processes(nv, handle, unsupported),
         max_memory_clock_mhz=int(max_mem_clock) if max_mem_clock else None,
         memory_bus_width_bits=int(bus_width) if bus_width else None,
-        memory_reserved_mib=reserved / MIB if reserved is not None else None,
+        memory_reserved_mib=mib(reserved),
         unsupported=unsupported,
     )
 
@@ -384,29 +382,11 @@ def sample_gpus(indices: list[int] | None = None, nvml: Any | None = None) -> li
                     "t": t,
                     "source": "nvml",
                     "device": str(index),
-                    "mem_used_mib": mem.used / MIB if mem is not None else None,
-                    "mem_total_mib": mem.total / MIB if mem is not None else None,
+                    "mem_used_mib": mib(mem.used) if mem is not None else None,
+                    "mem_total_mib": mib(mem.total) if mem is not None else None,
                     "util_pct": int(util.gpu) if util is not None else None,
                     "mem_util_pct": int(util.memory) if util is not None else None,
                 })
         except Exception as err:
             raise _query_failed(err, "sample") from None
     return rows
-
-
-def balance(used_mib: list[float]) -> dict[str, Any]:
-    """How evenly memory is spread: {'n', 'max', 'min', 'spread_pct'}.
-
-    spread_pct = (max − min) / max × 100: the seed's "两张卡显存占用均衡（误差 < 10%）"
-    (the TP=2 check). Works for any unit (GPU MiB, worker RSS MiB). With no values every
-    number is None (the caller must fail or skip, not pass); a max of 0 gives 0 %.
-
-    Command line equivalent:
-        nvidia-smi --query-gpu=index,memory.used --format=csv
-    """
-    values = [float(v) for v in used_mib if v is not None]
-    if not values:
-        return {"n": 0, "max": None, "min": None, "spread_pct": None}
-    hi, lo = max(values), min(values)
-    spread = (hi - lo) / hi * 100.0 if hi > 0 else 0.0
-    return {"n": len(values), "max": hi, "min": lo, "spread_pct": spread}

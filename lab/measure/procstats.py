@@ -13,6 +13,7 @@ real memory use; it is the number `ps`/`top` show, and what the seed compares.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -20,7 +21,7 @@ from typing import Any
 
 import psutil
 
-MIB = 1024 * 1024
+from lab.core.units import mib
 
 #: Title prefix of a vLLM worker; a PP>1 worker is "VLLM::Worker_PP0_TP1".
 WORKER_TITLE_PREFIX = "VLLM::Worker_"
@@ -53,7 +54,7 @@ def process_tree(root_pid: int) -> list[psutil.Process]:
 
 def _rss_mib(proc: psutil.Process) -> float | None:
     try:
-        return proc.memory_info().rss / MIB
+        return mib(proc.memory_info().rss)
     except _GONE:
         return None
 
@@ -116,7 +117,7 @@ def vllm_workers(root_pid: int) -> list[dict[str, Any]]:
     Command line equivalent:
         ps -eo pid,rss,args | grep 'VLLM::Worker_TP'
     """
-    out = []
+    out: list[dict[str, Any]] = []
     for proc in process_tree(root_pid):
         title = _worker_title_of(proc)
         if title is None:
@@ -150,10 +151,8 @@ class ProcessSampler:
             except _GONE:
                 return None
         self._procs[proc.pid] = proc
-        try:
+        with contextlib.suppress(*_GONE):
             proc.cpu_percent(None)  # prime; the next call returns a real figure
-        except _GONE:
-            pass
         return None
 
     def __call__(self) -> list[dict[str, Any]]:
@@ -171,7 +170,7 @@ class ProcessSampler:
             seen = set()
             tree_rss = 0.0
             tree_cpu: float | None = None
-            workers = []
+            workers: list[dict[str, Any]] = []
             for proc in procs:
                 rss = _rss_mib(proc)
                 if rss is None:

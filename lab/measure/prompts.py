@@ -11,11 +11,13 @@ never special tokens.
 """
 from __future__ import annotations
 
-import numpy as np
-import requests
+from typing import Any
 
-from lab.vllm.api import headers
+import numpy as np
+
 from lab.core.errors import ApiError, ConfigError
+from lab.core.net import api_root
+from lab.vllm.api import request
 
 #: Built-in text tokenized to get a pool of realistic token ids. Varied vocabulary on
 #: purpose: more distinct words give a larger pool.
@@ -40,23 +42,15 @@ POOL_TEXT = (
 TOKENIZE_TIMEOUT_S = 30.0
 
 
-
 def token_pool(base_url: str, model: str, api_key: str | None = None) -> list[int]:
     """Unique token ids of the built-in text, from the server's `/tokenize` endpoint.
 
     Special tokens are not requested (`add_special_tokens: false`). Raises ApiError when the
     server cannot be reached or answers something unusable.
     """
-    url = base_url.rstrip("/").removesuffix("/v1") + "/tokenize"
-    body = {"model": model, "prompt": POOL_TEXT, "add_special_tokens": False}
-    try:
-        resp = requests.post(url, json=body, headers=headers(api_key),
-                             timeout=TOKENIZE_TIMEOUT_S)
-    except requests.RequestException as err:
-        raise ApiError(f"POST {url} failed: {type(err).__name__}") from err
-    if resp.status_code != 200:
-        raise ApiError(f"POST {url} returned HTTP {resp.status_code}",
-                       evidence=resp.text[:300])
+    url = api_root(base_url) + "/tokenize"
+    body: dict[str, Any] = {"model": model, "prompt": POOL_TEXT, "add_special_tokens": False}
+    resp = request("POST", url, api_key, TOKENIZE_TIMEOUT_S, json=body)
     try:
         tokens = resp.json()["tokens"]
     except (ValueError, KeyError, TypeError) as err:

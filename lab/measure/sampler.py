@@ -22,7 +22,8 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def _describe(err: BaseException) -> str:
 
 
 class _Agg:
-    __slots__ = ("n", "total", "peak", "low")
+    __slots__ = ("low", "n", "peak", "total")
 
     def __init__(self) -> None:
         self.n = 0
@@ -98,7 +99,7 @@ class Sampler:
         self.stopped_at: float | None = None
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "Sampler":
+    def start(self) -> Sampler:
         if self._thread is not None:
             raise RuntimeError("Sampler already started")
         self.started_at = time.time()
@@ -123,7 +124,7 @@ class Sampler:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -1,6 +1,6 @@
 """Benchmark statistics, computed the way `vllm bench serve` computes them.
 
-Definitions (see DESIGN.md, "Benchmark definitions"; vLLM: `vllm/benchmarks/serve.py`,
+Definitions (see docs/facts.md, "Benchmark definitions"; vLLM: `vllm/benchmarks/serve.py`,
 `calculate_metrics`):
 - latency figures (TTFT, TPOT, ITL, E2EL, queue) come from *successful* requests only;
 - ITL values are pooled across requests; TPOT only exists for requests with > 1 output token;

@@ -5,7 +5,6 @@ are the one-at-a-time calls of the `api-test` step.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import requests
 
 from lab.core.errors import ApiError
+from lab.vllm.sse import StreamTiming, payloads
 
 
 def headers(api_key: str | None) -> dict[str, str]:
@@ -49,7 +49,7 @@ class StreamReply:
 
 def list_models(url: str, api_key: str | None = None, timeout_s: float = 10) -> list[dict]:
     """Command line equivalent: `curl localhost:8000/v1/models`."""
-    r = _call("GET", f"{url}/v1/models", api_key, timeout_s)
+    r = request("GET", f"{url}/v1/models", api_key, timeout_s)
     return r.json().get("data", [])
 
 
@@ -74,7 +74,7 @@ def chat(url: str, model: str, prompt: str, *, max_tokens: int | None = None,
     if max_tokens:
         body["max_tokens"] = max_tokens
     start = time.perf_counter()
-    r = _call("POST", f"{url}/v1/chat/completions", api_key, timeout_s, json=body)
+    r = request("POST", f"{url}/v1/chat/completions", api_key, timeout_s, json=body)
     latency = time.perf_counter() - start
     data = r.json()
     choice = (data.get("choices") or [{}])[0]
@@ -87,53 +87,51 @@ def chat(url: str, model: str, prompt: str, *, max_tokens: int | None = None,
 def chat_stream(url: str, model: str, prompt: str, *, max_tokens: int = 64,
                 temperature: float = 0.7, api_key: str | None = None,
                 timeout_s: float = 300) -> StreamReply:
-    """A streamed chat reply, read as server-sent events, with usage in the last chunk.
+    """A streamed chat reply, read by the one SSE reader (lab.vllm.sse) and timed as
+    `vllm bench serve` times it, with usage in the last chunk. An error the server reports
+    inside the stream, or a chunk that is not JSON, raises ApiError (one line).
 
     Command line equivalent: `curl -N localhost:8000/v1/chat/completions -d '{..., "stream": true}'`.
     """
     body = {"model": model, "temperature": temperature, "max_tokens": max_tokens,
             "stream": True, "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": prompt}]}
-    start = time.perf_counter()
-    parts: list[str] = []
-    ttft = last = None
-    gaps: list[float] = []
-    chunks = 0
-    tokens = None
-    with _call("POST", f"{url}/v1/chat/completions", api_key, timeout_s, json=body,
-               stream=True) as r:
-        for line in r.iter_lines(decode_unicode=True):
-            if not line or not line.startswith("data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == "[DONE]":
-                break
-            data = json.loads(payload)
-            now = time.perf_counter()
-            if data.get("usage"):
-                tokens = data["usage"].get("completion_tokens")
-            if data.get("choices"):
-                chunks += 1
-                parts.append((data["choices"][0].get("delta") or {}).get("content") or "")
-                if ttft is None:
-                    ttft = now - start
-                else:
-                    gaps.append(now - last)
-                last = now
+    endpoint = f"{url}/v1/chat/completions"
+    timing = StreamTiming(time.perf_counter())
+    with request("POST", endpoint, api_key, timeout_s, json=body, stream=True) as r:
+        try:
+            for data in payloads(r.iter_content(chunk_size=None)):
+                timing.on_data(data)
+                if timing.done:
+                    break
+        except ValueError as err:
+            raise ApiError(f"POST {endpoint}: the stream sent a chunk that is not JSON ({err})") from None
+        except requests.RequestException as err:
+            raise ApiError(f"POST {endpoint}: the stream broke off ({type(err).__name__})") from None
         status = r.status_code
-    e2el = (last or time.perf_counter()) - start
-    return StreamReply(status, "".join(parts), chunks, ttft, e2el, tokens, gaps)
+    if timing.error is not None:
+        raise ApiError(f"POST {endpoint}: the server reported an error in the stream: "
+                       f"{' '.join(timing.error.split())[:200]}", evidence=timing.error[:1000])
+    e2el = timing.e2el_s if timing.e2el_s is not None else time.perf_counter() - timing.start_s
+    return StreamReply(status, timing.text, timing.choice_chunks, timing.ttft_s, e2el,
+                       timing.completion_tokens, list(timing.itls_s))
 
 
-def _call(method: str, url: str, api_key: str | None, timeout_s: float,
-          **kw: Any) -> requests.Response:
+def request(method: str, url: str, api_key: str | None, timeout_s: float,
+            **kw: Any) -> requests.Response:
+    """One HTTP call to the server; every failure is an ApiError whose message is one line
+    (the body of an error answer is kept as evidence). The API key goes in the header only.
+    Used by every synchronous call to the server (chat, models, /metrics, /tokenize)."""
     try:
         r = requests.request(method, url, headers=headers(api_key), timeout=timeout_s, **kw)
     except requests.ConnectionError:
         raise ApiError(f"cannot connect to {url}: is the server running? (`invoke serve`)") from None
     except requests.Timeout:
         raise ApiError(f"{method} {url} timed out after {timeout_s:g} s") from None
+    except requests.RequestException as err:
+        raise ApiError(f"{method} {url} failed: {type(err).__name__}") from None
     if r.status_code != 200:
-        raise ApiError(f"{method} {url} returned HTTP {r.status_code}: {r.text[:200]}",
+        body = " ".join(r.text.split())
+        raise ApiError(f"{method} {url} returned HTTP {r.status_code}: {body[:200]}",
                        evidence=f"HTTP {r.status_code}\n{r.text[:1000]}")
     return r

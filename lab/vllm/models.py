@@ -39,7 +39,7 @@ def ensure_model(env: VllmEnv, prof: Profile) -> dict:
     path = Path(prof.model)
     if (path / "config.json").exists():
         return {"model_built": False}
-    built = prof.name == "cpu" and path.name == TINY_MODEL or prof.name == "rehearsal"
+    built = (prof.name == "cpu" and path.name == TINY_MODEL) or prof.name == "rehearsal"
     if not built:
         raise ModelMissing(f"model not found: {prof.model} has no config.json")
     args = ["--out", str(path)]

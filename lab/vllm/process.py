@@ -23,15 +23,14 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
+from types import FrameType
+from typing import Any
 
 import psutil
 import requests
 
-from lab.core.net import base_url, is_wildcard
-from lab.core.text import tail_file
-from lab.vllm.launch import redact_argv
 from lab.core.errors import (
     ConfigError,
     PortBusy,
@@ -40,6 +39,9 @@ from lab.core.errors import (
     ServerTimeout,
     VllmEnvMissing,
 )
+from lab.core.net import base_url, is_wildcard
+from lab.core.text import tail_file
+from lab.vllm.launch import redact_argv
 
 #: Environment variable that marks every process of one server tree.
 TAG_ENV = "VLLM_LAB_TAG"
@@ -105,7 +107,7 @@ class ServerState:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "ServerState | None":
+    def load(cls, path: str | os.PathLike) -> ServerState | None:
         """The saved state, or None when the file is missing or unreadable."""
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -153,10 +155,11 @@ def port_owner(port: int) -> tuple[int, str] | None:
     listening = [c for c in conns if c.laddr and c.laddr.port == port and c.pid]
     listening.sort(key=lambda c: c.status != psutil.CONN_LISTEN)  # LISTEN first
     for conn in listening:
+        pid = int(conn.pid or 0)
         try:
-            return conn.pid, psutil.Process(conn.pid).name()
+            return pid, psutil.Process(pid).name()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return conn.pid, "?"
+            return pid, "?"
     return None
 
 
@@ -633,28 +636,32 @@ def stop_orphans(orphans: Iterable[ProcessInfo], grace_s: float = 30) -> list[in
 # --------------------------------------------------------------------------------------------
 # Signals
 # --------------------------------------------------------------------------------------------
-def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"received {_signal_name(signum)}")
 
 
-def _hurry(signum, frame):  # noqa: ARG001
+def _hurry(signum, frame):
     _HURRY.set()
 
 
-def install_signal_handlers() -> dict[int, object]:
+#: What `signal.signal` returns and takes: a handler, SIG_DFL/SIG_IGN, or None.
+Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
+
+def install_signal_handlers() -> dict[int, Handler]:
     """Make SIGTERM (and SIGINT) raise KeyboardInterrupt; return the previous handlers.
 
     Only the main thread can install handlers; elsewhere this does nothing and returns {}.
     """
     if threading.current_thread() is not threading.main_thread():
         return {}
-    previous = {}
+    previous: dict[int, Handler] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous[sig] = signal.signal(sig, _raise_interrupt)
     return previous
 
 
-def restore_signal_handlers(previous: Mapping[int, object]) -> None:
+def restore_signal_handlers(previous: Mapping[int, Handler]) -> None:
     """Put back the handlers returned by `install_signal_handlers`."""
     for sig, handler in previous.items():
         if handler is not None:
@@ -680,7 +687,7 @@ def stop_on_interrupt(state_path: str | os.PathLike, grace_s: float = 30) -> Ite
 
 def _stop_hurriable(state_path, grace_s: float) -> None:
     on_main = threading.current_thread() is threading.main_thread()
-    saved = {}
+    saved: dict[int, Handler] = {}
     if on_main:
         for sig in (signal.SIGINT, signal.SIGTERM):
             saved[sig] = signal.signal(sig, _hurry)

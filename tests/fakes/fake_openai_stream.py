@@ -4,9 +4,11 @@ Endpoints (shapes copied from vLLM 0.32):
 - `POST /v1/completions`: streamed SSE in vLLM's format when `stream: true` (one choice chunk
   per token, the last with `finish_reason: "length"`; a final `choices: []` chunk with
   `usage` when `stream_options.include_usage`; then `data: [DONE]`), or one JSON body.
-- `POST /v1/chat/completions`: non-streamed chat reply with `usage`.
+- `POST /v1/chat/completions`: a chat reply with `usage`; streamed like the completions
+  (`delta.content` instead of `text`, a first chunk with the role) when `stream: true`.
 - `POST /tokenize`: `{count, max_model_len, tokens}`; words hashed to ids.
-- `GET /health`, `GET /v1/models`, and `GET /fake/stats` (what the fake saw).
+- `GET /health`, `GET /v1/models`, `GET /metrics` (with `metrics=True`: usage gauges), and
+  `GET /fake/stats` (what the fake saw).
 
 Timing truth: token k (0-based) of a request is written at `t_recv + first_token_s + k * itl_s`
 on an absolute schedule, so sleep overshoot does not accumulate. So the true TTFT is
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -62,6 +65,11 @@ class FakeConfig:
     empty_text_tokens: frozenset[int] = frozenset()
     #: After this many tokens, stream a vLLM-style `{"error": ...}` chunk and stop.
     stream_error_after: int | None = None
+    #: Serve `GET /metrics`: vLLM's usage gauges from what is in flight (KV usage 5 % per
+    #: request in flight), and the generated-tokens counter.
+    metrics: bool = False
+    #: Like `vllm serve --api-key`: /v1 routes answer 401 without `Authorization: Bearer KEY`.
+    api_key: str | None = None
 
 
 @dataclass
@@ -103,6 +111,13 @@ class FakeApp:
         if auth:
             self.stats.auth_headers.append(auth)
 
+    def _unauthorized(self, request: web.Request) -> web.Response | None:
+        """vLLM's answer to a /v1 call without the server's API key (docs/facts.md)."""
+        key = self.config.api_key
+        if key and request.headers.get("Authorization") != f"Bearer {key}":
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        return None
+
     def _refuse_if_dead(self, request: web.Request) -> None:
         """A dead server drops connections that the client kept alive."""
         if self.dead:
@@ -131,6 +146,9 @@ class FakeApp:
 
     async def models(self, request: web.Request) -> web.Response:
         self._refuse_if_dead(request)
+        self._note_request(request)
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
         cfg = self.config
         card = {"id": cfg.model, "object": "model", "root": cfg.model,
                 "owned_by": "vllm", "max_model_len": cfg.max_model_len}
@@ -144,21 +162,42 @@ class FakeApp:
         # Stable ids (crc32, not hash()) so tests are deterministic across processes.
         tokens = [2 + zlib.crc32(w.encode()) % (self.config.vocab_size - 2) for w in words]
         if body.get("add_special_tokens", True):
-            tokens = [1] + tokens
+            tokens = [1, *tokens]
         return web.json_response({"count": len(tokens), "max_model_len": self.config.max_model_len,
                                   "tokens": tokens, "token_strs": None})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        self._refuse_if_dead(request)
+        if not self.config.metrics:
+            return web.Response(status=404)
+        labels = f'{{engine="0",model_name="{self.config.model}"}}'
+        running = self.stats.in_flight
+        lines = [
+            "# TYPE vllm:num_requests_running gauge", f"vllm:num_requests_running{labels} {running}",
+            "# TYPE vllm:num_requests_waiting gauge", f"vllm:num_requests_waiting{labels} 0",
+            "# TYPE vllm:kv_cache_usage_perc gauge",
+            f"vllm:kv_cache_usage_perc{labels} {min(1.0, 0.05 * running)}",
+            "# TYPE vllm:generation_tokens counter",
+            f"vllm:generation_tokens_total{labels} {self.stats.tokens_written}",
+        ]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def fake_stats(self, request: web.Request) -> web.Response:
         return web.json_response(asdict(self.stats))
 
-    async def chat(self, request: web.Request) -> web.Response:
+    async def chat(self, request: web.Request) -> web.StreamResponse:
         self._refuse_if_dead(request)
         self._note_request(request)
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
         t_recv = time.perf_counter()
         body = await request.json()
         self.stats.chat_requests += 1
+        self.stats.last_payload = body
         out = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
         prompt_len = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        if body.get("stream"):
+            return await self._stream(request, body, t_recv, out, prompt_len, chat=True)
         done_at = t_recv + self.config.first_token_s + (out - 1) * self.config.itl_s
         await asyncio.sleep(max(0.0, done_at - time.perf_counter()))
         text = "".join(_token_text(k) for k in range(out))
@@ -183,6 +222,8 @@ class FakeApp:
         if request.transport is not None:
             self._transports.add(request.transport)
         try:
+            if (denied := self._unauthorized(request)) is not None:
+                return denied
             body = await request.json()
             stats.last_payload = body
             if cfg.hang_all or index in cfg.hang_indices:
@@ -215,12 +256,14 @@ class FakeApp:
         self.stats.lateness_max_s = max(self.stats.lateness_max_s, late)
         self.stats.tokens_written += 1
 
-    async def _stream(self, request, body, t_recv, out, prompt_len) -> web.StreamResponse:
+    async def _stream(self, request, body, t_recv, out, prompt_len,
+                      chat: bool = False) -> web.StreamResponse:
         cfg = self.config
         resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        base = {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
-                "model": cfg.model}
+        base = {"id": "chatcmpl-fake" if chat else "cmpl-fake",
+                "object": "chat.completion.chunk" if chat else "text_completion",
+                "created": int(time.time()), "model": cfg.model}
         for k in range(out):
             if cfg.stream_error_after is not None and k >= cfg.stream_error_after:
                 err = {"error": {"message": "injected engine error", "type": "InternalServerError",
@@ -228,9 +271,16 @@ class FakeApp:
                 await resp.write(f"data: {json.dumps(err)}\n\n".encode())
                 break
             await self._wait_until(t_recv + cfg.first_token_s + k * cfg.itl_s)
+            if chat and k == 0:  # vLLM sends the role, without text, with the first output
+                role = {"index": 0, "delta": {"role": "assistant", "content": ""},
+                        "logprobs": None, "finish_reason": None}
+                await resp.write(f"data: {json.dumps({**base, 'choices': [role]})}\n\n".encode())
             text = "" if k in cfg.empty_text_tokens else _token_text(k)
-            choice = {"index": 0, "text": text, "logprobs": None,
-                      "finish_reason": "length" if k == out - 1 else None, "stop_reason": None}
+            finish = "length" if k == out - 1 else None
+            choice = ({"index": 0, "delta": {"content": text}, "logprobs": None,
+                       "finish_reason": finish} if chat else
+                      {"index": 0, "text": text, "logprobs": None, "finish_reason": finish,
+                       "stop_reason": None})
             await resp.write(f"data: {json.dumps({**base, 'choices': [choice]})}\n\n".encode())
         if (body.get("stream_options") or {}).get("include_usage"):
             usage = {"prompt_tokens": prompt_len, "total_tokens": prompt_len + out,
@@ -259,6 +309,7 @@ class FakeApp:
         app.router.add_post("/tokenize", self.tokenize)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/fake/stats", self.fake_stats)
         return app
 
@@ -305,7 +356,7 @@ class FakeServer:
             site = web.TCPSite(self._runner, "127.0.0.1", self.port)
             loop.run_until_complete(site.start())
             self.app._listeners.append(site)
-        except BaseException as err:  # noqa: BLE001 - reported to the starting thread
+        except BaseException as err:
             self._error = err
             self._ready.set()
             return
@@ -314,7 +365,7 @@ class FakeServer:
         loop.run_until_complete(self._runner.cleanup())
         loop.close()
 
-    def start(self) -> "FakeServer":
+    def start(self) -> FakeServer:
         self._thread = threading.Thread(target=self._serve, name="fake-openai", daemon=True)
         self._thread.start()
         self._ready.wait(10)
@@ -333,7 +384,7 @@ class FakeServer:
         if self._thread is not None:
             self._thread.join(10)
 
-    def __enter__(self) -> "FakeServer":
+    def __enter__(self) -> FakeServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -391,10 +442,8 @@ def main(argv: list[str] | None = None) -> None:
         app._listeners.append(site)
         await asyncio.Event().wait()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -2,11 +2,11 @@
 each request finishes, timeouts counted, a server that dies mid-sweep, and the bench options."""
 import pytest
 
-from lab.measure import bench
 from lab.checklist.steps import bench as bench_step
 from lab.checklist.steps import metrics as metrics_step
 from lab.core import config
 from lab.core.errors import ConfigError
+from lab.measure import bench
 from lab.measure.loadgen import NOT_SENT_ERROR
 from tests.fakes.fake_openai_stream import FakeConfig, FakeServer
 
@@ -141,3 +141,69 @@ def test_duration_alone_limits_a_level(fake):
     plan = _plan(levels=[2], num_requests=None, duration_s=0.3, warmup=0, latency_runs=1)
     res = bench.run_bench(fake.base_url, "fake-model", plan)
     assert res.levels[0]["completed"] > 0 and res.levels[0]["failed"] == 0
+
+
+# -- KV-cache usage: the one Sampler over /metrics ---------------------------------------------
+def _gauges(kv: float, running: int, waiting: int) -> str:
+    return "".join(f'# TYPE vllm:{n} gauge\nvllm:{n}{{engine="0",model_name="m"}} {v}\n'
+                   for n, v in (("kv_cache_usage_perc", kv), ("num_requests_running", running),
+                                ("num_requests_waiting", waiting)))
+
+
+def test_kv_usage_keeps_peaks_and_counts_failed_scrapes():
+    import time
+
+    from lab.core.errors import ApiError
+    from lab.measure.sampler import Sampler
+    from lab.vllm import metrics
+
+    script = [_gauges(0.1, 4, 0), ApiError("GET x: connection refused"), _gauges(0.7, 16, 9),
+              "not prometheus {", _gauges(0.3, 8, 2)]
+    calls = {"n": 0}
+
+    def sample():
+        item = script[min(calls["n"], len(script) - 1)]
+        calls["n"] += 1
+        if isinstance(item, Exception):
+            raise item
+        return metrics.usage_row(metrics.parse(item))
+
+    usage = Sampler(sample, interval_s=0.005, name="kv-usage").start()
+    deadline = time.monotonic() + 5
+    while calls["n"] < len(script) + 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    usage.stop()
+    kv = bench.kv_usage_summary(usage)
+    assert kv["peak_kv_cache_usage_perc"] == pytest.approx(0.7)
+    assert kv["peak_num_requests_running"] == 16 and kv["peak_num_requests_waiting"] == 9
+    assert kv["scrape_failures"] == 2 and kv["samples"] >= 3
+    assert kv["first_error"] == "ApiError: GET x: connection refused"
+    assert 0.1 < kv["mean_kv_cache_usage_perc"] < 0.7
+    assert kv["interval_s"] == 0.005 and kv["duration_s"] > 0
+
+
+def test_kv_usage_of_a_server_never_reached_is_none_not_zero():
+    from lab.core.errors import ApiError
+    from lab.measure.sampler import Sampler
+
+    def down():
+        raise ApiError("refused")
+
+    with Sampler(down, interval_s=0.005, name="kv-usage") as usage:
+        pass
+    kv = bench.kv_usage_summary(usage)
+    assert kv["samples"] == 0 and kv["scrape_failures"] >= 1
+    assert kv["peak_kv_cache_usage_perc"] is None and kv["mean_kv_cache_usage_perc"] is None
+
+
+@pytest.mark.parametrize("fake", [FakeConfig(first_token_s=0.01, itl_s=0.004, metrics=True)],
+                         indirect=True)
+def test_the_sweep_samples_kv_usage_from_metrics(fake):
+    res = bench.run_bench(fake.base_url, "fake-model", _plan(levels=[4], num_requests=16,
+                                                               output_len=20, kv_poll_s=0.05))
+    kv = res.metrics["kv"]
+    assert kv["samples"] >= 2 and kv["scrape_failures"] == 0 and kv["first_error"] is None
+    # Four requests in flight at the peak: the fake reports 5 % KV usage per request.
+    assert 1 <= kv["peak_num_requests_running"] <= 4
+    assert kv["peak_kv_cache_usage_perc"] == pytest.approx(0.05 * kv["peak_num_requests_running"])
+    assert res.metrics["delta"]["generation_tokens"] > 0

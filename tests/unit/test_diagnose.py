@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from lab.vllm.diagnose import SIGNATURES, Diagnosis, diagnose, diagnose_balance, first_fix, imbalance_pct
+from lab.core.errors import ConfigError
+from lab.core.units import imbalance_pct
+from lab.vllm.diagnose import SIGNATURES, Diagnosis, diagnose, diagnose_balance, first_fix
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -60,7 +62,7 @@ def test_languages():
     en = diagnose(read("cpu_tp2_numa.log"), "en")[0]
     assert zh.fix != en.fix and zh.source == en.source
     assert isinstance(zh, Diagnosis) and "NUMA" in zh.matched_line
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="lang must be zh or en"):
         diagnose("x", "fr")
 
 
@@ -83,7 +85,7 @@ def test_memory_errors_from_the_vllm_source():
 
 def test_signatures_table_is_complete():
     keys = {sig.key for sig in SIGNATURES}
-    # Every row of DESIGN.md's "Known failures" table that a log can show.
+    # Every row of docs/facts.md's "Known failures" table that a log can show.
     assert {
         "cuda_oom", "cuda_graph_tp_crash", "cpu_numa_bind", "cpu_attention_head_dim",
         "port_in_use", "vllm_script_metadata", "model_not_found",
@@ -114,3 +116,17 @@ def test_unbalanced_tp_names_the_gpu_and_seed_q2():
 def test_balance_needs_two_gpus():
     assert diagnose_balance([1000]) is None
     assert imbalance_pct([]) is None
+
+
+def test_a_spread_of_exactly_the_tolerance_is_diagnosed():
+    # The balance step fails at spread >= threshold ("误差 < 10%"); the diagnosis must agree,
+    # or the failed step would have no fix to show.
+    assert imbalance_pct([90, 100]) == 10.0
+    d = diagnose_balance([90, 100], tolerance_pct=10, lang="en")
+    assert d is not None and "10.0 % ≥ 10 %" in d.title
+
+
+def test_a_gpu_without_a_reading_is_left_out():
+    assert diagnose_balance({0: 100_000, 1: None}) is None
+    d = diagnose_balance({0: 80_000, 1: None, 2: 100_000}, lang="en")
+    assert d is not None and "GPU2" in d.title and "GPU1" not in d.matched_line

@@ -4,11 +4,18 @@ from collections import Counter
 import pytest
 
 from lab.core.errors import ConfigError
-from lab.measure.loadgen import (NOT_SENT_ERROR, TIMEOUT_ERROR, Workload, _sse_data, _sse_messages,
-                         prompts_needed, run_level_sync, sequential_chat, validate_workload)
-from tests.fakes.fake_openai_stream import FakeConfig, FakeServer, free_port
+from lab.measure.loadgen import (
+    NOT_SENT_ERROR,
+    TIMEOUT_ERROR,
+    Workload,
+    prompts_needed,
+    run_level_sync,
+    sequential_chat,
+    validate_workload,
+)
+from tests.fakes.fake_openai_stream import FakeConfig, free_port
 
-FIRST_S = 0.040
+FIRST_S = 0.040  # the `fake` fixture's timing (tests/conftest.py)
 ITL_S = 0.010
 PROMPTS = [[100 + i, 200 + i, 300 + i, 400 + i] for i in range(64)]
 
@@ -17,13 +24,6 @@ def _workload(**kw):
     base = dict(input_len=4, output_len=8, concurrency=2, num_requests=6, timeout_s=5.0)
     base.update(kw)
     return Workload(**base)
-
-
-@pytest.fixture
-def fake(request):
-    config = getattr(request, "param", None) or FakeConfig(first_token_s=FIRST_S, itl_s=ITL_S)
-    with FakeServer(config) as server:
-        yield server
 
 
 def _max_overlap(records):
@@ -198,12 +198,6 @@ def test_run_level_rejects_bad_workload_before_sending():
         run_level_sync("http://127.0.0.1:1", "m", PROMPTS, _workload(concurrency=0))
     with pytest.raises(ConfigError):
         run_level_sync("http://127.0.0.1:1", "m", [], _workload())
-
-
-def test_sse_parsing_handles_split_and_comments():
-    messages, rest = _sse_messages(': ping\n\ndata: {"a": 1}\n\ndata: {"b"')
-    assert rest == 'data: {"b"'
-    assert [_sse_data(m) for m in messages] == [None, '{"a": 1}']
 
 
 def test_sequential_chat(fake):

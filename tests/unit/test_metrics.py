@@ -6,15 +6,24 @@ limited to a throwaway HTTP server on 127.0.0.1.
 from __future__ import annotations
 
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
-from lab.vllm import metrics
 from lab.core.errors import ApiError
-from lab.vllm.metrics import KEY_SERIES, OLD_NAMES, KvUsagePoller, delta, key_series_rows, old_name_rows, parse
+from lab.vllm import metrics
+from lab.vllm.metrics import (
+    KEY_SERIES,
+    OLD_NAMES,
+    delta,
+    key_series_rows,
+    old_name_rows,
+    parse,
+    usage_row,
+)
+from tests.fakes.fake_openai_stream import free_port
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -164,9 +173,9 @@ def test_parse_rejects_non_prometheus_text():
 class _Handler(BaseHTTPRequestHandler):
     body = b""
     status = 200
-    seen_auth: list = []
+    seen_auth: ClassVar[list] = []
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         type(self).seen_auth.append(self.headers.get("Authorization"))
         self.send_response(self.status if self.path == "/metrics" else 404)
         self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
@@ -216,59 +225,42 @@ def test_scrape_refused_is_one_line():
     assert "\n" not in str(err.value)
 
 
-# --------------------------------------------------------------------------- poller
+# --------------------------------------------------------------------------- sampling
 
 
-def _gauges(kv: float, running: int, waiting: int) -> str:
-    return (
-        "# TYPE vllm:kv_cache_usage_perc gauge\n"
-        f'vllm:kv_cache_usage_perc{{engine="0",model_name="m"}} {kv}\n'
-        "# TYPE vllm:num_requests_running gauge\n"
-        f'vllm:num_requests_running{{engine="0",model_name="m"}} {running}\n'
-        "# TYPE vllm:num_requests_waiting gauge\n"
-        f'vllm:num_requests_waiting{{engine="0",model_name="m"}} {waiting}\n'
-    )
+def gauges(kv: float, running: int, waiting: int, engines: int = 1) -> str:
+    """The three sampled gauges as vLLM exports them, one label set per engine."""
+    out = []
+    for name, value in (("kv_cache_usage_perc", kv), ("num_requests_running", running),
+                        ("num_requests_waiting", waiting)):
+        out.append(f"# TYPE vllm:{name} gauge")
+        out += [f'vllm:{name}{{engine="{e}",model_name="m"}} {value}' for e in range(engines)]
+    return "\n".join(out) + "\n"
 
 
-def test_poller_keeps_peaks_and_counts_failures():
-    script = [_gauges(0.1, 4, 0), ApiError("GET x: connection refused"), _gauges(0.7, 16, 9),
-              "not prometheus {", _gauges(0.3, 8, 2)]
-    calls = {"n": 0}
-
-    def fake_scrape(base_url, timeout_s, api_key):
-        item = script[min(calls["n"], len(script) - 1)]
-        calls["n"] += 1
-        if isinstance(item, Exception):
-            raise item
-        return item
-
-    poller = KvUsagePoller("http://127.0.0.1:1", interval_s=0.005, scrape_fn=fake_scrape).start()
-    deadline = time.monotonic() + 5
-    while calls["n"] < len(script) + 2 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    summary = poller.stop()
-    assert summary["peak_kv_cache_usage_perc"] == pytest.approx(0.7)
-    assert summary["peak_num_requests_running"] == 16
-    assert summary["peak_num_requests_waiting"] == 9
-    assert summary["scrape_failures"] == 2
-    assert summary["samples"] >= 3 and summary["last_error"]
+def test_usage_row_is_a_sampler_row():
+    snap = parse(gauges(0.25, 3, 1, engines=2))
+    snap.taken_at_s = 123.0
+    row = usage_row(snap)
+    # KV usage is a fraction: the max over engines, never their sum (0.5 would be wrong).
+    assert row == {"t": 123.0, "source": "metrics", "device": "server",
+                   "kv_cache_usage_perc": 0.25, "num_requests_running": 6.0,
+                   "num_requests_waiting": 2.0}
 
 
-def test_poller_with_nothing_reachable_reports_none():
-    def down(base_url, timeout_s, api_key):
-        raise ApiError("refused")
-
-    with KvUsagePoller("http://127.0.0.1:1", interval_s=0.005, scrape_fn=down) as poller:
-        time.sleep(0.03)
-    summary = poller.summary()
-    assert summary["samples"] == 0 and summary["scrape_failures"] >= 1
-    assert summary["peak_kv_cache_usage_perc"] is None
+def test_usage_row_of_a_server_without_the_gauges_holds_none():
+    row = usage_row(parse("# TYPE other gauge\nother 1\n"))
+    assert row["kv_cache_usage_perc"] is None and row["num_requests_running"] is None
 
 
-def test_poller_against_a_real_http_server(server):
-    _, _, url = server
-    poller = KvUsagePoller(url, interval_s=0.01).start()
-    time.sleep(0.1)
-    summary = poller.stop()
-    assert summary["samples"] >= 1 and summary["scrape_failures"] == 0
-    assert summary["peak_num_requests_running"] == 16
+def test_sample_usage_against_a_real_http_server(server):
+    _, handler, url = server
+    row = metrics.sample_usage(url, api_key="sk-secret")
+    assert row["num_requests_running"] == 16 and row["source"] == "metrics"
+    assert handler.seen_auth[-1] == "Bearer sk-secret"
+
+
+def test_sample_usage_of_nothing_raises_one_line():
+    with pytest.raises(ApiError) as err:
+        metrics.sample_usage(f"http://127.0.0.1:{free_port()}", timeout_s=1)
+    assert "\n" not in str(err.value)

@@ -14,10 +14,10 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # so `tests.fakes` imports under plain `pytest` too
     sys.path.insert(0, str(ROOT))
 
-from lab.measure import nvml  # noqa: E402
 from lab.core.errors import LabError, NvmlUnavailable  # noqa: E402
+from lab.core.units import balance  # noqa: E402
+from lab.measure import nvml  # noqa: E402
 from tests.fakes import fake_pynvml as fake  # noqa: E402
-
 
 # ---------------------------------------------------------------- unavailable NVML
 
@@ -122,8 +122,8 @@ def test_two_h200_and_balance():
     assert gpus[0].uuid != gpus[1].uuid
     assert gpus[0].memory_total_mib == 143771
     assert gpus[0].peak_memory_bandwidth_gbps == pytest.approx(4917.0, abs=0.5)
-    b = nvml.balance([g.memory_used_mib for g in gpus])
-    assert b == {"n": 2, "max": 133443.0, "min": 133443.0, "spread_pct": 0.0}
+    assert balance([g.memory_used_mib for g in gpus]) == {
+        "n": 2, "max": 133443.0, "min": 133443.0, "spread_pct": 0.0}
     assert nvml.gpu_count(nv) == 2
 
 
@@ -260,24 +260,6 @@ def test_sample_gpus_rows():
     assert [x["device"] for x in only] == ["1"]
     with pytest.raises(NvmlUnavailable):
         nvml.sample_gpus([5], nvml=nv)
-
-
-@pytest.mark.parametrize("values, spread", [
-    ([133443, 133443], 0.0),
-    ([100, 90], 10.0),
-    ([90, 100.0], 10.0),
-    ([100, 50, 75], 50.0),
-    ([0, 0], 0.0),
-    ([42], 0.0),
-])
-def test_balance(values, spread):
-    b = nvml.balance(values)
-    assert b["spread_pct"] == pytest.approx(spread)
-    assert b["max"] == max(values) and b["min"] == min(values) and b["n"] == len(values)
-
-
-def test_balance_empty_is_not_a_pass():
-    assert nvml.balance([]) == {"n": 0, "max": None, "min": None, "spread_pct": None}
 
 
 def test_lab_imports_no_heavy_modules():

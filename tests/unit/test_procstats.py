@@ -5,6 +5,7 @@ without setproctitle: Popen's `executable=` runs python while argv[0] is the tit
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,8 +15,8 @@ import time
 import psutil
 import pytest
 
+from lab.core.units import balance
 from lab.measure import procstats
-from lab.measure.nvml import balance
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
 
@@ -48,10 +49,8 @@ def tree():
 
     yield spawn
     for p in procs:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         p.wait(timeout=10)
 
 
@@ -126,7 +125,7 @@ def test_worker_title_matcher(name, cmdline, title):
 
 
 def test_sample_process_rows_and_cpu(tree):
-    parent, kids = tree("VLLM::Worker_TP0", "VLLM::Worker_TP1")
+    parent, _kids = tree("VLLM::Worker_TP0", "VLLM::Worker_TP1")
     first = procstats.sample_process(parent)
     assert [r["device"] for r in first] == ["tree", "VLLM::Worker_TP0", "VLLM::Worker_TP1"]
     for r in first:

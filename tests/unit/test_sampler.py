@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from lab.core.units import imbalance_pct  # noqa: E402
 from lab.measure import nvml  # noqa: E402
 from lab.measure.sampler import Sampler  # noqa: E402
 from tests.fakes import fake_pynvml as fake  # noqa: E402
@@ -139,9 +140,9 @@ def test_sample_errors_are_counted_and_not_fatal(caplog):
         return {"t": time.time(), "source": "fake", "device": "0", "mem_used_mib": n}
 
     store = []
-    with caplog.at_level(logging.WARNING, logger="lab.measure.sampler"):
-        with Sampler(flaky, lambda: store.extend, interval_s=FAST) as s:
-            assert _wait_for(lambda: s.errors >= 3 and s.samples >= 3)
+    with (caplog.at_level(logging.WARNING, logger="lab.measure.sampler"),
+          Sampler(flaky, lambda: store.extend, interval_s=FAST) as s):
+        assert _wait_for(lambda: s.errors >= 3 and s.samples >= 3)
     assert s.first_error == "RuntimeError: boom 1"
     assert len(store) == s.samples  # a single dict is one row
     warnings = [r for r in caplog.records if "sample failed" in r.getMessage()]
@@ -226,20 +227,20 @@ def test_stuck_sample_fn_does_not_hang_stop():
 def test_with_fake_nvml_timeline():
     nv = fake.two_h200()
     store = []
-    with nvml.nvml_session(nv):
-        with Sampler(lambda: nvml.sample_gpus(nvml=nv), lambda: store.extend, interval_s=FAST) as s:
-            assert _wait_for(lambda: s.samples >= 2)
-            nv.set_gpu(0, memory_used_mib=130000, utilization_gpu_pct=99)
-            nv.set_gpu(1, memory_used_mib=129000, utilization_gpu_pct=97)
-            n = s.samples
-            assert _wait_for(lambda: s.samples >= n + 2)
+    with (nvml.nvml_session(nv),
+          Sampler(lambda: nvml.sample_gpus(nvml=nv), lambda: store.extend, interval_s=FAST) as s):
+        assert _wait_for(lambda: s.samples >= 2)
+        nv.set_gpu(0, memory_used_mib=130000, utilization_gpu_pct=99)
+        nv.set_gpu(1, memory_used_mib=129000, utilization_gpu_pct=97)
+        n = s.samples
+        assert _wait_for(lambda: s.samples >= n + 2)
     assert s.errors == 0 and nv.refcount == 0
     summ = s.summary()
     assert summ[("nvml", "0", "mem_used_mib")]["peak"] == 130000
     assert summ[("nvml", "1", "util_pct")]["peak"] == 97
     assert summ[("nvml", "0", "mem_total_mib")]["mean"] == 143771
     used = [summ[("nvml", d, "mem_used_mib")]["peak"] for d in ("0", "1")]
-    assert nvml.balance(used)["spread_pct"] < 10
+    assert imbalance_pct(used) < 10
     assert {r["device"] for r in store} == {"0", "1"}
 
 

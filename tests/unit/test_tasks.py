@@ -88,3 +88,49 @@ def test_api_test_without_a_server_says_so(tmp_path):
     proc = run(["api-test", "--profile", "cpu"], {}, tmp_path)
     assert proc.returncode == 1
     assert "no vLLM server is running" in proc.stdout
+
+
+def _flag(task_name, flag):
+    sys.path.insert(0, str(ROOT))
+    import tasks
+    return next(a for a in tasks.ns[task_name].get_arguments() if flag in a.names)
+
+
+def test_flags_arrive_typed_from_the_annotations():
+    tp = _flag("serve", "tp")
+    tp.value = "2"
+    assert tp.value == 2 and type(tp.value) is int
+    duration = _flag("monitor", "duration")   # `float | None = None`: a float, not a string
+    duration.value = "2.5"
+    assert duration.value == 2.5
+    assert _flag("monitor", "duration").value is None  # not given: None, left to the config
+    concurrency = _flag("bench", "concurrency")  # a list of levels: parsed by the config
+    concurrency.value = "1,4"
+    assert concurrency.value == "1,4"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["serve", "--tp", "abc"], "error: --tp must be a whole number, got 'abc'"),
+    (["serve", "--tp", "0"], "error: --tp must be at least 1, got 0"),
+    (["monitor", "--duration", "soon"], "error: --duration must be a number, got 'soon'"),
+    (["bench", "--input-len", "1.5"], "error: --input-len must be a whole number, got '1.5'"),
+    (["gpus", "--min-gpus", "x"], "error: --min-gpus must be a whole number, got 'x'"),
+    (["compare-runs", "1", "x"], "error: run B must be a whole number, got 'x'"),
+    (["report", "--run", "latest"], "error: --run must be a whole number, got 'latest'"),
+])
+def test_a_flag_that_does_not_parse_is_one_line(args, message, tmp_path):
+    proc = run(args, {"INVOKE_LAB_PROFILE": "cpu"}, tmp_path)
+    assert proc.returncode == 2  # like every other bad option
+    assert proc.stderr.strip() == message
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "logbook" / "lab.db").exists()  # rejected before any work started
+
+
+def test_list_imports_nothing_heavy():
+    """`invoke --list` imports no vllm, torch, transformers, matplotlib or numpy (a test on
+    imports, not on time: bench/list_speed.py prints the time)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from list_speed import HEAVY, imported_by_list
+    modules = imported_by_list()
+    assert "tasks" in modules and "invoke" in modules     # it did load the collection
+    assert sorted(m for m in modules if m.split(".")[0] in HEAVY) == []

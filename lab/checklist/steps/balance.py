@@ -4,6 +4,7 @@ from __future__ import annotations
 from lab.checklist.steps.serve import _gpu_used_mib
 
 
+from lab.core import units
 from lab.core.fmt import fixed
 from lab.record.runner import Outcome, StepContext, check, require, skip
 from lab.record.session import Lab
@@ -21,7 +22,6 @@ def balance(lab: Lab, ctx: StepContext) -> Outcome:
     CPU profile: the RSS of the `VLLM::Worker_TP*` processes (labelled so: not GPU memory).
     Passes when (max - min) / max < thresholds.tp_balance_pct."""
     from lab.vllm import diagnose
-    from lab.measure import nvml
     from lab.measure import procstats
     state = server.require_running(lab.state_path)
     th = lab.cfg["thresholds"]["tp_balance_pct"]
@@ -37,7 +37,7 @@ def balance(lab: Lab, ctx: StepContext) -> Outcome:
         what = ("两个 TP worker 进程的 RSS 差异（CPU 配置：测的是进程内存，不是显存）",
                 "difference in RSS of the TP worker processes (CPU profile: process memory, not GPU memory)")
         command = "ps -eo pid,rss,args | grep 'VLLM::Worker_TP'"
-    figures = nvml.balance([d["used_mib"] for d in devices])
+    figures = units.balance([d["used_mib"] for d in devices])
     spread = figures["spread_pct"]
     crits = [require("tp", "服务以 TP ≥ 2 运行", "the server runs with TP >= 2", state.tp >= 2,
                      state.tp, reason=f"the running server has TP={state.tp}: run `invoke serve --tp 2`"),

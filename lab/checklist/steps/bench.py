@@ -1,7 +1,7 @@
 """Day 4: the benchmark step (the seed's latency loop, then the concurrency sweep) and its verdict."""
 from __future__ import annotations
 
-from lab.ui.progress import progress_bar
+from lab.ui.progress import phase_bars
 from lab.measure.bench import BenchResult
 
 
@@ -23,9 +23,9 @@ def bench_step(lab: Lab, ctx: StepContext) -> Outcome:
     def record(phase, rec):
         book.add_request(ctx.run_id, ctx.step_id, phase, rec.to_dict())
 
-    with progress_bar(lab.console) as progress:
+    with phase_bars(lab.console) as start_phase:
         result = bench.run_bench(lab.url, model, plan, api_key=lab.api_key, record=record,
-                                 is_alive=lambda: server.is_alive(state), progress=progress,
+                                 is_alive=lambda: server.is_alive(state), start_phase=start_phase,
                                  seed=ctx.step_id)
     values = {**result.values(), "model": model, "tp": state.tp, "profile": lab.profile_name}
     if result.died_during:

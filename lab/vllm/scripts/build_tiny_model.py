@@ -63,7 +63,7 @@ def corpus() -> list[str]:
     checklist's Chinese so common CJK byte pairs merge."""
     import pydoc  # noqa: F401  (imports many stdlib modules with long docstrings)
     texts = ["你好，请介绍一下你自己。写一首关于春天的诗。解释一下什么是深度学习。" * 20]
-    for name, mod in sorted(sys.modules.items()):
+    for _name, mod in sorted(sys.modules.items()):
         for obj in [mod] + [getattr(mod, a, None) for a in dir(mod)[:200]]:
             doc = inspect.getdoc(obj) if obj is not None else None
             if doc:
@@ -107,8 +107,8 @@ def padded(tok, vocab_size: int):
 
 
 def save_tokenizer(tok, out: Path, model_max_length: int) -> int:
-    from transformers import PreTrainedTokenizerFast
     from tokenizers import AddedToken
+    from transformers import PreTrainedTokenizerFast
     tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in SPECIALS])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",

@@ -33,9 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from script_common import MIB, deadline  # noqa: E402  (the script's own folder)
-
-
+from script_common import MIB, deadline
 
 
 def chat_ids(tok, messages: list[dict]) -> list[int]:
@@ -150,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             batches.append({"batch": len(batches), "size": len(rows), "elapsed_s": elapsed,
                             "output_tokens": sum(counts),
                             "padded_input_len": int(input_ids.shape[1])})
-            for row, n in zip(rows, counts):
+            for row, n in zip(rows, counts, strict=True):
                 latencies.append(elapsed)
                 samples.append({"prompt_tokens": len(row), "output_tokens": n, "e2el_s": elapsed})
 

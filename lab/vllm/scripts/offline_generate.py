@@ -40,7 +40,7 @@ import threading
 import time
 from pathlib import Path
 
-from script_common import MIB, deadline  # noqa: E402  (the script's own folder)
+from script_common import MIB, deadline
 
 # Seed 002 §4's key parameters -> where the engine keeps the effective value.
 PARAMS = {
@@ -80,7 +80,7 @@ class MemorySampler(threading.Thread):
             pynvml.nvmlInit()
             self._nvml = pynvml
             self._handles = {str(i): pynvml.nvmlDeviceGetHandleByIndex(i) for i in indices}
-        except Exception as err:  # noqa: BLE001 - memory is reported as unmeasured
+        except Exception as err:
             print(f"NVML unavailable: {err}", file=sys.stderr)
 
     def sample(self) -> None:
@@ -100,7 +100,7 @@ class MemorySampler(threading.Thread):
         for key, handle in self._handles.items():
             try:
                 mem = self._nvml.nvmlDeviceGetMemoryInfo(handle)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 continue
             self.peak_gpu_used_mib[key] = max(self.peak_gpu_used_mib.get(key, 0.0), mem.used / MIB)
             self.gpu_total_mib[key] = mem.total / MIB
@@ -208,9 +208,9 @@ def main(argv: list[str] | None = None) -> int:
 
     sampler = MemorySampler()
     sampler.start()
+    import vllm
     from vllm import LLM, SamplingParams
     from vllm.platforms import current_platform
-    import vllm
 
     on_cuda = current_platform.is_cuda()
     if on_cuda:

@@ -19,20 +19,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lab.core.text import tail_file
-from lab.vllm import launch
-from lab.vllm import process as server
 from lab.core.errors import PortBusy, ServerDied, ServerNotRunning, ServerTimeout
+from lab.core.text import tail_file
+from lab.vllm import process as server
+from tests.fakes.fake_openai_stream import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE = REPO / "tests" / "fakes" / "fake_vllm_server.py"
 SECRET = "sk-test-secret-4242"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fake_argv(port: int, *extra: str) -> list[str]:
@@ -96,32 +90,6 @@ def start_fake(paths, port: int, *extra: str, **fields) -> server.ServerState:
 
 
 # ------------------------------------------------------------------------------------ unit bits
-def test_redact_argv_hides_both_spellings():
-    argv = ["python", "-m", "x", "--api-key", SECRET, "--port", "1", f"--api-key={SECRET}"]
-    out = launch.redact_argv(argv)
-    assert SECRET not in " ".join(out)
-    assert out == ["python", "-m", "x", "--api-key", "***", "--port", "1", "--api-key=***"]
-    assert argv[4] == SECRET  # the input is not modified
-
-
-def test_check_bind_warns_only_when_exposed_without_key():
-    assert launch.check_bind("127.0.0.1", None) is None
-    assert launch.check_bind("localhost", None) is None
-    assert launch.check_bind("0.0.0.0", "key") is None
-    for host in ("0.0.0.0", "::"):
-        warning = launch.check_bind(host, None)
-        assert warning and "--api-key" in warning and "\n" not in warning
-
-
-def test_tail_returns_last_lines_without_colour_or_progress_redraws(tmp_path):
-    log = tmp_path / "x.log"
-    lines = [f"line {i}" for i in range(100)] + ["\x1b[32mINFO\x1b[0m done", "bar 10%\rbar 50%\rbar 100%", ""]
-    log.write_text("\n".join(lines))
-    out = tail_file(log, 3).splitlines()
-    assert out == ["line 99", "INFO done", "bar 100%"]
-    assert tail_file(tmp_path / "missing.log") == ""
-
-
 def test_state_file_round_trip_and_corrupt_file(tmp_path):
     path = tmp_path / "s.json"
     state = server.ServerState(
