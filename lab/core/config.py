@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from lab.core.errors import ConfigError
+from lab.core.lang import DEFAULT_LANG, check_lang
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 DEFAULTS: dict[str, Any] = {
     "profile": "auto",            # auto | gpu | cpu | rehearsal
-    "lang": "zh",                 # zh | en: rendered markdown
+    "lang": DEFAULT_LANG,         # zh | en: rendered markdown
     "logbook_dir": "logbook",     # lab.db, day*.md, plots
     "data_dir": ".lab",           # managed vLLM envs and built models (git-ignored)
     "python": "",                 # an existing vLLM interpreter; "" = the managed env
@@ -91,7 +92,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 PROFILES = ("gpu", "cpu", "rehearsal")
-LANGS = ("zh", "en")
 
 
 def invoke_defaults() -> dict[str, Any]:
@@ -153,8 +153,7 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     coerce(cfg)
     if cfg["profile"] not in ("auto",) + PROFILES:
         raise ConfigError(f"profile must be one of auto, {', '.join(PROFILES)}; got {cfg['profile']!r}")
-    if cfg["lang"] not in LANGS:
-        raise ConfigError(f"lang must be zh or en, got {cfg['lang']!r}")
+    cfg["lang"] = check_lang(cfg["lang"])
     cfg["port"] = number(cfg["port"], "port", low=1, high=65535, integer=True)
     cfg["startup_timeout_s"] = number(cfg["startup_timeout_s"], "startup timeout (s)", low=1)
     cfg["gpu_memory_utilization"] = number(
