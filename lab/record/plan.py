@@ -70,7 +70,7 @@ def _not_run(lab: Lab, run_id: int, item: Planned, needs: str) -> StepResult:
                                   command=item.spec.command, expected="")
     reason = f"not run: step `{needs}` did not pass"
     lab.book.end_step(step_id, status=PENDING, reason=reason)
-    return StepResult(item.spec.key, PENDING, "", reason, None, 0.0, {})
+    return StepResult(item.spec.key, PENDING, "", reason, None, 0.0, None)
 
 
 def exit_code(results: list[StepResult]) -> int:

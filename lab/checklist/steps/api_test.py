@@ -5,6 +5,7 @@ from __future__ import annotations
 from lab.core.fmt import fixed
 from lab.record.runner import Outcome, StepContext, require
 from lab.record.session import Lab
+from lab.record.values import ApiTestValues, StreamReply
 from lab.vllm import api
 from lab.vllm import process as server
 
@@ -34,12 +35,13 @@ def api_test(lab: Lab, ctx: StepContext, day: str = "day3") -> Outcome:
                 stream.chunks > 0 and stream.http_status == 200, stream.chunks,
                 reason="no streamed chunk"),
     ]
-    values = {"prompt": prompt, "max_tokens": max_tokens, "reply": reply.content,
-              "latency_s": reply.latency_s, "prompt_tokens": reply.prompt_tokens,
-              "completion_tokens": reply.completion_tokens, "tokens_per_s": reply.tokens_per_s,
-              "finish_reason": reply.finish_reason, "models": models,
-              "stream": {"chunks": stream.chunks, "ttft_s": stream.ttft_s, "e2el_s": stream.e2el_s,
-                         "completion_tokens": stream.completion_tokens, "reply": stream.content}}
+    values = ApiTestValues(
+        prompt=prompt, max_tokens=max_tokens, reply=reply.content, latency_s=reply.latency_s,
+        prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+        output_tok_s=reply.tokens_per_s, finish_reason=reply.finish_reason,
+        models=[str(m) for m in models],
+        stream=StreamReply(chunks=stream.chunks, ttft_s=stream.ttft_s, e2el_s=stream.e2el_s,
+                           completion_tokens=stream.completion_tokens, reply=stream.content))
     actual = (f"HTTP {reply.http_status} in {reply.latency_s * 1000:,.0f} ms, "
               f"{reply.prompt_tokens} prompt + {reply.completion_tokens} completion tokens "
               f"({fixed(reply.tokens_per_s)} tok/s), finish_reason {reply.finish_reason}; "
