@@ -24,7 +24,7 @@ from lab.vllm import process as server
 def to_dict(proxy: Any) -> Any:
     """Invoke's nested DataProxy config as plain dicts."""
     if hasattr(proxy, "keys"):
-        return {k: to_dict(proxy[k]) for k in proxy.keys()}
+        return {k: to_dict(proxy[k]) for k in proxy.keys()}  # noqa: SIM118 (a DataProxy)
     return proxy
 
 
@@ -90,7 +90,7 @@ def stop(lab: Lab, all_orphans: bool = False) -> list[int]:
 
 def run_report(lab: Lab, run: Any = None) -> list[Path]:
     """`invoke report [--run N] [--lang en]`: render every deliverable; returns the paths."""
-    run_id = number(run, "--run", low=1, integer=True) if run not in (None, "") else None
+    run_id = int(number(run, "--run", low=1, integer=True)) if run not in (None, "") else None
     from lab.core.net import host_port
     return outputs.render_all(lab.book, lab.lang, lab.logbook_dir, run_id,
                               default_target=host_port(lab.cfg["host"], lab.cfg["port"]))
@@ -131,14 +131,16 @@ def run_done(lab: Lab, item: str, note: str = "", undo: bool = False) -> Path:
 
 def run_compare_runs(lab: Lab, a: Any, b: Any) -> None:
     """`invoke compare-runs A B`: what changed between two runs of the same day."""
-    found = compare_runs_mod.compare_runs(records(lab), number(a, "run A", low=1, integer=True),
-                                          number(b, "run B", low=1, integer=True))
+    found = compare_runs_mod.compare_runs(records(lab),
+                                          int(number(a, "run A", low=1, integer=True)),
+                                          int(number(b, "run B", low=1, integer=True)))
     lab.console.print(tables.compare_table(asdict(found), lab.lang))
 
 
 def save_traceback(c: Any) -> str:
     """Write the current exception's traceback under the logbook; return its path."""
     import traceback
+
     from lab.core import config as cfgmod
     path = cfgmod.logbook_dir(to_dict(c.config.lab)) / "logs" / "last-error.txt"
     path.parent.mkdir(parents=True, exist_ok=True)

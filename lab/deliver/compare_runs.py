@@ -8,10 +8,24 @@ from typing import Any
 from lab.core.errors import LabError
 from lab.deliver.gather import LabData
 from lab.record.queries import Run, Step
-from lab.record.values import (ApiTestValues, BalanceValues, BenchValues, CompareTpValues,
-                               CompareValues, GpusValues, InstallValues, KvCacheValues,
-                               MemoryValues, MetricsValues, MonitorValues, OfflineValues,
-                               ParamsValues, ServeValues, StepValues, ToolsValues)
+from lab.record.values import (
+    ApiTestValues,
+    BalanceValues,
+    BenchValues,
+    CompareTpValues,
+    CompareValues,
+    GpusValues,
+    InstallValues,
+    KvCacheValues,
+    MemoryValues,
+    MetricsValues,
+    MonitorValues,
+    OfflineValues,
+    ParamsValues,
+    ServeValues,
+    StepValues,
+    ToolsValues,
+)
 
 
 @dataclass
@@ -131,7 +145,7 @@ def _fmt(value: Any, signed: bool = False) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     sign = "+" if signed else ""
-    if isinstance(value, int) or float(value).is_integer() and abs(value) >= 100:
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) >= 100):
         return f"{value:{sign},.0f}"
     return f"{value:{sign},.2f}"
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab.core.lang import pick
 from lab.deliver import progress, prometheus, report
 from lab.deliver.day_log import metrics_series
 from lab.deliver.gather import LabData, Level
 from lab.deliver.jinja import render_to
-from lab.core.lang import pick
 from lab.record.values import MetricsValues
 from lab.vllm.launch import shell_line
 

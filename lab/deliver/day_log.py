@@ -22,11 +22,28 @@ from lab.explain.notes import note
 from lab.record.logbook import FAIL, PASS, PENDING
 from lab.record.queries import Records, Run, Step
 from lab.record.runner import StepSpec
-from lab.record.values import (ApiTestValues, BalanceValues, BenchValues, CompareSide,
-                               CompareTpValues, CompareValues, CompareWorkload, GpusValues, InstallValues,
-                               KvCacheValues, LatencyStats, LevelSummary, MemoryValues,
-                               MetricsValues, MonitorValues, OfflineValues, ParamsValues,
-                               ServerMeans, ServeValues, VllmVersions)
+from lab.record.values import (
+    ApiTestValues,
+    BalanceValues,
+    BenchValues,
+    CompareSide,
+    CompareTpValues,
+    CompareValues,
+    CompareWorkload,
+    GpusValues,
+    InstallValues,
+    KvCacheValues,
+    LatencyStats,
+    LevelSummary,
+    MemoryValues,
+    MetricsValues,
+    MonitorValues,
+    OfflineValues,
+    ParamsValues,
+    ServerMeans,
+    ServeValues,
+    VllmVersions,
+)
 
 
 @dataclass
@@ -383,5 +400,12 @@ def _params(v: ParamsValues, lang: str) -> ParamsView:
     return ParamsView(v, rows)
 
 
-__all__ = ["StepView", "AcceptanceRow", "day_view", "render_day", "acceptance", "step_view",
-           "VllmVersions"]
+__all__ = [
+    "AcceptanceRow",
+    "StepView",
+    "VllmVersions",
+    "acceptance",
+    "day_view",
+    "render_day",
+    "step_view",
+]

@@ -22,9 +22,19 @@ import numpy as np
 from lab.core.errors import LabError
 from lab.record.logbook import Logbook
 from lab.record.queries import Records, Run, Server, Step
-from lab.record.values import (BenchValues, CompareValues, GpusValues, InstallValues,
-                               LatencyStats, LevelSummary, MetricsValues, MonitorValues,
-                               OfflineValues, ServeValues, StepValues)
+from lab.record.values import (
+    BenchValues,
+    CompareValues,
+    GpusValues,
+    InstallValues,
+    LatencyStats,
+    LevelSummary,
+    MetricsValues,
+    MonitorValues,
+    OfflineValues,
+    ServeValues,
+    StepValues,
+)
 
 
 @dataclass
@@ -240,8 +250,8 @@ def _times(rows: list[tuple]) -> tuple[np.ndarray, ...]:
     array per column (a missing value is left out, never counted as 0); ITLs pooled."""
     if not rows:
         return (np.empty(0),) * 5
-    columns = list(zip(*rows))
-    out = []
+    columns = list(zip(*rows, strict=True))
+    out: list[np.ndarray] = []
     for col in columns[:4]:
         values = np.array(col, dtype=np.float64)   # None -> nan
         out.append(values[~np.isnan(values)] * 1000.0)
@@ -286,5 +296,15 @@ def latency_loop(conn, bench: Step) -> LoopSummary | None:
                        lat.failed, "values")
 
 
-__all__ = ["LabData", "Level", "LoopSummary", "Sample", "SampleStats", "gather", "values_of",
-           "MetricsValues", "MonitorValues", "OfflineValues"]
+__all__ = [
+    "LabData",
+    "Level",
+    "LoopSummary",
+    "MetricsValues",
+    "MonitorValues",
+    "OfflineValues",
+    "Sample",
+    "SampleStats",
+    "gather",
+    "values_of",
+]

@@ -12,8 +12,9 @@ then shows English axis labels rather than empty boxes).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from lab.record.values import BatchRow, LatencyStats, LevelSummary
 
@@ -102,7 +103,8 @@ def timeline(samples: Sequence[Sample], path: Path, lang: str = "zh",
     if source == "process":
         fig.suptitle(t("vLLM 进程树（CPU 配置，无 GPU）：内存 RSS 与 CPU 占用",
                        "vLLM process tree (CPU profile, no GPU): RSS and CPU %") + caption)
-        top_fields, bottom_fields = ("rss_mib",), ("cpu_pct",)
+        top_fields: tuple[str, ...] = ("rss_mib",)
+        bottom_fields: tuple[str, ...] = ("cpu_pct",)
         top.set_ylabel("RSS (MiB)")
         bottom.set_ylabel(t("CPU 占用 (%，100 = 1 核)", "CPU (%, 100 = one core)"))
     else:
@@ -154,7 +156,7 @@ def sweep(levels: Sequence[LevelSummary], path: Path, lang: str = "zh") -> Path 
         (lambda s: s.total_tok_s, t("总 tok/s（输入+输出）", "total tok/s (in + out)"), "s--"))
     for rate, label, style in rates:
         thr.plot(xs, _nan(rate(lv) for lv in levels), style, label=label)
-    for x, lv in zip(xs, levels):
+    for x, lv in zip(xs, levels, strict=True):
         if lv.requests_per_s is not None:
             thr.annotate(f"{lv.requests_per_s:.2f} req/s", (x, lv.output_tok_s or 0),
                          textcoords="offset points", xytext=(4, -12), fontsize="x-small")

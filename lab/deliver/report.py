@@ -14,6 +14,7 @@ from typing import Any
 
 from lab.checklist.roadmap import run_hint
 from lab.core.lang import pick
+from lab.core.units import GB, GIB, mib_to_gib, ratio
 from lab.deliver.gather import LabData, Level
 from lab.deliver.jinja import fmt_ts, render_to
 from lab.explain import bench as definitions
@@ -21,10 +22,20 @@ from lab.explain import metrics as meanings
 from lab.explain.notes import note
 from lab.measure.nvml import GpuInfo
 from lab.record.queries import Step
-from lab.core.units import GB, GIB, mib_to_gib, ratio
-from lab.record.values import (COST_SAMPLES, BenchValues, CompareSide, CompareValues, CostSide,
-                               GpusValues, InstallValues, MonitorValues, OfflineValues,
-                               ServeValues, VllmVersions, cost_side)
+from lab.record.values import (
+    COST_SAMPLES,
+    BenchValues,
+    CompareSide,
+    CompareValues,
+    CostSide,
+    GpusValues,
+    InstallValues,
+    MonitorValues,
+    OfflineValues,
+    ServeValues,
+    VllmVersions,
+    cost_side,
+)
 
 
 # ------------------------------------------------------------------------------------ figures

@@ -1,13 +1,13 @@
 """Run steps as recorded runs: one step (`invoke serve`) or a whole day (`invoke day3`)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from lab.vllm import process as server
 from lab.record.logbook import FAIL, INTERRUPTED, PASS, PENDING, SKIPPED
 from lab.record.runner import Outcome, StepContext, StepResult, StepSpec, run_step
 from lab.record.session import Lab
+from lab.vllm import process as server
 
 StepFn = Callable[[Lab, StepContext], Outcome]
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import fnmatch
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from lab.core.errors import LabError
 from lab.record.logbook import RUNNING, Logbook, load_values
@@ -176,7 +177,7 @@ class Records:
             if day is not None and self.day_of(step) != day:
                 continue
             tp = step.tp
-            if min_tp is not None and tp < min_tp or max_tp is not None and tp > max_tp:
+            if (min_tp is not None and tp < min_tp) or (max_tp is not None and tp > max_tp):
                 continue
             if criterion is not None and step.criterion(criterion) is None:
                 continue

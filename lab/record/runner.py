@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import operator
 import traceback
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from lab.core.errors import LabError
 from lab.core.fmt import num

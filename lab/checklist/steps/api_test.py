@@ -1,7 +1,6 @@
 """Step 6: the seed's chat prompt, /v1/models and a streamed reply."""
 from __future__ import annotations
 
-
 from lab.core.fmt import fixed
 from lab.record.runner import Outcome, StepContext, require
 from lab.record.session import Lab
@@ -18,7 +17,7 @@ def api_test(lab: Lab, ctx: StepContext, day: str = "day3") -> Outcome:
     prompt, max_tokens = a[f"prompt_{day}"], a[f"max_tokens_{day}"]
     reply = api.chat(lab.url, model, prompt, max_tokens=max_tokens,
                      temperature=a["temperature"], api_key=lab.api_key, timeout_s=a["timeout_s"])
-    models = [m.get("id") for m in api.list_models(lab.url, lab.api_key)]
+    models = [str(m.get("id")) for m in api.list_models(lab.url, lab.api_key)]
     stream = api.chat_stream(lab.url, model, prompt, max_tokens=64,
                              temperature=a["temperature"], api_key=lab.api_key,
                              timeout_s=a["timeout_s"])

@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 from lab.checklist.steps.serve import _gpu_used_mib
-
-
 from lab.core import units
 from lab.core.fmt import fixed
 from lab.record.runner import Outcome, StepContext, check, require, skip
 from lab.record.session import Lab
 from lab.record.values import BalanceDevice, BalanceValues
 from lab.vllm import process as server
-
 
 _CPU_BALANCE_FIX = {
     "zh": "检查 `VLLM_CPU_OMP_THREADS_BIND`（每个 TP rank 一组核，用 | 分隔）以及同机的其他进程",
@@ -63,7 +60,8 @@ def balance(lab: Lab, ctx: StepContext) -> Outcome:
         if lab.has_gpu:  # seed Q2: CUDA_VISIBLE_DEVICES, other processes on the heavy GPU
             found = diagnose.diagnose_balance({k: v for k, v in used.items() if v is not None},
                                               th, lab.lang)
-            fix, evidence = found.fix, f"{found.title}\n{found.matched_line}"
+            if found is not None:
+                fix, evidence = found.fix, f"{found.title}\n{found.matched_line}"
         else:
             fix, evidence = _CPU_BALANCE_FIX[lab.lang], f"{shown} (spread {spread:.1f} %)"
     label = "GPU memory used" if lab.has_gpu else "CPU profile, TP worker RSS (not GPU memory)"

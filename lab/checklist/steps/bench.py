@@ -1,15 +1,22 @@
 """Day 4: the benchmark step (the seed's latency loop, then the concurrency sweep) and its verdict."""
 from __future__ import annotations
 
-from lab.ui.progress import progress_bar
-from lab.measure.bench import BenchPlan, BenchResult
-
-
 from lab.core.fmt import fixed
+from lab.measure.bench import BenchPlan, BenchResult
 from lab.record.runner import Criterion, Outcome, StepContext, require
 from lab.record.session import Lab
-from lab.record.values import (BenchMetrics, BenchValues, ClientTotals, KvUsage, LatencyLoop,
-                               LevelSummary, MetricsDelta, StepValues, SweepPlan)
+from lab.record.values import (
+    BenchMetrics,
+    BenchValues,
+    ClientTotals,
+    KvUsage,
+    LatencyLoop,
+    LevelSummary,
+    MetricsDelta,
+    StepValues,
+    SweepPlan,
+)
+from lab.ui.progress import progress_bar
 from lab.vllm import process as server
 
 

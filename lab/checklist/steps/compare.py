@@ -31,20 +31,19 @@ Command line equivalent:
 """
 from __future__ import annotations
 
-from lab.checklist.steps.offline import offline_args, script_env
-from lab.vllm import env as vllm_env
-
 import json
 from pathlib import Path
 
-from lab.vllm import logparse
-from lab.vllm import process as server
+from lab.checklist.steps.offline import offline_args, script_env
 from lab.core.errors import ConfigError, LabError
 from lab.core.fmt import fixed
+from lab.core.units import ratio
 from lab.record.runner import Outcome, StepContext, require
 from lab.record.session import Lab
-from lab.core.units import ratio
 from lab.record.values import CompareSide, CompareValues, CompareWorkload, VllmVersions
+from lab.vllm import env as vllm_env
+from lab.vllm import logparse
+from lab.vllm import process as server
 from lab.vllm.logparse import StartupFacts
 
 SOURCES = ("auto", "server", "offline")
@@ -141,12 +140,10 @@ def measure_server(lab: Lab, ctx: StepContext, state: server.ServerState,
                    ids: list[list[int]], max_new_tokens: int, on_gpu: bool) -> CompareSide:
     """The same prompt ids through the running server: all at once, streamed, greedy,
     ignore_eos (`lab.measure.loadgen`); memory sampled on the server's process tree or its GPUs."""
-    from lab.measure import loadgen
-    from lab.vllm import metrics
-    from lab.measure import nvml
-    from lab.measure import procstats
     from lab.checklist.steps.serve import server_env_gpus
+    from lab.measure import loadgen, nvml, procstats
     from lab.measure.sampler import Sampler
+    from lab.vllm import metrics
 
     model = state.served_model_name or state.model
     n = len(ids)
@@ -231,6 +228,7 @@ def compare_step(lab: Lab, ctx: StepContext, num_prompts: int | None = None,
     src, state = pick_source(lab, source or opts["source"])
     on_gpu = lab.has_gpu
     if src == "server":
+        assert state is not None  # pick_source gives the running server's state
         model, dummy = state.model, (state.profile or lab.profile_name) == "rehearsal"
         prof = None
     else:
@@ -271,7 +269,7 @@ def compare_step(lab: Lab, ctx: StepContext, num_prompts: int | None = None,
                                         hf_batch_size=batch, ignore_eos=True, greedy=True),
         versions=VllmVersions.from_probe(versions), work_dir=str(work))
     try:
-        if src == "server":
+        if src == "server" and state is not None:
             commands.append(f"# {n} streamed /v1/completions to {state.base_url}, all at once "
                             f"(prompt = the token ids above, max_tokens {new_tokens}, "
                             "temperature 0, ignore_eos)")

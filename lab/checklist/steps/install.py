@@ -1,7 +1,6 @@
 """Step 2: the vLLM env, and `import vllm; print(vllm.__version__)` in it."""
 from __future__ import annotations
 
-
 from lab.core.errors import VllmEnvMissing
 from lab.record.runner import Outcome, StepContext, require
 from lab.record.session import Lab
@@ -13,7 +12,7 @@ def install(lab: Lab, ctx: StepContext, reinstall: bool = False) -> Outcome:
     """Make the vLLM env (unless it exists) and check `import vllm` prints a version."""
     env = lab.env
     values = InstallValues(python=str(env.python), managed=env.managed)
-    commands = []
+    commands: list[str] = []
     if env.managed and (reinstall or not env.exists()):
         log_path = lab.logbook_dir / "logs" / f"install-{ctx.run_id}.log"
         lab.console.print(f"installing vLLM into {env.root} (log: {log_path}) …")

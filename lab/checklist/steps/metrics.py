@@ -9,8 +9,14 @@ from lab.core.fmt import num
 from lab.explain.metrics import count, interpret
 from lab.record.runner import Outcome, StepContext, check, require, skip
 from lab.record.session import Lab
-from lab.record.values import (BenchValues, ClientTotals, MetricsDelta, MetricsValues,
-                               OldNameReading, SeriesReading)
+from lab.record.values import (
+    BenchValues,
+    ClientTotals,
+    MetricsDelta,
+    MetricsValues,
+    OldNameReading,
+    SeriesReading,
+)
 from lab.vllm import process as server
 
 

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 from lab.checklist.steps.serve import server_env_gpus
-
-
 from lab.core.fmt import fixed
 from lab.record.runner import Outcome, StepContext, check, require, skip
 from lab.record.session import Lab
@@ -14,12 +12,9 @@ from lab.vllm import process as server
 def monitor(lab: Lab, ctx: StepContext, duration_s: float | None = None) -> Outcome:
     """Sample NVML (or, on CPU, the server's processes) while a load runs; judge memory
     used and utilisation at their peak under that load."""
-    from lab.measure import loadgen
-    from lab.measure import nvml
-    from lab.measure import procstats
-    from lab.measure import prompts
-    from lab.record.logbook import Logbook
+    from lab.measure import loadgen, nvml, procstats, prompts
     from lab.measure.sampler import Sampler
+    from lab.record.logbook import Logbook
 
     state = server.require_running(lab.state_path)
     mon = lab.cfg["monitor"]

@@ -1,22 +1,30 @@
 """Day 5 (seed 002): offline LLM.generate in one engine load, the KV-cache blocks, memory, and the key parameters."""
 from __future__ import annotations
 
-from lab.vllm import logparse
-
 import json
 from pathlib import Path
 
 from lab.core.errors import LabError
 from lab.core.fmt import fixed, num
-from lab.record.logbook import PASS
 from lab.explain.params import SEED_PARAMS
+from lab.record.logbook import PASS
 from lab.record.runner import Outcome, StepContext, check, require, skip
 from lab.record.session import Lab
-from lab.record.values import (BatchRow, EngineInfo, GpuMemory, KvCacheValues, MemoryValues,
-                               OfflineMemory, OfflineRequest, OfflineRun, OfflineValues,
-                               ParamReading, ParamsValues)
+from lab.record.values import (
+    BatchRow,
+    EngineInfo,
+    GpuMemory,
+    KvCacheValues,
+    MemoryValues,
+    OfflineMemory,
+    OfflineRequest,
+    OfflineRun,
+    OfflineValues,
+    ParamReading,
+    ParamsValues,
+)
 from lab.vllm import env as vllm_env
-
+from lab.vllm import logparse
 
 # Seed 002 §2.1 (the small-model example) and §5.3 (the batch-size benchmark).
 EXAMPLE_PROMPTS = ["Hello, my name is", "The capital of France is", "Artificial intelligence is"]
@@ -65,7 +73,7 @@ def offline(lab: Lab, ctx: StepContext) -> Outcome:
     startup = logparse.parse_startup(stderr)
     startup_evidence, startup.evidence = startup.evidence, {}
     example = run_of(data["runs"][0])
-    batches = [batch_row(bs, run) for bs, run in zip(sizes, data["runs"][1:])]
+    batches = [batch_row(bs, run) for bs, run in zip(sizes, data["runs"][1:], strict=False)]
     mem = data.get("memory") or {}
     values = OfflineValues(
         profile=lab.profile_name, model=prof.served_model_name or prof.model,

@@ -19,8 +19,7 @@ def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
                    model: str | None = None, extra: list[str] | None = None) -> Outcome:
     """Start the server and wait for /health. Any server we tracked before is stopped
     first, so the startup figures are this start's own."""
-    from lab.vllm import logparse
-    from lab.vllm import metrics
+    from lab.vllm import logparse, metrics
 
     prof = lab.profile(day, tp=tp, model=model)
     lab.env.probe()  # a missing vLLM env fails here with one line, before anything starts

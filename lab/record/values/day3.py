@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lab.measure.nvml import GpuInfo
 from lab.explain.metrics import BenchFigures
-from lab.record.values.common import (ClientTotals, KvUsage, MetricsDelta, StepValues,
-                                      VllmVersions, bench_figures)
+from lab.measure.nvml import GpuInfo
+from lab.record.values.common import (
+    ClientTotals,
+    KvUsage,
+    MetricsDelta,
+    StepValues,
+    VllmVersions,
+    bench_figures,
+)
 
 
 @dataclass

@@ -6,9 +6,18 @@ from typing import Any
 
 from lab.core.units import mib_to_gib, ratio
 from lab.explain.metrics import BenchFigures
-from lab.record.values.common import (COST_SAMPLES, ClientTotals, CostSide, KvUsage,
-                                      LevelSummary, MetricsDelta, StepValues, VllmVersions,
-                                      bench_figures, cost_side)
+from lab.record.values.common import (
+    COST_SAMPLES,
+    ClientTotals,
+    CostSide,
+    KvUsage,
+    LevelSummary,
+    MetricsDelta,
+    StepValues,
+    VllmVersions,
+    bench_figures,
+    cost_side,
+)
 from lab.vllm.logparse import StartupFacts
 
 

@@ -1,6 +1,7 @@
 """The measured values of the Day 5 steps (seed 002): offline, kv-cache, memory, params."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 from lab.record.values.common import StepValues
@@ -106,9 +107,10 @@ class OfflineValues(StepValues):
     def throughput_rises(self) -> bool | None:
         """Whether throughput rose with every larger batch (the seed's observation), or None."""
         values = [b.output_tok_s for b in self.batches]
-        if len(values) < 2 or any(v is None for v in values):
+        known = [v for v in values if v is not None]
+        if len(values) < 2 or len(known) < len(values):
             return None
-        return all(b > a for a, b in zip(values, values[1:]))  # type: ignore[operator]
+        return all(b > a for a, b in itertools.pairwise(known))
 
 
 @dataclass

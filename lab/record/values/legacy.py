@@ -24,21 +24,63 @@ is kept in `steps.legacy_values`.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from lab.measure.nvml import GpuInfo, GpuProcess
-from lab.record.values.common import (ClientTotals, KvUsage, LatencyStats, LevelSummary,
-                                      MetricsDelta, ServerMeans, StepValues, VllmVersions)
-from lab.record.values.day3 import (ApiTestValues, GpusValues, InstallValues, LoadPlan,
-                                    LoadSummary, MetricsValues, MonitorValues, OldNameReading,
-                                    SamplerStats, SampleSummary, SeriesReading, ServeValues,
-                                    StreamReply, ToolsValues, TpWorker)
-from lab.record.values.day4 import (BalanceDevice, BalanceValues, BenchMetrics, BenchValues,
-                                    CompareSide, CompareTpValues, CompareValues, CompareWorkload,
-                                    LatencyLoop, SweepPlan, TpSide)
-from lab.record.values.day5 import (BatchRow, EngineInfo, GpuMemory, KvCacheValues,
-                                    MemoryValues, OfflineMemory, OfflineRequest, OfflineRun,
-                                    OfflineValues, ParamReading, ParamsValues)
+from lab.record.values.common import (
+    ClientTotals,
+    KvUsage,
+    LatencyStats,
+    LevelSummary,
+    MetricsDelta,
+    ServerMeans,
+    StepValues,
+    VllmVersions,
+)
+from lab.record.values.day3 import (
+    ApiTestValues,
+    GpusValues,
+    InstallValues,
+    LoadPlan,
+    LoadSummary,
+    MetricsValues,
+    MonitorValues,
+    OldNameReading,
+    SamplerStats,
+    SampleSummary,
+    SeriesReading,
+    ServeValues,
+    StreamReply,
+    ToolsValues,
+    TpWorker,
+)
+from lab.record.values.day4 import (
+    BalanceDevice,
+    BalanceValues,
+    BenchMetrics,
+    BenchValues,
+    CompareSide,
+    CompareTpValues,
+    CompareValues,
+    CompareWorkload,
+    LatencyLoop,
+    SweepPlan,
+    TpSide,
+)
+from lab.record.values.day5 import (
+    BatchRow,
+    EngineInfo,
+    GpuMemory,
+    KvCacheValues,
+    MemoryValues,
+    OfflineMemory,
+    OfflineRequest,
+    OfflineRun,
+    OfflineValues,
+    ParamReading,
+    ParamsValues,
+)
 from lab.vllm.logparse import StartupFacts
 
 Json = dict[str, Any]
