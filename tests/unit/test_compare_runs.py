@@ -10,8 +10,15 @@ from lab.deliver import compare_runs
 from lab.deliver.gather import gather
 from lab.record.logbook import PASS
 from lab.record.queries import Records
-from lab.record.values import (BenchMetrics, BenchValues, KvUsage, LatencyLoop, LatencyStats,
-                               LevelSummary, ServeValues)
+from lab.record.values import (
+    BenchMetrics,
+    BenchValues,
+    KvUsage,
+    LatencyLoop,
+    LatencyStats,
+    LevelSummary,
+    ServeValues,
+)
 from lab.ui import tables
 from tests.fakes.fake_logbook import _crit, _step
 
