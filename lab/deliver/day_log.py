@@ -203,7 +203,7 @@ def _details(key: str, step: Step, lang: str, rec: Records) -> tuple[str | None,
     if isinstance(v, BenchValues) and v.plan is not None:
         return "bench", BenchView.of(v, lang)
     if isinstance(v, CompareValues) and v.hf is not None and v.vllm is not None:
-        return "compare", CompareView.of(v)
+        return "compare", CompareView.of(v, lang)
     if isinstance(v, CompareTpValues) and len(v.sides) >= 2:
         return "compare-tp", TpView.of(v, lang)
     if isinstance(v, OfflineValues):
@@ -316,12 +316,18 @@ class CompareView:
     workload: CompareWorkload
     cpu: bool
     tag: str
+    side: str       # what the vLLM side was
 
     @classmethod
-    def of(cls, v: CompareValues) -> CompareView:
+    def of(cls, v: CompareValues, lang: str) -> CompareView:
         assert v.hf is not None and v.vllm is not None
+        side = pick(lang, "运行中的服务（流式 /v1/completions，全部请求同时发出）",
+                    "the running server (streamed /v1/completions, all requests at once)") \
+            if v.source == "server" else \
+            pick(lang, "离线 LLM.generate（全部 prompt 一次提交）",
+                 "offline LLM.generate (all prompts in one call)")
         return cls(v, v.hf, v.vllm, v.workload or CompareWorkload(), not v.on_gpu,
-                   "" if v.on_gpu else " (CPU)")
+                   "" if v.on_gpu else " (CPU)", side)
 
 
 @dataclass

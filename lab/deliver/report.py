@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.checklist.roadmap import run_hint
+from lab.core.escape import md_inline
 from lab.core.lang import pick
 from lab.core.units import GB, GIB, mib_to_gib, ratio
 from lab.deliver.gather import LabData, Level
@@ -236,6 +237,17 @@ _ROOFLINE_MISSING = {
 }
 
 
+def _source_text(data: LabData, lang: str) -> str:
+    """What the vLLM side of the compare step was, in words (DB text is escaped)."""
+    v = data.compare.values if data.compare else None
+    source = v.source if isinstance(v, CompareValues) else None
+    if source == "server":
+        return pick(lang, "OpenAI 服务（流式请求）", "the OpenAI server (streamed requests)")
+    if source == "offline":
+        return pick(lang, "离线 LLM.generate", "offline LLM.generate")
+    return md_inline(source) if source else ""
+
+
 def report_view(data: LabData, lang: str, plots: dict[str, Path] | None = None) -> dict[str, Any]:
     """What templates/report.md.j2 shows."""
     gpus_step = data.gpus.values if data.gpus else None
@@ -249,7 +261,8 @@ def report_view(data: LabData, lang: str, plots: dict[str, Path] | None = None) 
         "all_gpus": gpus_step.gpus if isinstance(gpus_step, GpusValues) else [],
         "host": data.runs[-1].host if data.runs else None, "versions": versions(data),
         "serve": data.serve, "sv": serve_values(data) or ServeValues(), "bench": data.bench,
-        "compare": comparison(data), "latency": data.latency, "levels": levels,
+        "compare": comparison(data), "compare_source": _source_text(data, lang),
+        "latency": data.latency, "levels": levels,
         "sweep_note": (note("sweep_recomputed", lang) if levels and levels[0].source == "requests"
                        else pick(lang, "取自 bench 步骤记录的汇总（requests 表里没有逐请求记录）。",
                                  "As the bench step summarised it (the requests table has no "
