@@ -15,10 +15,8 @@ from lab.deliver import compare_runs as compare_runs_mod
 from lab.deliver import day_log, outputs, progress
 from lab.deliver.gather import LabData, gather
 from lab.record.logbook import Logbook
-from lab.record.plan import Planned, exit_code, run_plan
 from lab.record.session import Lab
 from lab.ui import tables
-from lab.vllm import process as server
 
 
 def to_dict(proxy: Any) -> Any:
@@ -41,7 +39,9 @@ def terminal(lab: Lab) -> dict:
 
 def run_step_task(lab: Lab, day: str, key: str, **kwargs: Any) -> int:
     """One checklist step as its own recorded run, then re-render that day's log."""
-    from lab.checklist import days  # the step functions (and what they import) only here
+    # The step functions and the runner (and what they import) only where steps run.
+    from lab.checklist import days
+    from lab.record.plan import Planned, exit_code, run_plan
     plan = [Planned(seeds.day(day).spec(key), days.step_fn(day, key, **kwargs))]
     _, results = run_plan(lab, day, plan, task=key, stop_after=False, options=kwargs, **terminal(lab))
     path = day_log.render_day(records(lab), day, lab.lang, lab.logbook_dir)
@@ -57,6 +57,7 @@ def run_day(lab: Lab, day: str, *, keep_server: bool = False,
     else the day's plan, else all its steps; a step left out is not recorded (it renders
     as pending)."""
     from lab.checklist import days
+    from lab.record.plan import Planned, exit_code, run_plan
     the_day = seeds.day(day)
     kwargs = kwargs or {}
     keys = keys if keys is not None else the_day.plan
@@ -82,6 +83,7 @@ def render_log(lab: Lab, day: str, run_id: int | None) -> Path:
 
 def stop(lab: Lab, all_orphans: bool = False) -> list[int]:
     """End the tracked server tree (and, with all_orphans, any untracked vLLM server)."""
+    from lab.vllm import process as server
     ended = server.stop(lab.state_path)
     if all_orphans:
         ended += server.stop_orphans(server.find_orphans(lab.state_path))
