@@ -42,7 +42,6 @@ from lab.record.values import (
     ParamsValues,
     ServerMeans,
     ServeValues,
-    VllmVersions,
 )
 
 
@@ -404,14 +403,3 @@ def _params(v: ParamsValues, lang: str) -> ParamsView:
                              seed.seed_default if seed else "", r.value, r.present,
                              seed_params.note(r.name, r.value, r.present, v.on_gpu, lang)))
     return ParamsView(v, rows)
-
-
-__all__ = [
-    "AcceptanceRow",
-    "StepView",
-    "VllmVersions",
-    "acceptance",
-    "day_view",
-    "render_day",
-    "step_view",
-]

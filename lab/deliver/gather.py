@@ -29,9 +29,6 @@ from lab.record.values import (
     InstallValues,
     LatencyStats,
     LevelSummary,
-    MetricsValues,
-    MonitorValues,
-    OfflineValues,
     ServeValues,
     StepValues,
 )
@@ -294,17 +291,3 @@ def latency_loop(conn, bench: Step) -> LoopSummary | None:
         return None
     return LoopSummary(lat.avg_latency_ms, lat.min_latency_ms, lat.max_latency_ms, lat.runs,
                        lat.failed, "values")
-
-
-__all__ = [
-    "LabData",
-    "Level",
-    "LoopSummary",
-    "MetricsValues",
-    "MonitorValues",
-    "OfflineValues",
-    "Sample",
-    "SampleStats",
-    "gather",
-    "values_of",
-]
