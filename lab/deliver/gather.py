@@ -30,7 +30,6 @@ from lab.record.values import (
     LatencyStats,
     LevelSummary,
     ServeValues,
-    StepValues,
 )
 
 
@@ -184,11 +183,6 @@ def _pick_steps(book: Logbook, data: LabData) -> None:
     serve = data.serve
     data.server = next((s for s in reversed(rec.servers) if serve and s.step_id == serve.id), None)
     data.profile = _profile(rec, serve or anchor)
-
-
-def values_of(step: Step | None, cls: type[StepValues]) -> StepValues | None:
-    """The step's values when they are of type `cls` (else None)."""
-    return step.values if step is not None and isinstance(step.values, cls) else None
 
 
 # ------------------------------------------------------------------------------ the sweep
