@@ -179,3 +179,19 @@ def test_migrating_twice_is_impossible_and_a_new_logbook_starts_at_v2(tmp_path):
     assert "itls_s_f32" in {c.name for c in book.db["requests"].columns}
     book.close()
     assert Logbook(tmp_path / "new.db").schema_version == 2
+
+
+def test_a_stored_version_older_than_its_type_is_upgraded_when_read(fresh_db, monkeypatch):
+    from lab.record import values
+    run = fresh_db.start_run("day3")
+    step = fresh_db.start_step(run, "serve", title="t", command="c", expected="")
+    fresh_db.end_step(step, status="pass", values=ServeValues(ready_s=40.0))   # version 1
+    # ServeValues moves to version 2 (say ready_s became milliseconds): rows of version 1
+    # go through the registered upgrade
+    monkeypatch.setattr(ServeValues, "VERSION", 2)
+    monkeypatch.setitem(values.UPGRADES, ("ServeValues", 1),
+                        lambda data: {**data, "ready_s": data["ready_s"] * 1000})
+    assert fresh_db.step(step)["values"].ready_s == 40_000.0
+    # without an upgrade an old row reads as not measured, never as a crash
+    monkeypatch.delitem(values.UPGRADES, ("ServeValues", 1))
+    assert fresh_db.step(step)["values"] is None
