@@ -115,7 +115,8 @@ class KvUsage:
     """vllm:kv_cache_usage_perc polled during a load (a fraction 0-1, despite the name)."""
     samples: int | None = None
     scrape_failures: int | None = None
-    last_error: str | None = None
+    #: Why a scrape failed (the poller's error), when one did.
+    scrape_error: str | None = None
     duration_s: float | None = None
     interval_s: float | None = None
     peak_kv_usage_frac: float | None = None
@@ -127,7 +128,7 @@ class KvUsage:
     def from_poller(cls, summary: dict[str, Any]) -> KvUsage:
         """From lab.vllm.metrics.KvUsagePoller.summary()."""
         return cls(samples=summary.get("samples"), scrape_failures=summary.get("scrape_failures"),
-                   last_error=summary.get("last_error"), duration_s=summary.get("duration_s"),
+                   scrape_error=summary.get("last_error"), duration_s=summary.get("duration_s"),
                    interval_s=summary.get("interval_s"),
                    peak_kv_usage_frac=summary.get("peak_kv_cache_usage_perc"),
                    mean_kv_usage_frac=summary.get("mean_kv_cache_usage_perc"),

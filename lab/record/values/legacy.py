@@ -157,7 +157,8 @@ def delta(v: Any) -> MetricsDelta | None:
 def kv(v: Any) -> KvUsage | None:
     if not isinstance(v, dict) or not v:
         return None
-    return KvUsage(**_only(KvUsage, v, peak_kv_cache_usage_perc="peak_kv_usage_frac",
+    return KvUsage(**_only(KvUsage, v, last_error="scrape_error", first_error="scrape_error",
+                           peak_kv_cache_usage_perc="peak_kv_usage_frac",
                            mean_kv_cache_usage_perc="mean_kv_usage_frac",
                            peak_num_requests_running="peak_requests_running",
                            peak_num_requests_waiting="peak_requests_waiting"))
