@@ -45,7 +45,10 @@ def environment() -> jinja2.Environment:
         loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
         autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",),
-                                            default_for_string=False))
+                                            default_for_string=False),
+        # Compiled templates are kept in a per-user folder of the temp dir (0700): a render
+        # does not compile them again.
+        bytecode_cache=jinja2.FileSystemBytecodeCache())
     env.filters.update(md=md_inline, code=code_block, num=_num, ms=fmt_ms, ts=fmt_ts,
                        tojson_pretty=lambda v: json.dumps(v, ensure_ascii=False, indent=2))
     env.filters["status"] = _status
