@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from lab.checklist import seeds
-from lab.core.escape import md_inline
 from lab.core.fmt import num
 from lab.core.lang import pick
 from lab.deliver.gather import LabData
-from lab.deliver.jinja import fmt_ts, render_to, status_text
+from lab.deliver.jinja import fmt_ts, md_num, render_to, status_text
 from lab.explain import metrics as meanings
 from lab.explain import params as seed_params
 from lab.explain.notes import note
@@ -95,14 +94,10 @@ class AcceptanceRow:
     note: str = ""
 
 
-def _md_num(value: Any) -> str:
-    return md_inline(value) if isinstance(value, str) and value else num(value)
-
-
 def criterion_rows(step: Step, lang: str) -> list[CriterionRow]:
     return [CriterionRow(
         label=pick(lang, c.label_zh, c.label_en),
-        expected=f"{c.op} {_md_num(c.threshold)} {c.unit}" if c.op else pick(lang, "是", "yes"),
+        expected=f"{c.op} {md_num(c.threshold)} {c.unit}" if c.op else pick(lang, "是", "yes"),
         measured=c.measured, result=status_text(c.status, lang), reason=c.reason)
         for c in step.criteria]
 
@@ -147,7 +142,7 @@ def acceptance(day: str, steps: dict[str, Step], lang: str) -> list[AcceptanceRo
         if step and isinstance(step.values, BalanceValues) and step.values.source == "process_rss":
             row.note = pick(lang, "（CPU 配置：两个 TP worker 进程的 RSS 相差 ",
                             "（CPU profile: the two TP worker processes' RSS differ by ") + \
-                f"{_md_num(step.values.spread_pct)} %" + pick(lang, "，这不是显存）",
+                f"{md_num(step.values.spread_pct)} %" + pick(lang, "，这不是显存）",
                                                                "; that is not GPU memory）")
         out.append(row)
     return out

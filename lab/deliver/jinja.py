@@ -73,9 +73,12 @@ def _status(ctx: jinja2.runtime.Context, status: str) -> str:
 def _num(ctx: jinja2.nodes.EvalContext, value: Any, digits: int = 2) -> str:
     """A number (lab.core.fmt.num). In markdown a value that is text (e.g. a hand-edited row)
     is escaped so it cannot inject markdown; in HTML autoescape does that."""
-    if not ctx.autoescape and isinstance(value, str) and value:
-        return md_inline(value)
-    return num(value, digits)
+    return num(value, digits) if ctx.autoescape else md_num(value, digits)
+
+
+def md_num(value: Any, digits: int = 2) -> str:
+    """A number for markdown (lab.core.fmt.num); a value that is text is escaped instead."""
+    return md_inline(value) if isinstance(value, str) and value else num(value, digits)
 
 
 @jinja2.pass_context
