@@ -86,6 +86,6 @@ def render_dashboard(data: LabData, lang: str, out_dir: Path,
     """Render `logbook/dashboard.html` (Command line equivalent: `invoke report`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if plots is None:
-        plots = report.make_plots(data, out_dir, lang)
+        plots = report.make_plots(data, lang, out_dir)
     return render_to(out_dir, "dashboard.html", "dashboard.html.j2",
                      **dashboard_view(data, lang, plots))

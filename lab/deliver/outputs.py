@@ -20,7 +20,7 @@ def render_all(book: Logbook, lang: str, out_dir: Path, run_id: int | None = Non
     """
     data = gather(book, run_id, now=time.time() if now is None else now)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = report.make_plots(data, out_dir, lang)
+    plots = report.make_plots(data, lang, out_dir)
     return [report.render_report(data, lang, out_dir, plots), *plots.values(),
             deploy_notes.render_deploy_notes(data, lang, out_dir),
             dashboard.render_dashboard(data, lang, out_dir, plots),

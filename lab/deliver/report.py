@@ -187,7 +187,7 @@ def interpretation(data: LabData, lang: str) -> list[meanings.Reading]:
 
 
 # ------------------------------------------------------------------------------------ plots
-def make_plots(data: LabData, out_dir: Path, lang: str) -> dict[str, Path]:
+def make_plots(data: LabData, lang: str, out_dir: Path) -> dict[str, Path]:
     """Draw every plot the data allows; returns {key: path} of those written. Old plots of
     a key that has no data now are removed, so nothing stale is embedded."""
     from lab.deliver import plots
@@ -290,5 +290,5 @@ def render_report(data: LabData, lang: str, out_dir: Path,
     `invoke report`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if plots is None:
-        plots = make_plots(data, out_dir, lang)
+        plots = make_plots(data, lang, out_dir)
     return render_to(out_dir, "report.md", "report.md.j2", **report_view(data, lang, plots))
