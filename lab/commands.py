@@ -3,26 +3,32 @@ wrote. tasks.py only parses options and calls these; they wire the checklist (wh
 the record (running and recording it), the terminal (lab.ui) and the deliverables."""
 from __future__ import annotations
 
+import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from lab.checklist import days, roadmap, seeds
+from lab.checklist import roadmap, seeds
 from lab.core.config import number
 from lab.core.errors import ConfigError, LabError
 from lab.deliver import compare_runs as compare_runs_mod
 from lab.deliver import day_log, outputs, progress
+from lab.deliver.gather import LabData, gather
 from lab.record.logbook import Logbook
-from lab.record.plan import Planned, exit_code, run_plan
 from lab.record.session import Lab
 from lab.ui import tables
-from lab.vllm import process as server
 
 
 def to_dict(proxy: Any) -> Any:
     """Invoke's nested DataProxy config as plain dicts."""
     if hasattr(proxy, "keys"):
-        return {k: to_dict(proxy[k]) for k in proxy.keys()}
+        return {k: to_dict(proxy[k]) for k in proxy.keys()}  # noqa: SIM118 (a DataProxy)
     return proxy
+
+
+def records(lab: Lab) -> LabData:
+    """The logbook's records, read once for a render (no measurements: day logs, progress)."""
+    return gather(lab.book, now=time.time(), measurements=False)
 
 
 def terminal(lab: Lab) -> dict:
@@ -33,9 +39,12 @@ def terminal(lab: Lab) -> dict:
 
 def run_step_task(lab: Lab, day: str, key: str, **kwargs: Any) -> int:
     """One checklist step as its own recorded run, then re-render that day's log."""
+    # The step functions and the runner (and what they import) only where steps run.
+    from lab.checklist import days
+    from lab.record.plan import Planned, exit_code, run_plan
     plan = [Planned(seeds.day(day).spec(key), days.step_fn(day, key, **kwargs))]
     _, results = run_plan(lab, day, plan, task=key, stop_after=False, options=kwargs, **terminal(lab))
-    path = day_log.render_day(lab.book, day, lab.lang, lab.logbook_dir)
+    path = day_log.render_day(records(lab), day, lab.lang, lab.logbook_dir)
     lab.console.print(f"log: {path}")
     return exit_code(results)
 
@@ -47,6 +56,8 @@ def run_day(lab: Lab, day: str, *, keep_server: bool = False,
     `kwargs[key]` are extra arguments for that step's function. The steps run are `keys`,
     else the day's plan, else all its steps; a step left out is not recorded (it renders
     as pending)."""
+    from lab.checklist import days
+    from lab.record.plan import Planned, exit_code, run_plan
     the_day = seeds.day(day)
     kwargs = kwargs or {}
     keys = keys if keys is not None else the_day.plan
@@ -55,7 +66,7 @@ def run_day(lab: Lab, day: str, *, keep_server: bool = False,
                     the_day.needs.get(spec.key, ())) for spec in specs]
     run_id, results = run_plan(lab, day, plan, task=day, stop_after=not keep_server,
                                options={"keep_server": keep_server, **(options or {})}, **terminal(lab))
-    path = day_log.render_day(lab.book, day, lab.lang, lab.logbook_dir, run_id=run_id)
+    path = day_log.render_day(records(lab), day, lab.lang, lab.logbook_dir, run_id=run_id)
     lab.console.print(tables.summary_table(day, lab.profile_name, lab.lang, results,
                                            the_day.specs()))
     lab.console.print(f"execution log: {path}")
@@ -64,13 +75,15 @@ def run_day(lab: Lab, day: str, *, keep_server: bool = False,
 
 def render_log(lab: Lab, day: str, run_id: int | None) -> Path:
     seeds.day(day)
-    if run_id is not None and not lab.book.db["runs"].count_where("id = ?", [run_id]):
+    data = records(lab)
+    if run_id is not None and run_id not in data.records.runs:
         raise LabError(f"no run #{run_id} in {lab.book.path}")
-    return day_log.render_day(lab.book, day, lab.lang, lab.logbook_dir, run_id=run_id)
+    return day_log.render_day(data, day, lab.lang, lab.logbook_dir, run_id=run_id)
 
 
 def stop(lab: Lab, all_orphans: bool = False) -> list[int]:
     """End the tracked server tree (and, with all_orphans, any untracked vLLM server)."""
+    from lab.vllm import process as server
     ended = server.stop(lab.state_path)
     if all_orphans:
         ended += server.stop_orphans(server.find_orphans(lab.state_path))
@@ -79,7 +92,7 @@ def stop(lab: Lab, all_orphans: bool = False) -> list[int]:
 
 def run_report(lab: Lab, run: Any = None) -> list[Path]:
     """`invoke report [--run N] [--lang en]`: render every deliverable; returns the paths."""
-    run_id = number(run, "--run", low=1, integer=True) if run not in (None, "") else None
+    run_id = int(number(run, "--run", low=1, integer=True)) if run not in (None, "") else None
     from lab.core.net import host_port
     return outputs.render_all(lab.book, lab.lang, lab.logbook_dir, run_id,
                               default_target=host_port(lab.cfg["host"], lab.cfg["port"]))
@@ -87,8 +100,10 @@ def run_report(lab: Lab, run: Any = None) -> list[Path]:
 
 def run_status(lab: Lab) -> Path:
     """`invoke status`: print the checklist as a table and render progress.md."""
-    lab.console.print(tables.status_table(progress.checklist_state(lab.book, lab.lang), lab.lang))
-    return progress.render_progress(lab.book, lab.lang, lab.logbook_dir)
+    data = records(lab)
+    groups = progress.checklist_state(data.records, lab.lang)
+    lab.console.print(tables.status_table([asdict(g) for g in groups], lab.lang))
+    return progress.render_progress(data, lab.lang, lab.logbook_dir)
 
 
 def mark_done(book: Logbook, item_id: str, note: str = "", undo: bool = False) -> roadmap.Item:
@@ -113,19 +128,21 @@ def run_done(lab: Lab, item: str, note: str = "", undo: bool = False) -> Path:
     picked = mark_done(lab.book, item, note=note, undo=undo)
     verb = ("取消勾选" if undo else "已勾选") if lab.lang == "zh" else ("unticked" if undo else "ticked")
     lab.console.print(f"{verb}: {picked.id} — {escape(picked.label(lab.lang))}")
-    return progress.render_progress(lab.book, lab.lang, lab.logbook_dir)
+    return progress.render_progress(records(lab), lab.lang, lab.logbook_dir)
 
 
 def run_compare_runs(lab: Lab, a: Any, b: Any) -> None:
     """`invoke compare-runs A B`: what changed between two runs of the same day."""
-    data = compare_runs_mod.compare_runs(lab.book, number(a, "run A", low=1, integer=True),
-                                         number(b, "run B", low=1, integer=True))
-    lab.console.print(tables.compare_table(data, lab.lang))
+    found = compare_runs_mod.compare_runs(records(lab),
+                                          int(number(a, "run A", low=1, integer=True)),
+                                          int(number(b, "run B", low=1, integer=True)))
+    lab.console.print(tables.compare_table(asdict(found), lab.lang))
 
 
 def save_traceback(c: Any) -> str:
     """Write the current exception's traceback under the logbook; return its path."""
     import traceback
+
     from lab.core import config as cfgmod
     path = cfgmod.logbook_dir(to_dict(c.config.lab)) / "logs" / "last-error.txt"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,12 +4,25 @@ Each function takes `(lab, ctx, **options)` and returns an `Outcome`."""
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from lab.checklist.seeds import day as day_of
-from lab.checklist.steps import (api_test, balance, bench, compare, compare_tp, download, gpus,
-                                 install,
-                                 metrics, monitor, offline, serve, tools)
+from lab.checklist.steps import (
+    api_test,
+    balance,
+    bench,
+    compare,
+    compare_tp,
+    download,
+    gpus,
+    install,
+    metrics,
+    monitor,
+    offline,
+    serve,
+    tools,
+)
 from lab.record.runner import Outcome, StepContext
 from lab.record.session import Lab
 

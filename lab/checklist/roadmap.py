@@ -5,8 +5,7 @@ Day 5 self-check, seed 003's four phases. Each item names the recorded evidence 
 The states (ticked from the logbook) are computed in `lab.deliver.progress`."""
 from __future__ import annotations
 
-from typing import Iterable
-
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from lab.checklist import seeds as checklist
@@ -188,12 +187,13 @@ def roadmap() -> tuple[Group, ...]:
                         "the two GPUs' memory is balanced (within 10 %)", BALANCE),
                   _step("d4-acc-3", "完成性能基准测试", "the benchmark completed", BENCH),
                   D4_INTERPRET, D4_DASHBOARD))),
-        Group("d5", "Day 5 自检清单", "Day 5 self-check", "seed 002", _day_acceptance("day5", (
-            _step("d5-offline", "成功运行 vLLM 离线推理（batch size 1/4/8/16）",
-                  "Run vLLM offline inference (batch sizes 1/4/8/16)", OFFLINE),
-            _step("d5-command", "记录启动命令和关键参数（deploy-notes.md）",
-                  "Record the launch command and key flags (deploy-notes.md)", SERVE_ANY),
-        )) + (
+        Group("d5", "Day 5 自检清单", "Day 5 self-check", "seed 002", (
+            *_day_acceptance("day5", (
+                _step("d5-offline", "成功运行 vLLM 离线推理（batch size 1/4/8/16）",
+                      "Run vLLM offline inference (batch sizes 1/4/8/16)", OFFLINE),
+                _step("d5-command", "记录启动命令和关键参数（deploy-notes.md）",
+                      "Record the launch command and key flags (deploy-notes.md)", SERVE_ANY),
+            )),
             _note("d5-screenshot", "截图保存（显存占用、Block 分配信息）",
                   "Save screenshots (memory use, block allocation)"),
             _note("d5-params", "理解 vLLM 的关键启动参数含义", "Understand vLLM's key launch flags"),

@@ -34,6 +34,8 @@ class Day:
     plan: list[str] | None = None
     #: For a step this run did not run: the command that runs it.
     not_run_hint: dict[str, str] = field(default_factory=dict)
+    #: The seed's parts of the day, in order: (heading zh, heading en, step keys).
+    sections: list[tuple[str, str, list[str]]] = field(default_factory=list)
 
     def spec(self, key: str) -> StepSpec:
         for s in self.steps:
@@ -121,6 +123,15 @@ DAY4_STEPS = [
 DAY4_PLAN = ["gpus", "download", "serve", "balance", "api-test", "bench", "metrics"]
 
 
+# The seed's morning, afternoon and evening of Day 4.
+DAY4_SECTIONS = [
+    ("上午：双卡张量并行", "Morning: tensor parallelism on two GPUs",
+     ["gpus", "download", "serve", "balance", "api-test"]),
+    ("下午：性能对比测试", "Afternoon: performance tests", ["bench", "compare", "compare-tp"]),
+    ("晚上：监控与日志", "Evening: monitoring and logs", ["metrics"]),
+]
+
+
 # Shown for a step of STEPS that this run did not run.
 DAY4_NOT_RUN_HINT = {"compare": "invoke compare", "compare-tp": "invoke day4 --compare-tp"}
 
@@ -181,7 +192,7 @@ DAY5_NEEDS = {"offline": ("install",), "kv-cache": ("offline",), "memory": ("off
 
 DAY3 = Day("day3", DAY3_TITLE_ZH, DAY3_TITLE_EN, DAY3_STEPS, DAY3_ACCEPTANCE, DAY3_NEEDS)
 DAY4 = Day("day4", DAY4_TITLE_ZH, DAY4_TITLE_EN, DAY4_STEPS, DAY4_ACCEPTANCE, DAY4_NEEDS,
-           plan=DAY4_PLAN, not_run_hint=DAY4_NOT_RUN_HINT)
+           plan=DAY4_PLAN, not_run_hint=DAY4_NOT_RUN_HINT, sections=DAY4_SECTIONS)
 DAY5 = Day("day5", DAY5_TITLE_ZH, DAY5_TITLE_EN, DAY5_STEPS, DAY5_ACCEPTANCE, DAY5_NEEDS)
 
 #: Every day of the plan, by key, in order.

@@ -8,6 +8,9 @@ class LabError(Exception):
 
     #: One-line remedy shown under the error, when known (e.g. from lab.vllm.diagnose).
     fix: str | None = None
+    #: What a step measured before it failed (its lab.record.values type), kept in the
+    #: failed step's record by the step runner.
+    values: object | None = None
 
     def __init__(self, message: str, *, fix: str | None = None, evidence: str | None = None):
         super().__init__(message)

@@ -1,26 +1,24 @@
 """The monitoring dashboard (seed 000's optional "监控 Dashboard 截图" deliverable):
 `logbook/dashboard.html`, one self-contained page — the plots embedded as base64 PNG data
-URIs, tables, inline CSS, no external resource — drawn from the logbook only, and
-`logbook/prometheus.yml`, a scrape config for the servers the learner started.
+URIs, tables, inline CSS, no external resource — drawn from the gathered data only.
 
-The page is rendered with Jinja autoescaping, so model output and any other text from the
-database is HTML-escaped.
-
-Command line equivalent: `prometheus --config.file=logbook/prometheus.yml`, then Grafana.
+The page is rendered with Jinja autoescaping (templates/*.html.j2), so model output and any
+other text from the database is HTML-escaped.
 """
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.deliver import prometheus
-from lab.record.logbook import Logbook
+from lab.core.lang import pick
+from lab.deliver import progress, prometheus, report
+from lab.deliver.day_log import metrics_series
+from lab.deliver.gather import LabData, Level
+from lab.deliver.jinja import render_to
+from lab.record.values import MetricsValues
 from lab.vllm.launch import shell_line
-
-
-
-# ------------------------------------------------------------------------------------ dashboard
 
 
 def data_uri(path: Path) -> str:
@@ -28,66 +26,66 @@ def data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def sample_summary(samples: list[dict]) -> list[dict]:
-    """[{source, device, field, peak, mean, n}] from the monitor step's sample rows."""
-    groups: dict[tuple, list[float]] = {}
-    for row in samples:
-        groups.setdefault((row["source"], row["device"], row["field"]), []).append(row["value"])
-    return [{"source": s, "device": d, "field": f, "peak": max(v), "mean": sum(v) / len(v),
-             "n": len(v)} for (s, d, f), v in sorted(groups.items())]
+@dataclass
+class ServerRow:
+    id: int
+    model: str | None
+    tp: int | None
+    host: str | None
+    port: int | None
+    ready_s: float | None
+    started_at: float | None
+    command: str
 
 
-def dashboard_context(book: Logbook, lang: str, run_id: int | None = None,
-                      data: dict | None = None, plots: dict[str, Path] | None = None) -> dict:
-    from lab.deliver import progress
-    from lab.deliver import report
-    data = data or report.gather(book, run_id)
-    ctx = report.report_context(book, lang, run_id, plots, data)
-    metrics_step = data["rec"].latest(
-        "metrics", where=lambda st: bool((st.get("values") or {}).get("series"))) or data["metrics"]
-    metrics_values = (metrics_step or {}).get("values") or {}
-    groups = progress.checklist_state(book, lang)
-    servers = [{"id": s["id"], "model": s.get("model"), "tp": s.get("tp"), "host": s.get("host"),
-                "port": s.get("port"), "ready_s": s.get("ready_s"), "started_at": s.get("started_at"),
-                "command": shell_line(s.get("argv") or [], s.get("env"))}
-               for s in reversed(book.servers())][:5]
-    ctx.update(report.lenient({
-        "images": [{"key": k, "uri": data_uri(p)} for k, p in (plots or {}).items() if p.exists()],
-        "series": metrics_values.get("series") or [],
-        "metrics_step": metrics_step,
-        "monitor_summary": sample_summary(data["samples"]),
-        "groups": [{"title": g["title"], "done": g["done"], "total": g["total"], "id": g["id"]}
-                   for g in groups],
-        "acceptance": [i for g in groups if g["id"].endswith("acceptance") for i in g["entries"]],
-        "servers": servers,
-        "best_level": max((lv for lv in data["levels"]
-                           if lv["summary"].get("output_throughput") is not None),
-                          key=lambda lv: lv["summary"]["output_throughput"], default=None),
-        "prometheus": prometheus.prometheus_yaml(book),
-        "generated_at": ctx["generated_at"],
-    }))
+def _best(levels: list[Level]) -> Level | None:
+    measured = [lv for lv in levels if lv.summary.output_tok_s is not None]
+    return max(measured, key=lambda lv: lv.summary.output_tok_s or 0, default=None)
+
+
+def dashboard_view(data: LabData, lang: str, plots: dict[str, Path]) -> dict[str, Any]:
+    """What templates/dashboard.html.j2 shows: the report's figures, plus the key series,
+    the monitor samples, progress, the servers started and prometheus.yml."""
+    ctx = report.report_view(data, lang, plots)
+    rec = data.records
+    metrics_step = rec.latest("metrics", where=lambda s: isinstance(s.values, MetricsValues)
+                              and bool(s.values.series)) or data.metrics
+    groups = progress.checklist_state(rec, lang)
+    ctx.update(
+        images=[(k, data_uri(p)) for k, p in plots.items() if p.exists()],
+        series=metrics_series(metrics_step, lang), metrics_step=metrics_step,
+        monitor_summary=data.sample_stats, groups=groups,
+        acceptance=[i for g in groups if g.id.endswith("acceptance") for i in g.entries],
+        servers=[ServerRow(s.id, s.model, s.tp, s.host, s.port, s.ready_s, s.started_at,
+                           shell_line(s.argv, s.env)) for s in reversed(rec.servers)][:5],
+        best_level=_best(data.levels), prometheus=prometheus.prometheus_yaml(data),
+        plot_titles=_plot_titles(lang), compare_rows=_compare_rows(ctx["compare"], lang))
     return ctx
 
 
-def render_dashboard(book: Logbook, lang: str, out_dir: Path, run_id: int | None = None,
-                     data: dict | None = None, plots: dict[str, Path] | None = None) -> Path:
+def _plot_titles(lang: str) -> dict[str, str]:
+    return {"timeline": pick(lang, "监控时间线", "Monitoring timeline"),
+            "sweep": pick(lang, "吞吐量与延迟 vs 并发数", "Throughput and latency vs concurrency"),
+            "latency": pick(lang, "TTFT / TPOT 分布", "TTFT / TPOT distribution"),
+            "offline": pick(lang, "离线 batch size 与吞吐", "Offline batch size vs throughput")}
+
+
+def _compare_rows(c: report.Comparison | None, lang: str) -> list[tuple[str, Any, Any, Any, int]]:
+    """(label, vLLM, HF, ratio, digits) of the seed's table."""
+    if c is None or not c.measured:
+        return []
+    mv, mh, mr = c.memory
+    return [(pick(lang, "显存峰值 GiB", "peak memory GiB"), mv.gib, mh.gib, mr, 2),
+            (pick(lang, "平均延迟 ms", "mean latency ms"), *c.latency_ms, 1),
+            (pick(lang, "吞吐 tok/s", "throughput tok/s"), *c.output_tok_s, 1),
+            ("samples/min", *c.samples_per_min, 1)]
+
+
+def render_dashboard(data: LabData, lang: str, out_dir: Path,
+                     plots: dict[str, Path] | None = None) -> Path:
     """Render `logbook/dashboard.html` (Command line equivalent: `invoke report`)."""
-    from lab.deliver import report
     out_dir.mkdir(parents=True, exist_ok=True)
-    if data is None:
-        data = report.gather(book, run_id)
     if plots is None:
-        plots = report.make_plots(data, out_dir, lang)
-    html = render_html("dashboard.html.j2", **dashboard_context(book, lang, run_id, data, plots))
-    path = out_dir / "dashboard.html"
-    path.write_text(html, encoding="utf-8")
-    return path
-
-
-def render_html(name: str, **context: Any) -> str:
-    """Render an HTML template with autoescaping on (unlike the markdown templates)."""
-    from lab.deliver.jinja import environment
-    env = environment(html=True)
-    lang = context["lang"]
-    env.globals["t"] = lambda zh, en: zh if lang == "zh" else en
-    return env.get_template(name).render(**context)
+        plots = report.make_plots(data, lang, out_dir)
+    return render_to(out_dir, "dashboard.html", "dashboard.html.j2",
+                     **dashboard_view(data, lang, plots))

@@ -12,8 +12,16 @@ then shows English axis labels rather than empty boxes).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from lab.record.values import BatchRow, LatencyStats, LevelSummary
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from lab.deliver.gather import Sample
 
 #: Fonts that carry CJK glyphs, in order of preference.
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", "WenQuanYi Zen Hei",
@@ -68,19 +76,19 @@ def _save(fig, labels: _Labels, path: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- timeline
-def _series(samples: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], list[tuple[float, float]]]:
+def _series(samples: Iterable[Sample]) -> dict[tuple[str, str], list[tuple[float, float]]]:
     """{(field, device): [(t, value), ...]} from long-form sample rows."""
     out: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     for row in samples:
-        if row.get("value") is None or row.get("t") is None:
+        if row.value is None or row.t is None:
             continue
-        out[(row["field"], str(row["device"]))].append((float(row["t"]), float(row["value"])))
+        out[(row.field, str(row.device))].append((float(row.t), float(row.value)))
     for points in out.values():
         points.sort()
     return out
 
 
-def timeline(samples: Sequence[Mapping[str, Any]], path: Path, lang: str = "zh",
+def timeline(samples: Sequence[Sample], path: Path, lang: str = "zh",
              caption: str = "") -> Path | None:
     """The monitor step's timeline. NVML samples: memory used (with the total dashed) and
     GPU utilisation per GPU. Process samples (CPU profile): RSS and CPU % of the vLLM
@@ -89,13 +97,14 @@ def timeline(samples: Sequence[Mapping[str, Any]], path: Path, lang: str = "zh",
     if not series:
         return None
     t0 = min(p[0][0] for p in series.values() if p)
-    source = next((r["source"] for r in samples if r.get("source")), "nvml")
+    source = next((r.source for r in samples if r.source), "nvml")
     t = _Labels(lang)
     fig, (top, bottom) = _figure(2, size=(9.0, 6.0))
     if source == "process":
         fig.suptitle(t("vLLM 进程树（CPU 配置，无 GPU）：内存 RSS 与 CPU 占用",
                        "vLLM process tree (CPU profile, no GPU): RSS and CPU %") + caption)
-        top_fields, bottom_fields = ("rss_mib",), ("cpu_pct",)
+        top_fields: tuple[str, ...] = ("rss_mib",)
+        bottom_fields: tuple[str, ...] = ("cpu_pct",)
         top.set_ylabel("RSS (MiB)")
         bottom.set_ylabel(t("CPU 占用 (%，100 = 1 核)", "CPU (%, 100 = one core)"))
     else:
@@ -133,34 +142,37 @@ def timeline(samples: Sequence[Mapping[str, Any]], path: Path, lang: str = "zh",
 
 
 # ----------------------------------------------------------------------------- sweep
-def sweep(levels: Sequence[Mapping[str, Any]], path: Path, lang: str = "zh") -> Path | None:
-    """Throughput and latency against concurrency. `levels`: [{concurrency, summary}] with
-    summaries from lab.measure.stats.summarize."""
-    levels = sorted((lv for lv in levels if lv.get("summary") and lv.get("concurrency")),
-                    key=lambda lv: lv["concurrency"])
+def sweep(levels: Sequence[LevelSummary], path: Path, lang: str = "zh") -> Path | None:
+    """Throughput and latency against concurrency, one point per level summary."""
+    levels = sorted((lv for lv in levels if lv.concurrency), key=lambda lv: lv.concurrency or 0)
     if not levels:
         return None
     t = _Labels(lang)
-    xs = [lv["concurrency"] for lv in levels]
+    xs = [lv.concurrency for lv in levels]
     fig, (thr, lat) = _figure(1, 2, size=(11.0, 4.5))
     fig.suptitle(t("并发扫描：吞吐量与延迟", "Concurrency sweep: throughput and latency"))
-    for key, label, style in (("output_throughput", t("输出 tok/s", "output tok/s"), "o-"),
-                              ("total_token_throughput", t("总 tok/s（输入+输出）", "total tok/s (in + out)"), "s--")):
-        thr.plot(xs, _nan(lv["summary"].get(key) for lv in levels), style, label=label)
-    for x, lv in zip(xs, levels):
-        rps = lv["summary"].get("request_throughput")
-        if rps is not None:
-            thr.annotate(f"{rps:.2f} req/s", (x, lv["summary"].get("output_throughput") or 0),
+    rates: tuple[tuple[Callable[[LevelSummary], float | None], str, str], ...] = (
+        (lambda s: s.output_tok_s, t("输出 tok/s", "output tok/s"), "o-"),
+        (lambda s: s.total_tok_s, t("总 tok/s（输入+输出）", "total tok/s (in + out)"), "s--"))
+    for rate, label, style in rates:
+        thr.plot(xs, _nan(rate(lv) for lv in levels), style, label=label)
+    for x, lv in zip(xs, levels, strict=True):
+        if lv.requests_per_s is not None:
+            thr.annotate(f"{lv.requests_per_s:.2f} req/s", (x, lv.output_tok_s or 0),
                          textcoords="offset points", xytext=(4, -12), fontsize="x-small")
     thr.set_ylabel(t("吞吐 (tok/s)", "throughput (tok/s)"))
     thr.set_ylim(bottom=0)
     thr.legend(loc="upper left", fontsize="small")
-    for key, label, style in (("ttft_ms", "TTFT", "o-"), ("tpot_ms", "TPOT", "s-"),
-                              ("itl_ms", "ITL", "^-")):
-        for stat, dash in (("median", ""), ("p99", "--")):
-            ys = [(lv["summary"].get(key) or {}).get(stat) for lv in levels]
+    latencies: tuple[tuple[Callable[[LevelSummary], LatencyStats], str, str], ...] = (
+        (lambda s: s.ttft_ms, "TTFT", "o-"), (lambda s: s.tpot_ms, "TPOT", "s-"),
+        (lambda s: s.itl_ms, "ITL", "^-"))
+    stats: tuple[tuple[Callable[[LatencyStats], float | None], str, str], ...] = (
+        (lambda st: st.median, "median", ""), (lambda st: st.p99, "p99", "--"))
+    for figure, label, style in latencies:
+        for stat, name, dash in stats:
+            ys = [stat(figure(lv)) for lv in levels]
             if any(y is not None for y in ys):
-                lat.plot(xs, _nan(ys), style[:1] + (dash or style[1:]), label=f"{label} {stat}")
+                lat.plot(xs, _nan(ys), style[:1] + (dash or style[1:]), label=f"{label} {name}")
     lat.set_ylabel(t("毫秒（对数坐标）", "ms (log scale)"))
     _log_y(lat)
     lat.legend(loc="best", fontsize="small")
@@ -187,17 +199,15 @@ def _nan(values: Iterable[float | None]) -> list[float]:
 
 
 # ----------------------------------------------------------------------------- distributions
-def latency_distribution(by_level: Mapping[int, Sequence[Mapping[str, Any]]], path: Path,
+def latency_distribution(by_level: Mapping[int, tuple[np.ndarray, np.ndarray]], path: Path,
                          lang: str = "zh") -> Path | None:
-    """Boxplots of per-request TTFT and TPOT (ms) for each concurrency level, from the
-    requests table (successful, non-warm-up requests only, as in the statistics)."""
+    """Boxplots of per-request TTFT and TPOT (ms) for each concurrency level. `by_level`:
+    concurrency -> (TTFT ms, TPOT ms) of its successful, non-warm-up requests (as in the
+    statistics), read from the requests table."""
     data = {}
-    for conc, rows in sorted(by_level.items()):
-        ok = [r for r in rows if r.get("ok") and not r.get("warmup")]
-        ttft = [r["ttft_s"] * 1000 for r in ok if r.get("ttft_s") is not None]
-        tpot = [r["tpot_s"] * 1000 for r in ok if r.get("tpot_s") is not None]
-        if ttft or tpot:
-            data[conc] = (ttft, tpot)
+    for conc, (ttft, tpot) in sorted(by_level.items()):
+        if len(ttft) or len(tpot):
+            data[conc] = (list(ttft), list(tpot))
     if not data:
         return None
     t = _Labels(lang)
@@ -218,16 +228,16 @@ def latency_distribution(by_level: Mapping[int, Sequence[Mapping[str, Any]]], pa
 
 
 # ----------------------------------------------------------------------------- offline
-def offline(batches: Sequence[Mapping[str, Any]], path: Path, lang: str = "zh") -> Path | None:
+def offline(batches: Sequence[BatchRow], path: Path, lang: str = "zh") -> Path | None:
     """Day 5: offline LLM.generate throughput against batch size."""
-    rows = sorted((b for b in batches if b.get("batch_size") and b.get("tok_s") is not None),
-                  key=lambda b: b["batch_size"])
+    rows = sorted((b for b in batches if b.batch_size and b.output_tok_s is not None),
+                  key=lambda b: b.batch_size)
     if not rows:
         return None
     t = _Labels(lang)
     fig, (ax,) = _figure(1, size=(7.0, 4.0))
-    xs = [b["batch_size"] for b in rows]
-    ax.plot(xs, [b["tok_s"] for b in rows], "o-")
+    xs = [b.batch_size for b in rows]
+    ax.plot(xs, [b.output_tok_s for b in rows], "o-")
     ax.set_xscale("log", base=2)
     ax.set_xticks(xs, [str(x) for x in xs])
     ax.set_xlabel("batch size")

@@ -7,31 +7,31 @@ import re
 from pathlib import Path
 
 from lab.core.net import host_port
-from lab.record.logbook import Logbook
+from lab.deliver.gather import LabData
 
 _HOST_OK = re.compile(r"^[A-Za-z0-9.\-:\[\]]{1,253}$")
 
 
-def scrape_targets(book: Logbook, default_target: str) -> list[dict]:
+def scrape_targets(data: LabData, default_target: str) -> list[dict]:
     """[{target, model, server_id}] for every distinct host:port a server was started on,
     newest first. A wildcard bind is scraped on loopback (lab.core.net). With no server recorded, the
     configured address, marked as such."""
     seen: dict[str, dict] = {}
-    for server in reversed(book.servers()):
-        host, port = str(server.get("host") or ""), server.get("port")
+    for server in reversed(data.records.servers):
+        host, port = str(server.host or ""), server.port
         if not isinstance(port, int) or not _HOST_OK.match(host or "0.0.0.0"):
             continue
         target = host_port(host, port)  # a wildcard bind is scraped on loopback
-        seen.setdefault(target, {"target": target, "model": str(server.get("model") or ""),
-                                 "server_id": server["id"]})
+        seen.setdefault(target, {"target": target, "model": str(server.model or ""),
+                                 "server_id": server.id})
     if not seen:
         return [{"target": default_target, "model": "", "server_id": None}]
     return list(seen.values())
 
 
-def prometheus_yaml(book: Logbook, default_target: str = "127.0.0.1:8000") -> str:
+def prometheus_yaml(data: LabData, default_target: str = "127.0.0.1:8000") -> str:
     """The scrape config text. Strings are JSON-quoted, which YAML reads as-is."""
-    targets = scrape_targets(book, default_target)
+    targets = scrape_targets(data, default_target)
     lines = [
         "# Prometheus scrape config for vLLM, written by `invoke report` from logbook/lab.db",
         "# (the servers table). vLLM serves Prometheus text at /metrics; its --api-key guards",
@@ -53,10 +53,10 @@ def prometheus_yaml(book: Logbook, default_target: str = "127.0.0.1:8000") -> st
     return "\n".join(lines) + "\n"
 
 
-def write_prometheus(book: Logbook, out_dir: Path, default_target: str = "127.0.0.1:8000") -> Path:
+def write_prometheus(data: LabData, out_dir: Path,
+                     default_target: str = "127.0.0.1:8000") -> Path:
+    """Write `logbook/prometheus.yml` (Command line equivalent: `invoke report`)."""
     path = out_dir / "prometheus.yml"
     out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(prometheus_yaml(book, default_target), encoding="utf-8")
+    path.write_text(prometheus_yaml(data, default_target), encoding="utf-8")
     return path
-
-

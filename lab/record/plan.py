@@ -1,13 +1,13 @@
 """Run steps as recorded runs: one step (`invoke serve`) or a whole day (`invoke day3`)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from lab.vllm import process as server
 from lab.record.logbook import FAIL, INTERRUPTED, PASS, PENDING, SKIPPED
 from lab.record.runner import Outcome, StepContext, StepResult, StepSpec, run_step
 from lab.record.session import Lab
+from lab.vllm import process as server
 
 StepFn = Callable[[Lab, StepContext], Outcome]
 
@@ -72,7 +72,7 @@ def _not_run(lab: Lab, run_id: int, item: Planned, needs: str) -> StepResult:
                                   command=item.spec.command, expected="")
     reason = f"not run: step `{needs}` did not pass"
     lab.book.end_step(step_id, status=PENDING, reason=reason)
-    return StepResult(item.spec.key, PENDING, "", reason, None, 0.0, {})
+    return StepResult(item.spec.key, PENDING, "", reason, None, 0.0, None)
 
 
 def exit_code(results: list[StepResult]) -> int:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import operator
 import traceback
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from lab.core.errors import LabError
 from lab.core.fmt import num
 from lab.record.logbook import FAIL, INTERRUPTED, PASS, SKIPPED, Logbook
+from lab.record.values import StepValues
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
@@ -86,7 +88,7 @@ class Outcome:
     """What a step function returns: its criteria and the measured values behind them."""
     criteria: list[Criterion]
     actual: str                      # one line of the measured values, for 实际结果
-    values: dict[str, Any] = field(default_factory=dict)
+    values: StepValues | None = None  # lab.record.values: the step's type
     evidence: str | None = None
     command: str | None = None       # the exact command, when known only at run time
     fix: str | None = None           # a remedy to record even without an error (e.g. imbalance)
@@ -117,13 +119,14 @@ class StepResult:
     reason: str | None
     fix: str | None
     duration_s: float
-    values: dict
+    values: StepValues | None
 
 
 def run_step(book: Logbook, run_id: int, spec: StepSpec, lang: str,
              fn: Callable[[StepContext], Outcome],
              diagnose: Callable[[str], str | None] | None = None) -> StepResult:
-    """Run `fn` as one recorded step. LabErrors become a failed step with their one line;
+    """Run `fn` as one recorded step. LabErrors become a failed step with their one line and
+    what the step measured before it failed (`err.values`, typed like the step's Outcome);
     KeyboardInterrupt marks the step interrupted and propagates."""
     title = spec.title_zh if lang == "zh" else spec.title_en
     step_id = book.start_step(run_id, spec.key, title=title, command=spec.command,
@@ -136,8 +139,9 @@ def run_step(book: Logbook, run_id: int, spec: StepSpec, lang: str,
         raise
     except LabError as err:
         fix = err.fix or (diagnose(err.evidence) if diagnose and err.evidence else None)
+        measured = getattr(err, "values", None)
         book.end_step(step_id, status=FAIL, reason=str(err), evidence=err.evidence, fix=fix,
-                      values=getattr(err, "values", None))
+                      values=measured if isinstance(measured, StepValues) else None)
         return _result(book, step_id)
     except Exception as err:  # a bug of ours: record it, never show a traceback
         book.end_step(step_id, status=FAIL,
@@ -155,5 +159,5 @@ def run_step(book: Logbook, run_id: int, spec: StepSpec, lang: str,
 def _result(book: Logbook, step_id: int) -> StepResult:
     row = book.step(step_id)
     return StepResult(row["key"], row["status"], row["actual"] or "", row["reason"],
-                      row["fix"], row["duration_s"] or 0.0, row["values"] or {})
+                      row["fix"], row["duration_s"] or 0.0, row["values"])
 

@@ -9,13 +9,14 @@ from typing import Any
 from rich.console import Console
 
 from lab.core import config as cfgmod
-from lab.core.net import base_url
-from lab.vllm.launch import Profile, build_argv
-from lab.vllm.models import REHEARSAL_CONFIGS, TINY_MODEL
 from lab.core.errors import ConfigError
+from lab.core.net import base_url
 from lab.record.logbook import Logbook
 from lab.vllm import hub
 from lab.vllm.env import VllmEnv, resolve
+from lab.vllm.launch import Profile, build_argv
+from lab.vllm.models import REHEARSAL_CONFIGS, TINY_MODEL
+
 
 def detect_profile(nvml_module: Any = None) -> tuple[str, str]:
     """("gpu", why) when NVML finds a GPU, else ("cpu", why)."""
@@ -35,7 +36,7 @@ class Lab:
 
     @classmethod
     def from_config(cls, overrides: dict[str, Any] | None = None,
-                    console: Console | None = None) -> "Lab":
+                    console: Console | None = None) -> Lab:
         cfg = cfgmod.validate(cfgmod.merged(overrides))
         name = cfg["profile"]
         if name == "auto":
@@ -99,14 +100,15 @@ class Lab:
             if wanted not in REHEARSAL_CONFIGS:
                 raise ConfigError(f"no shipped rehearsal config for {wanted}; "
                                   f"choose one of {', '.join(REHEARSAL_CONFIGS)}")
-            path = self.data_dir / "models" / f"rehearsal-{REHEARSAL_CONFIGS[wanted]}"
-            return Profile("rehearsal", str(path), served_model_name=wanted, load_format="dummy")
+            shipped = self.data_dir / "models" / f"rehearsal-{REHEARSAL_CONFIGS[wanted]}"
+            return Profile("rehearsal", str(shipped), served_model_name=wanted,
+                           load_format="dummy")
         env = {"VLLM_CPU_KVCACHE_SPACE": str(self.cfg["cpu"]["kvcache_space_gib"])}
         if tp > 1:
             # Without it TP>1 fails with "Not enough allowed NUMA nodes to bind threads".
             env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(str(i) for i in range(tp))
-        path = model or str(self.data_dir / "models" / TINY_MODEL)
-        return Profile("cpu", path, env=env, has_gpu=False)
+        return Profile("cpu", model or str(self.data_dir / "models" / TINY_MODEL), env=env,
+                       has_gpu=False)
 
     def download_dir(self, repo_id: str) -> Path:
         """Where `invoke download` puts a repository: <download.models_dir>/<org>/<name>."""

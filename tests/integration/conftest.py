@@ -45,6 +45,17 @@ def lab_env(tmp_path, data_dir) -> dict:
     return env
 
 
+def logged_steps(lab_env: dict, key: str | None = None) -> list[dict]:
+    """The recorded steps (all, or of `key`), oldest first, through the Logbook: `values` is
+    each step's typed value (lab.record.values)."""
+    from lab.record.logbook import Logbook
+    book = Logbook(Path(lab_env["INVOKE_LAB_LOGBOOK_DIR"]) / "lab.db")
+    try:
+        return [s for s in book.steps() if key is None or s["key"] == key]
+    finally:
+        book.close()
+
+
 def vllm_processes(lab_env: dict) -> list[psutil.Process]:
     """Live processes started for this test: they inherit its own logbook dir variable
     (other vLLM servers may run on this machine at the same time)."""

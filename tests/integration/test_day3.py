@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from integration.conftest import invoke, vllm_processes
+from integration.conftest import invoke, logged_steps, vllm_processes
+from lab.record.values import ApiTestValues, MonitorValues, ServeValues
 
 pytestmark = pytest.mark.vllm
 
@@ -33,21 +34,26 @@ def test_day3_runs_verifies_records_and_renders(lab_env):
 
     serve = steps["serve"]
     assert "vllm.entrypoints.openai.api_server" in serve["command"]
-    import json
-    values = json.loads(serve["values"])
-    assert values["ready_s"] > 0
-    assert values["kv_cache_tokens"] > 0          # from vllm:cache_config_info
-    assert values["max_concurrency_x"] > 0
+    typed = {s["key"]: s["values"] for s in logged_steps(lab_env)}
+    values = typed["serve"]
+    assert isinstance(values, ServeValues) and db.execute(
+        "select value_type from steps where key = 'serve'").fetchone()[0] == "ServeValues"
+    assert values.ready_s > 0 and values.profile == "cpu" and values.tp == 1
+    assert values.kv_cache_tokens > 0          # from vllm:cache_config_info
+    assert values.max_concurrency_x > 0
     # monitor drove a real load and sampled the server's processes
-    mon = json.loads(steps["monitor"]["values"])
-    assert mon["load"]["completed"] > 0 and mon["load"]["failed"] == 0
+    mon = typed["monitor"]
+    assert isinstance(mon, MonitorValues) and mon.on_cpu and mon.peak_rss_mib > 0
+    assert mon.load.completed > 0 and mon.load.failed == 0
     assert db.execute("select count(*) from samples where field = 'rss_mib'").fetchone()[0] > 0
-    api = json.loads(steps["api-test"]["values"])
-    assert api["completion_tokens"] > 0 and api["stream"]["chunks"] > 0
+    api = typed["api-test"]
+    assert isinstance(api, ApiTestValues)
+    assert api.completion_tokens > 0 and api.stream.chunks > 0 and api.output_tok_s > 0
+    assert {r.name for r in typed["metrics"].series if r.present} >= {"vllm:kv_cache_usage_perc"}
 
     md = (logbook / "day3.md").read_text()
     assert "步骤 5：单卡部署 7B 模型" in md
-    assert f"{values['kv_cache_tokens']:,}" in md   # the measured figure, rendered
+    assert f"{values.kv_cache_tokens:,}" in md   # the measured figure, rendered
     assert "待记录" not in md                      # every step has its actual result
     assert "- [x] vLLM 服务成功启动" in md
     assert "- [x] API 请求返回正常响应" in md

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from integration.conftest import ROOT, invoke, vllm_processes
+from integration.conftest import ROOT, invoke, logged_steps, vllm_processes
+from lab.record.values import (ApiTestValues, BalanceValues, BenchValues, CompareTpValues,
+                               MetricsValues, ServeValues)
 
 pytestmark = pytest.mark.vllm
 
@@ -43,21 +45,23 @@ def test_day4_tp2_balance_bench_metrics_and_compare_tp(lab_env):
     for key in ("api-test", "bench", "metrics", "compare-tp"):
         assert steps[key]["status"] == "pass", dict(steps[key])
 
-    serve = json.loads(steps["serve"]["values"])
-    assert serve["tp"] == 2 and len(serve["tp_workers"]) == 2
+    typed = {s["key"]: s["values"] for s in logged_steps(lab_env)}
+    serve = typed["serve"]
+    assert isinstance(serve, ServeValues) and serve.tp == 2 and len(serve.tp_workers) == 2
     assert "--tensor-parallel-size 2" in steps["serve"]["command"]
     assert "VLLM_CPU_OMP_THREADS_BIND='0|1'" in steps["serve"]["command"]
 
-    bal = json.loads(steps["balance"]["values"])
-    assert bal["source"] == "process_rss"
+    bal = typed["balance"]
+    assert isinstance(bal, BalanceValues) and bal.source == "process_rss" and bal.on_cpu
     rss = next(c for c in json.loads(steps["balance"]["criteria"]) if c["key"] == "worker_rss_spread_pct")
     assert rss["status"] == "pass"
-    assert [d["device"] for d in bal["devices"]] == ["VLLM::Worker_TP0", "VLLM::Worker_TP1"]
-    assert all(d["used_mib"] > 100 for d in bal["devices"]) and bal["spread_pct"] < 10
+    assert [d.device for d in bal.devices] == ["VLLM::Worker_TP0", "VLLM::Worker_TP1"]
+    assert all(d.used_mib > 100 for d in bal.devices) and bal.spread_pct < 10
 
-    api = json.loads(steps["api-test"]["values"])
-    assert api["prompt"] == "写一首关于春天的诗" and api["max_tokens"] == 512
-    assert api["completion_tokens"] > 0 and api["tokens_per_s"] > 0
+    api = typed["api-test"]
+    assert isinstance(api, ApiTestValues)
+    assert api.prompt == "写一首关于春天的诗" and api.max_tokens == 512
+    assert api.completion_tokens > 0 and api.output_tok_s > 0
 
     bench_id = steps["bench"]["id"]
     phases = dict(db.execute("select phase, count(*) from requests where step_id = ? group by phase",
@@ -65,20 +69,22 @@ def test_day4_tp2_balance_bench_metrics_and_compare_tp(lab_env):
     assert phases == {"latency": 3, "sweep": 2 * (1 + 8)}
     assert db.execute("select count(*) from requests where step_id = ? and ok = 0",
                       [bench_id]).fetchone()[0] == 0
-    bench = json.loads(steps["bench"]["values"])
-    assert [lvl["concurrency"] for lvl in bench["levels"]] == [1, 4]
-    assert all(lvl["output_throughput"] > 0 and lvl["total_output_tokens"] == 8 * 32
-               for lvl in bench["levels"])
-    assert bench["metrics"]["delta"]["requests_finished"] == bench["client"]["requests"]
+    bench = typed["bench"]
+    assert isinstance(bench, BenchValues) and bench.plan.levels == [1, 4]
+    assert [lvl.concurrency for lvl in bench.levels] == [1, 4]
+    assert all(lvl.output_tok_s > 0 and lvl.total_output_tokens == 8 * 32
+               for lvl in bench.levels)
+    assert bench.metrics.delta.requests_finished == bench.client.requests
+    assert bench.metrics.kv.samples > 0
 
-    met = json.loads(steps["metrics"]["values"])
-    rows = {r["key"]: r for r in met["interpretation"]}
-    assert rows["generation_tokens"]["value"] == bench["client"]["output_tokens"]
-    assert rows["preemptions"]["value"] == 0
+    met = typed["metrics"]
+    assert isinstance(met, MetricsValues) and met.bench_step_id == bench_id
+    assert met.delta.generation_tokens == bench.client.output_tokens
+    assert met.delta.preemptions == 0
 
-    cmp = json.loads(steps["compare-tp"]["values"])
-    assert [s["tp"] for s in cmp["sides"]] == [2, 1]
-    assert all(s["summary"]["completed"] == 8 for s in cmp["sides"])
+    cmp = typed["compare-tp"]
+    assert isinstance(cmp, CompareTpValues) and [s.tp for s in cmp.sides] == [2, 1]
+    assert all(s.summary.completed == 8 for s in cmp.sides) and cmp.ratios.output_tok_s > 0
     tps = [r[0] for r in db.execute("select tp from servers order by id")]
     assert tps == [2, 1]                       # the TP=2 server of `serve`, then TP=1
 
@@ -90,7 +96,8 @@ def test_day4_tp2_balance_bench_metrics_and_compare_tp(lab_env):
     assert "- [ ] 两张卡显存占用均衡（误差 < 10%） — ⏭️ 跳过：no NVIDIA GPU: CPU profile（CPU 配置：两个 TP worker 进程的 RSS 相差 " in md
     assert "- [x] 完成性能基准测试" in md and "- [x] 能解读关键性能指标" in md
     assert "GPU 多了，每个 token 并不会自动变快" in md
-    assert f"{bench['levels'][1]['output_throughput']:,.2f}" in md    # a measured figure, rendered
+    assert f"{bench.levels[1].output_tok_s:,.2f}" in md    # a measured figure, rendered
+    assert "没有请求被抢占：KV Cache 一直够用" in md                  # explained from the figures
     assert not vllm_processes(lab_env)
     assert not (Path(lab_env["INVOKE_LAB_LOGBOOK_DIR"]) / "server.json").exists()
 
@@ -130,7 +137,8 @@ def test_server_killed_mid_benchmark_keeps_finished_requests(lab_env):
     ok, failed = db.execute("select sum(ok), sum(1 - ok) from requests where step_id = ? and phase = 'sweep'",
                             [step["id"]]).fetchone()
     assert ok >= 4 and failed > 0 and ok + failed == 400   # every request has a row
-    assert json.loads(step["values"])["died_during"] == "level c=2"
+    kept = logged_steps(lab_env, "bench")[-1]["values"]
+    assert isinstance(kept, BenchValues) and kept.died_during == "level c=2"   # what was measured is kept
     assert not vllm_processes(lab_env)
     # the orphaned engine core and TP workers (setproctitle erased their environment) are gone
     assert not _session_members(state["pgid"])

@@ -3,7 +3,6 @@ each request finishes, timeouts counted, a server that dies mid-sweep, and the b
 import pytest
 
 from lab.checklist.steps import bench as bench_step
-from lab.checklist.steps import metrics as metrics_step
 from lab.core import config
 from lab.core.errors import ConfigError
 from lab.measure import bench
@@ -90,25 +89,6 @@ def test_server_dying_mid_sweep_keeps_finished_requests_and_fails_the_rest(fake)
     later = [r for r in sweep if r.level in ("c4", "c8")]
     assert len(later) == 16 and all(r.error == NOT_SENT_ERROR and not r.ok for r in later)
     assert len(res.levels) == 1 and res.levels[0]["failed"] == 8 - len(ok)
-
-
-def test_interpret_explains_each_figure_from_its_value():
-    values = {"client": {"requests": 20, "prompt_tokens": 400, "output_tokens": 900, "failed": 0},
-              "metrics": {"delta": {"requests_finished": 20.0, "prompt_tokens": 400.0,
-                                    "generation_tokens": 900.0, "preemptions": 3.0,
-                                    "mean_queue_time_s": 0.25, "mean_ttft_s": 0.3, "mean_tpot_s": 0.01},
-                          "kv": {"peak_kv_cache_usage_perc": 0.95, "samples": 7, "interval_s": 0.5}}}
-    rows = {r["key"]: r for r in metrics_step.interpret(values)}
-    assert rows["generation_tokens"]["value"] == 900.0 and "一致" in rows["generation_tokens"]["meaning_zh"]
-    assert "3 preemptions" in rows["preemptions"]["meaning_en"]
-    assert rows["peak_kv_cache_usage"]["value"] == pytest.approx(95.0)
-    assert "nearly full" in rows["peak_kv_cache_usage"]["meaning_en"]
-    assert rows["mean_queue_time"]["value"] == pytest.approx(250.0) and "25 decode steps" in rows["mean_queue_time"]["meaning_en"]
-    assert rows["mean_tpot"]["value"] == pytest.approx(10.0)
-    # nothing measured: every value says n/a, nothing is invented
-    empty = metrics_step.interpret({})
-    assert all(r["value"] is None for r in empty)
-    assert "could not be read" in next(r for r in empty if r["key"] == "peak_kv_cache_usage")["meaning_en"]
 
 
 def test_bench_options_come_from_config_with_defaults():

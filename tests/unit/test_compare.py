@@ -12,12 +12,16 @@ import pytest
 from rich.console import Console
 
 from fakes.fake_vllm_scripts import FakeScripts, make_model
+from lab.checklist import seeds
 from lab.checklist.steps import compare
-from lab.vllm.env import parse_result
-from lab.deliver import jinja as render
-from lab.commands import run_step_task
+from lab.commands import records, run_step_task
 from lab.core.errors import ConfigError, ServerNotRunning
+from lab.deliver import day_log
+from lab.deliver import jinja as render
 from lab.record.session import Lab
+from lab.core.units import ratio
+from lab.record.values import CompareSide, CompareValues
+from lab.vllm.env import parse_result
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,34 +38,49 @@ def compare_row(lab: Lab) -> dict:
 
 
 # -- arithmetic ---------------------------------------------------------------------------
+def _values(hf: dict, vllm: dict, on_gpu: bool = True) -> CompareValues:
+    return CompareValues(on_gpu=on_gpu, hf=CompareSide(**hf), vllm=CompareSide(**vllm))
+
+
 def test_speedup_is_vllm_over_hf_for_throughput_and_hf_over_vllm_for_latency():
-    up = compare.speedup({"output_tok_s": 100.0, "samples_per_min": 50.0, "latency_s": 2.0},
-                         {"output_tok_s": 400.0, "samples_per_min": 150.0, "latency_s": 0.5})
-    assert up == {"throughput_x": 4.0, "samples_x": 3.0, "latency_x": 4.0}
+    up = _values({"output_tok_s": 100.0, "samples_per_min": 50.0, "latency_s": 2.0},
+                 {"output_tok_s": 400.0, "samples_per_min": 150.0, "latency_s": 0.5}).speedup
+    assert (up.throughput_x, up.samples_x, up.latency_x) == (4.0, 3.0, 4.0)
 
 
 def test_speedup_of_an_unmeasured_side_is_none_not_zero():
-    up = compare.speedup({"output_tok_s": None, "latency_s": 0.0}, {"output_tok_s": 10.0})
-    assert up == {"throughput_x": None, "samples_x": None, "latency_x": None}
-    assert compare.ratio(1.0, 0.0) is None and compare.ratio(None, 1.0) is None
+    up = _values({"output_tok_s": None, "latency_s": 0.0}, {"output_tok_s": 10.0}).speedup
+    assert (up.throughput_x, up.samples_x, up.latency_x) == (None, None, None)
+    assert ratio(1.0, 0.0) is None and ratio(None, 1.0) is None
 
 
 def test_cost_reproduces_seed_004s_table():
     # Seed 004: HF on 8 GPUs at 100 samples/min, vLLM on 1 GPU at 500 samples/min.
-    c = compare.cost({"samples_per_min": 100.0, "devices": 8},
-                     {"samples_per_min": 500.0, "devices": 1}, on_gpu=True)
-    assert c["unit"] == "GPU-minutes" and c["samples"] == 10_000 and c["note"] is None
-    assert c["hf"]["minutes"] == 100.0 and c["hf"]["device_minutes"] == 800.0 and c["hf"]["gpus"] == 8
-    assert c["vllm"]["minutes"] == 20.0 and c["vllm"]["device_minutes"] == 20.0
-    assert c["saving_x"] == 40.0
+    c = _values({"samples_per_min": 100.0, "devices": 8},
+                {"samples_per_min": 500.0, "devices": 1}).cost
+    assert c.unit == "GPU-minutes" and c.samples == 10_000 and c.note is None
+    assert c.hf.minutes == 100.0 and c.hf.device_minutes == 800.0 and c.hf.devices == 8
+    assert c.vllm.minutes == 20.0 and c.vllm.device_minutes == 20.0
+    assert c.saving_x == 40.0
 
 
 def test_cost_on_cpu_is_cpu_minutes_and_says_it_is_not_a_gpu_figure():
-    c = compare.cost({"samples_per_min": 50.0, "devices": 1},
-                     {"samples_per_min": 1000.0, "devices": 1}, on_gpu=False)
-    assert c["unit"] == "CPU-minutes" and "not a GPU figure" in c["note"]
-    assert "gpus" not in c["hf"] and c["hf"]["device_minutes"] == 200.0
-    assert c["vllm"]["device_minutes"] == 10.0 and c["saving_x"] == 20.0
+    c = _values({"samples_per_min": 50.0, "devices": 1},
+                {"samples_per_min": 1000.0, "devices": 1}, on_gpu=False).cost
+    assert c.unit == "CPU-minutes" and "not a GPU figure" in (c.note or "")
+    assert c.hf.device_minutes == 200.0
+    assert c.vllm.device_minutes == 10.0 and c.saving_x == 20.0
+
+
+def test_a_side_is_measured_only_with_throughput_latency_and_memory():
+    assert CompareSide(output_tok_s=1.0, latency_s=1.0, peak_mem_mib=1.0).measured
+    assert not CompareSide(output_tok_s=1.0, latency_s=1.0).measured
+    # vLLM on GPU: its peak_mem_mib is the budget it reserves; NVML's used memory counts
+    reserved = CompareSide(output_tok_s=1.0, latency_s=1.0, peak_mem_mib=1.0,
+                           mem_basis="reserved: gpu-memory-utilization × total")
+    assert not reserved.measured
+    reserved.device_used_mib = 70_000.0
+    assert reserved.measured
 
 
 def test_prompts_are_distinct_chats_even_past_the_built_in_list():
@@ -88,16 +107,16 @@ def test_compare_step_records_both_sides_speedup_cost_and_renders(tmp_path, monk
     row = compare_row(lab)
     assert row["status"] == "pass", row
     v = row["values"]
-    assert v["source"] == "offline" and set(v) >= {"hf", "vllm", "source", "speedup", "cost"}
+    assert isinstance(v, CompareValues) and v.source == "offline" and not v.on_gpu
     # HF: 3 batches of 2 s for 5 prompts × 8 tokens; vLLM: 0.25 s for all of them.
-    assert v["hf"]["output_tok_s"] == pytest.approx(40 / 6.0)
-    assert v["hf"]["latency_s"] == 2.0 and v["hf"]["peak_mem_mib"] == 512.0
-    assert v["vllm"]["output_tok_s"] == pytest.approx(160.0) and v["vllm"]["latency_s"] == 0.25
-    assert v["vllm"]["peak_mem_mib"] == 2900.0
-    assert v["speedup"]["throughput_x"] == pytest.approx(24.0)
-    assert v["speedup"]["latency_x"] == pytest.approx(8.0)
-    assert v["cost"]["unit"] == "CPU-minutes"
-    assert v["startup"]["kv_cache_tokens"] == 1_048_576
+    assert v.hf.output_tok_s == pytest.approx(40 / 6.0)
+    assert v.hf.latency_s == 2.0 and v.hf.peak_mem_mib == 512.0
+    assert v.vllm.output_tok_s == pytest.approx(160.0) and v.vllm.latency_s == 0.25
+    assert v.vllm.peak_mem_mib == 2900.0
+    assert v.speedup.throughput_x == pytest.approx(24.0)
+    assert v.speedup.latency_x == pytest.approx(8.0)
+    assert v.cost.unit == "CPU-minutes"
+    assert v.startup.kv_cache_tokens == 1_048_576 and v.startup.evidence == {}
     # The vLLM side got exactly the token ids the HF side used.
     (hf_name, hf_args, _), (off_name, off_args, off_env) = scripts.calls
     assert (hf_name, off_name) == ("hf_baseline.py", "offline_generate.py")
@@ -112,12 +131,10 @@ def test_compare_step_records_both_sides_speedup_cost_and_renders(tmp_path, monk
     assert phases.count("compare-hf") == 5 and phases.count("compare-vllm") == 5
     # On the CPU profile every figure says so.
     assert row["actual"].startswith("CPU profile (not GPU figures)")
-    for r in v["table"]:
-        assert r["vllm"].endswith("(CPU)") and r["hf"].endswith("(CPU)")
     measured = {c["key"]: c for c in row["criteria"]}
     assert measured["hf_measured"]["measured"].endswith("(CPU)")
     assert measured["vllm_measured"]["measured"].endswith("(CPU)")
-    assert measured["same_work"]["status"] == "pass" and v["inputs_identical"] is True
+    assert measured["same_work"]["status"] == "pass" and v.inputs_identical is True
 
 
 def test_sides_that_did_different_work_fail_the_step(tmp_path, monkeypatch):
@@ -134,35 +151,30 @@ def test_sides_that_did_different_work_fail_the_step(tmp_path, monkeypatch):
                          batch_size=2, source="auto") == 1
     row = compare_row(lab)
     assert row["status"] == "fail" and "different token counts" in row["reason"]
-    assert row["values"]["inputs_identical"] is False
+    assert row["values"].inputs_identical is False
 
 
-def test_compare_details_macro_marks_every_figure_cpu(tmp_path, monkeypatch):
+def test_compare_details_mark_every_figure_cpu(tmp_path, monkeypatch):
     FakeScripts().install(monkeypatch)
     make_model(tmp_path / "data")
     lab = make_lab(tmp_path)
     run_step_task(lab, "day4", "compare", num_prompts=4, max_new_tokens=8, batch_size=4, source="offline")
-    row = compare_row(lab)
+    data = records(lab)
+    step = data.records.latest("compare")
     tmpl = ('{% from "_details_compare.md.j2" import compare_details with context %}'
-            '{{ compare_details(row) }}')
+            '{{ compare_details(s) }}')
     for lang in ("zh", "en"):
-        env = render.environment()
-        env.globals["t"] = lambda zh, en, lang=lang: zh if lang == "zh" else en
-        text = env.from_string(tmpl).render(row=row, lang=lang)
+        view = day_log.step_view(seeds.DAY4.spec("compare"), step, lang, data.records)
+        text = render.environment().from_string(tmpl).render(s=view, lang=lang)
         figures = [line for line in text.splitlines()
                    if line.startswith("| ") and any(ch.isdigit() for ch in line)]
         assert len(figures) >= 7, text
         for line in figures:
             assert "(CPU)" in line or " CPU " in line, line
         assert "CPU-minutes" in text and ("不是 GPU-分钟" in text or "not GPU-minutes" in text)
-    assert compare_details_empty()
-
-
-def compare_details_empty() -> bool:
-    env = render.environment()
-    env.globals["t"] = lambda zh, en: en
-    tmpl = '{% from "_details_compare.md.j2" import compare_details with context %}{{ compare_details(None) }}'
-    return env.from_string(tmpl).render(lang="en").strip() == ""
+    # a compare step with nothing measured shows no details
+    empty = day_log.step_view(seeds.DAY4.spec("compare"), None, "en", data.records)
+    assert render.environment().from_string(tmpl).render(s=empty, lang="en").strip() == ""
 
 
 # -- faults -------------------------------------------------------------------------------
@@ -190,7 +202,8 @@ def test_vllm_side_failure_keeps_the_measured_hf_side(tmp_path, monkeypatch):
                          source="offline") == 1
     row = compare_row(lab)
     assert row["status"] == "fail" and row["reason"].startswith("vLLM offline LLM.generate failed (exit 1)")
-    assert row["values"]["hf"]["output_tokens"] == 8
+    kept = row["values"]
+    assert isinstance(kept, CompareValues) and kept.hf.output_tokens == 8 and kept.vllm is None
     assert "head_dim" in (row["fix"] or "")  # lab.vllm.diagnose recognised the log line
 
 

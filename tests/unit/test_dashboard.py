@@ -11,14 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from lab.deliver import dashboard
-from lab.deliver import report
-from lab.deliver import outputs, prometheus
+from lab.deliver import dashboard, outputs, prometheus
+from lab.deliver.gather import gather
 from tests.fakes.fake_logbook import HOSTILE, LEAKED_KEY, add_hostile, cpu_logbook, gpu_logbook
 
 
 def render(book, out: Path, lang="en") -> str:
-    return dashboard.render_dashboard(book, lang, out).read_text()
+    return dashboard.render_dashboard(gather(book, now=1.0e9), lang, out).read_text()
+
+
+def records(book):
+    return gather(book, now=1.0e9, measurements=False)
 
 
 def test_the_page_is_self_contained(fresh_db, tmp_path):
@@ -63,7 +66,7 @@ def test_db_text_is_html_escaped_and_no_api_key_appears(fresh_db, tmp_path):
 
 def test_prometheus_config_scrapes_the_servers_started(fresh_db, tmp_path):
     gpu_logbook(fresh_db)
-    text = prometheus.write_prometheus(fresh_db, tmp_path).read_text()
+    text = prometheus.write_prometheus(records(fresh_db), tmp_path).read_text()
     assert 'metrics_path: "/metrics"' in text
     # the TP=2 server bound 0.0.0.0: scraped on 127.0.0.1; newest first
     assert text.index('targets: ["127.0.0.1:8001"]') < text.index('targets: ["127.0.0.1:8000"]')
@@ -76,13 +79,13 @@ def test_prometheus_config_scrapes_the_servers_started(fresh_db, tmp_path):
 
 
 def test_prometheus_config_without_a_server_says_so(fresh_db, tmp_path):
-    text = prometheus.prometheus_yaml(fresh_db, "127.0.0.1:8123")
+    text = prometheus.prometheus_yaml(records(fresh_db), "127.0.0.1:8123")
     assert "No server recorded yet" in text and '["127.0.0.1:8123"]' in text
 
 
 def test_prometheus_config_skips_a_host_that_is_not_an_address(fresh_db):
     add_hostile(fresh_db)
-    text = prometheus.prometheus_yaml(fresh_db)
+    text = prometheus.prometheus_yaml(records(fresh_db))
     assert "evil" not in text and LEAKED_KEY not in text
 
 

@@ -20,6 +20,9 @@ from lab.core.errors import LabError, ServerDied
 from lab.record.logbook import FAIL, PASS, PENDING, SKIPPED
 from lab.record.runner import Outcome, check, require, skip
 from lab.record.session import Lab
+from lab.record.values import (BalanceDevice, BalanceValues, BenchMetrics, BenchValues,
+                               ClientTotals, CompareTpValues, KvUsage, LatencyStats,
+                               LevelSummary, MetricsDelta, ServerMeans, SweepPlan, TpSide)
 from tests.fakes import fake_pynvml
 from tests.fakes.fake_openai_stream import FakeConfig, FakeServer, free_port
 
@@ -84,7 +87,8 @@ def test_balance_on_cpu_measures_tp_worker_rss_and_says_so(tmp_path, monkeypatch
     assert crit["status"] == PASS
     assert "RSS" in crit["label_en"] and "not GPU memory" in crit["label_en"]
     assert crit["measured"] == pytest.approx(1.13, abs=0.01)
-    assert row["values"]["source"] == "process_rss"
+    assert row["values"].source == "process_rss" and row["values"].on_cpu
+    assert [d.pid for d in row["values"].devices] == [11, 12]
     assert "not GPU memory" in row["actual"]
     md = (lab.logbook_dir / "day4.md").read_text()
     assert "不是显存" in md
@@ -116,8 +120,8 @@ def test_unbalanced_gpus_put_diagnose_balance_fix_in_the_step(tmp_path, monkeypa
     assert row["status"] == FAIL
     assert "CUDA_VISIBLE_DEVICES" in row["fix"]          # seed Q2, from lab.vllm.diagnose
     assert "GPU0 uses more" in row["evidence"]
-    assert row["values"]["source"] == "nvml"
-    assert [d["used_mib"] for d in row["values"]["devices"]] == [130000, 90000]
+    assert row["values"].source == "nvml" and row["values"].gpu_memory
+    assert [d.used_mib for d in row["values"].devices] == [130000, 90000]
 
 
 def test_balanced_gpus_pass(tmp_path, monkeypatch, running):
@@ -125,7 +129,7 @@ def test_balanced_gpus_pass(tmp_path, monkeypatch, running):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     lab = make_lab(tmp_path, profile="gpu")
     assert run_step_task(lab, "day4", "balance") == 0
-    assert step_row(lab, "balance")["values"]["spread_pct"] == 0.0
+    assert step_row(lab, "balance")["values"].spread_pct == 0.0
 
 
 def test_balance_needs_a_tp2_server(tmp_path, monkeypatch):
@@ -170,8 +174,10 @@ def test_bench_step_records_every_request_and_a_summary(tmp_path, monkeypatch, r
     assert len(sweep) == 2 * (1 + 6) and sum(r["warmup"] for r in sweep) == 2
     assert all(r["ok"] for r in reqs)
     v = row["values"]
-    assert [lvl["concurrency"] for lvl in v["levels"]] == [1, 2]
-    assert v["latency"]["seed_output"]["avg_latency_ms"] > 0
+    assert isinstance(v, BenchValues) and v.plan.levels == [1, 2] and v.plan.output_tokens == 5
+    assert [lvl.concurrency for lvl in v.levels] == [1, 2]
+    assert all(lvl.completed == 6 and lvl.output_tok_s for lvl in v.levels)
+    assert v.latency.seed_output["avg_latency_ms"] > 0 and v.client.requests == 2 + 14
     assert "c=1:" in row["actual"] and "0 failed, 0 timeouts" in row["actual"]
     md = (lab.logbook_dir / "day4.md").read_text()
     assert "avg_latency_ms" in md and "| 2 | 6/0/0 |" in md
@@ -195,7 +201,7 @@ def test_bench_server_dying_fails_the_step_and_keeps_the_partial_rows(tmp_path, 
     ok = [r for r in sweep if r["ok"]]
     assert ok and len(sweep) == 2 * 6 + 1             # every planned request has a row
     assert all(r["error"] for r in sweep if not r["ok"])
-    assert row["values"]["died_during"] == "level c=1"  # partial results kept in the record
+    assert row["values"].died_during == "level c=1"  # partial results kept in the record
     assert "Traceback" not in lab.out.getvalue()
 
 
@@ -218,18 +224,17 @@ def test_metrics_step_explains_the_benchmark_deltas(tmp_path, monkeypatch, runni
     text = (FIXTURES / "metrics_vllm_0_32.txt").read_text()
     monkeypatch.setattr(metrics, "scrape", lambda *a, **kw: text)
     lab = make_lab(tmp_path)
-    sid = _record_bench(lab, {"client": {"requests": 10, "ok": 10, "failed": 0, "output_tokens": 640,
-                                         "prompt_tokens": 320},
-                              "metrics": {"delta": {"requests_finished": 10.0, "generation_tokens": 640.0,
-                                                    "prompt_tokens": 320.0, "preemptions": 0.0,
-                                                    "mean_queue_time_s": 0.0001},
-                                          "kv": {"peak_kv_cache_usage_perc": 0.2, "samples": 4,
-                                                 "interval_s": 0.5}}})
+    sid = _record_bench(lab, BenchValues(
+        client=ClientTotals(requests=10, ok=10, failed=0, output_tokens=640, prompt_tokens=320),
+        metrics=BenchMetrics(delta=MetricsDelta(requests_finished=10.0, generation_tokens=640.0,
+                                                prompt_tokens=320.0, preemptions=0.0,
+                                                mean_queue_time_s=0.0001),
+                             kv=KvUsage(peak_kv_usage_frac=0.2, samples=4, interval_s=0.5))))
     assert run_step_task(lab, "day4", "metrics") == 0
     row = step_row(lab, "metrics")
     crits = {c["key"]: c for c in row["criteria"]}
     assert crits["bench_deltas"]["status"] == PASS and crits["tokens_match"]["status"] == PASS
-    assert row["values"]["bench_step_id"] == sid
+    assert row["values"].bench_step_id == sid and row["values"].delta.generation_tokens == 640.0
     md = (lab.logbook_dir / "day4.md").read_text()
     assert "关键指标解读" in md and "没有请求被抢占" in md and "KV Cache 最高用了 20.00%" in md
     assert "- [x] 能解读关键性能指标" in md
@@ -239,8 +244,9 @@ def test_metrics_step_ignores_a_benchmark_of_an_earlier_server(tmp_path, monkeyp
     from lab.vllm import metrics
     monkeypatch.setattr(metrics, "scrape", lambda *a, **kw: (FIXTURES / "metrics_vllm_0_32.txt").read_text())
     lab = make_lab(tmp_path)
-    _record_bench(lab, {"client": {"requests": 1, "ok": 1, "failed": 0, "output_tokens": 64},
-                        "metrics": {"delta": {"requests_finished": 1.0, "generation_tokens": 64.0}}})
+    _record_bench(lab, BenchValues(
+        client=ClientTotals(requests=1, ok=1, failed=0, output_tokens=64),
+        metrics=BenchMetrics(delta=MetricsDelta(requests_finished=1.0, generation_tokens=64.0))))
     running.started_at = time.time() + 1   # the server running now started after that bench
     assert run_step_task(lab, "day4", "metrics") == 1
     assert "run `invoke bench` first" in step_row(lab, "metrics")["reason"]
@@ -259,7 +265,7 @@ def _stub_funcs(monkeypatch, calls):
     def stub(key, crits, values=None):
         def fn(lab, ctx, **kw):
             calls.append(key)
-            return Outcome(crits(lab), f"{key} measured", values or {})
+            return Outcome(crits(lab), f"{key} measured", values)
         return fn
     reason = "no NVIDIA GPU: CPU profile"
     funcs = {
@@ -269,9 +275,9 @@ def _stub_funcs(monkeypatch, calls):
         "serve": stub("serve", lambda lab: [check("ready_s", "r", "r", 50.0, "<", 900),
                                             skip("tp_gpus", "t", "t", reason)]),
         "balance": stub("balance", lambda lab: [check("spread_pct", "b", "b", 1.0, "<", 10)],
-                        {"source": "process_rss", "devices": [{"device": "VLLM::Worker_TP0", "pid": 1, "used_mib": 1.0},
-                                                              {"device": "VLLM::Worker_TP1", "pid": 2, "used_mib": 1.0}],
-                         "max_mib": 1.0, "min_mib": 1.0, "spread_pct": 0.0, "threshold_pct": 10.0}),
+                        BalanceValues(source="process_rss", devices=[
+                            BalanceDevice("VLLM::Worker_TP0", 1.0, 1), BalanceDevice("VLLM::Worker_TP1", 1.0, 2)],
+                            max_mib=1.0, min_mib=1.0, spread_pct=0.0, threshold_pct=10.0)),
         "api-test": stub("api-test", lambda lab: [require("chat_200", "c", "c", True)]),
         "bench": stub("bench", lambda lab: [require("levels", "l", "l", True)]),
         "metrics": stub("metrics", lambda lab: [require("key_series", "k", "k", True)]),
@@ -327,22 +333,28 @@ def test_a_failed_serve_leaves_the_rest_pending(tmp_path, monkeypatch):
 
 def test_compare_tp_renders_side_by_side_with_the_learner_sentence(tmp_path):
     lab = make_lab(tmp_path)
-    side = lambda thr, tpot: {"output_throughput": thr, "request_throughput": 1.0, "completed": 8,
-                              "failed": 0, "ttft_ms": {"median": 20.0}, "tpot_ms": {"median": tpot},
-                              "e2el_ms": {"median": 500.0}, "server": {"mean_tpot_ms": tpot, "mean_ttft_ms": 19.0}}
-    values = {"concurrency": 1, "profile": "gpu", "plan": {"input_len": 128, "output_len": 128},
-              "sides": [{"tp": 2, "ready_s": 150.0, "kv_cache_tokens": 1212160, "summary": side(33.5, 29.1)},
-                        {"tp": 1, "ready_s": 84.0, "kv_cache_tokens": 526576, "summary": side(113.5, 8.73)}],
-              "ratios": compare_tp._ratios(side(33.5, 29.1), side(113.5, 8.73))}
+
+    def side(tp, thr, tpot, ready_s, kv):
+        return TpSide(tp, LevelSummary(
+            output_tok_s=thr, requests_per_s=1.0, completed=8, failed=0,
+            ttft_ms=LatencyStats(median=20.0), tpot_ms=LatencyStats(median=tpot),
+            e2el_ms=LatencyStats(median=500.0),
+            server=ServerMeans(mean_tpot_ms=tpot, mean_ttft_ms=19.0)), ready_s, kv)
+    plan = SweepPlan([1], 128, 128, 8, 1, None, 3, "p", 256)
+    values = CompareTpValues(concurrency=1, profile="gpu", plan=plan,
+                             sides=[side(2, 33.5, 29.1, 150.0, 1212160),
+                                    side(1, 113.5, 8.73, 84.0, 526576)])
+    assert values.ratios.output_tok_s == pytest.approx(33.5 / 113.5)
     run = lab.book.start_run("day4", task="day4", profile="gpu")
     sid = lab.book.start_step(run, "compare-tp", title="x", command="", expected="")
     lab.book.end_step(sid, status=PASS, values=values)
+    from lab.commands import records
     from lab.deliver import day_log
-    md = day_log.render_day(lab.book, "day4", "zh", lab.logbook_dir).read_text()
+    md = day_log.render_day(records(lab), "day4", "zh", lab.logbook_dir).read_text()
     assert "| 输出吞吐 tok/s | 33.50 | 113.50 | 0.30× |" in md
     assert "GPU 多了，每个 token 并不会自动变快" in md
     assert "TP=2 的 TPOT（服务端均值）是 TP=1 的 3.33×" in md
-    en = day_log.render_day(lab.book, "day4", "en", lab.logbook_dir).read_text()
+    en = day_log.render_day(records(lab), "day4", "en", lab.logbook_dir).read_text()
     assert "more GPUs do not make each token faster" in en
 
 

@@ -11,6 +11,8 @@ from lab.checklist.steps import offline as day5
 from lab.commands import run_day
 from lab.core.errors import ConfigError
 from lab.record.session import Lab
+from lab.record.values import (BatchRow, KvCacheValues, MemoryValues, OfflineValues,
+                               ParamsValues)
 
 
 def make_lab(tmp_path, **overrides) -> Lab:
@@ -34,12 +36,16 @@ def run_day5(tmp_path, monkeypatch, scripts=None, **overrides):
 
 def test_batch_row_and_the_seeds_observation():
     row = day5.batch_row(4, {"n": 4, "elapsed_s": 0.5, "output_tokens": 400, "output_tok_s": 800.0})
-    assert row == {"batch_size": 4, "n": 4, "time_s": 0.5, "tokens": 400, "tok_s": 800.0,
-                   "prompt_tokens": None, "ok": True}
-    assert day5.batch_row(4, {"n": 3, "output_tokens": 300})["ok"] is False
-    assert day5.rises([1.0, 2.0, 3.0]) is True
-    assert day5.rises([1.0, 3.0, 2.0]) is False
-    assert day5.rises([1.0]) is None and day5.rises([1.0, None]) is None
+    assert row == BatchRow(batch_size=4, n=4, time_s=0.5, output_tokens=400, output_tok_s=800.0,
+                           prompt_tokens=None, ok=True)
+    assert day5.batch_row(4, {"n": 3, "output_tokens": 300}).ok is False
+
+    def rises(*tok_s):
+        return OfflineValues(batches=[BatchRow(i + 1, output_tok_s=v)
+                                      for i, v in enumerate(tok_s)]).throughput_rises
+    assert rises(1.0, 2.0, 3.0) is True
+    assert rises(1.0, 3.0, 2.0) is False
+    assert rises(1.0) is None and rises(1.0, None) is None
 
 
 def test_day5_runs_one_engine_and_records_every_step(tmp_path, monkeypatch):
@@ -50,21 +56,26 @@ def test_day5_runs_one_engine_and_records_every_step(tmp_path, monkeypatch):
     assert [c[0] for c in scripts.calls] == ["offline_generate.py"]  # one engine load
     off = steps["offline"]
     assert off["status"] == "pass", off
-    assert [b["batch_size"] for b in off["values"]["batches"]] == [1, 4, 8, 16]
-    assert [b["tokens"] for b in off["values"]["batches"]] == [10, 40, 80, 160]
-    assert all(b["tok_s"] > 0 for b in off["values"]["batches"])
+    v = off["values"]
+    assert isinstance(v, OfflineValues) and v.profile == "cpu" and v.engine.block_size == 128
+    assert [b.batch_size for b in v.batches] == [1, 4, 8, 16]
+    assert [b.output_tokens for b in v.batches] == [10, 40, 80, 160]
+    assert all(b.output_tok_s > 0 for b in v.batches)
+    assert v.startup.kv_cache_tokens == 1_048_576 and v.startup.evidence == {}
     assert "offline_generate.py" in off["command"] and "VLLM_CPU_KVCACHE_SPACE=1" in off["command"]
     assert steps["kv-cache"]["status"] == "pass"
-    assert steps["kv-cache"]["values"]["blocks_x_block_size"] == 1_048_576
+    kv = steps["kv-cache"]["values"]
+    assert isinstance(kv, KvCacheValues) and kv.blocks_x_block_size == 1_048_576
     # GPU memory on the CPU profile: skipped with the reason, never passed; RSS recorded.
     mem = steps["memory"]
     assert (mem["status"], mem["reason"]) == ("skipped", "no NVIDIA GPU: CPU profile")
-    assert mem["values"]["peak_tree_rss_mib"] == 2900.0
+    assert isinstance(mem["values"], MemoryValues) and mem["values"].peak_tree_rss_mib == 2900.0
     params = steps["params"]
     assert params["status"] == "pass"
-    rows = {r["flag"]: r for r in params["values"]["rows"]}
-    assert rows["--block-size"]["value"] == 128 and rows["--swap-space"]["present"] is False
-    assert "api_server" in params["values"]["server_command"]
+    assert isinstance(params["values"], ParamsValues) and params["values"].on_gpu is False
+    rows = {r.name: r for r in params["values"].rows}
+    assert rows["block_size"].value == 128 and rows["swap_space"].present is False
+    assert "api_server" in params["values"].server_command
 
     md = (lab.logbook_dir / "day5.md").read_text()
     assert "- [x] 成功运行vLLM离线推理示例" in md
@@ -76,6 +87,9 @@ def test_day5_runs_one_engine_and_records_every_step(tmp_path, monkeypatch):
     # Model output is untrusted: escaped, never raw HTML or table-breaking pipes.
     assert "<b>hi</b>" not in md and "&lt;b&gt;hi&lt;/b&gt; \\| \\*x\\*" in md
     assert "待记录" not in md
+    # memory on the CPU profile: the process tree's peak RSS, called so
+    assert "CPU 配置没有显存：记录的是离线推理进程树" in md and "= 2,900 MiB (CPU)" in md
+    assert "| `--block-size` | PagedAttention的Block大小 | 16 | 128 | 本次为 128（种子说默认 16；CPU 后端的默认值） |" in md
 
 
 def test_a_batch_that_came_back_short_fails_its_criterion(tmp_path, monkeypatch):

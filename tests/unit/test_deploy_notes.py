@@ -4,9 +4,10 @@ import re
 
 import pytest
 
-from lab.vllm.launch import redact_argv, redact_env
-
 from lab.deliver import deploy_notes as dn
+from lab.deliver.gather import gather
+from lab.explain.flags import ENV_VARS, PARAMS
+from lab.vllm.launch import redact_argv, redact_env
 from tests.fakes.fake_logbook import HOSTILE, LEAKED_KEY, add_hostile, cpu_logbook, gpu_logbook
 
 # The flags of seed 001's 参数说明 and seed 002's 关键参数说明 table, and seed 000's 核心参数.
@@ -19,21 +20,22 @@ ENV = ("CUDA_VISIBLE_DEVICES", "VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_B
 
 
 def render(book, tmp_path, lang="en") -> str:
-    return dn.render_deploy_notes(book, lang, tmp_path).read_text()
+    data = gather(book, now=1.0e9, measurements=False)
+    return dn.render_deploy_notes(data, lang, tmp_path).read_text()
 
 
 @pytest.mark.parametrize("name", SEED_FLAGS + ASKED_FOR)
 def test_each_seed_flag_has_default_meaning_memory_and_speed_in_both_languages(name):
-    entry = dn.PARAMS[name]
+    entry = PARAMS[name]
     for field in ("default", "meaning", "memory", "speed"):
-        zh, en = entry[field]
+        zh, en = getattr(entry, field)
         assert zh.strip() and en.strip(), (name, field)
 
 
 @pytest.mark.parametrize("name", ENV)
 def test_the_env_vars_the_lab_sets_are_explained(name):
     for field in ("default", "meaning", "memory", "speed"):
-        assert all(text.strip() for text in dn.ENV_VARS[name][field])
+        assert all(text.strip() for text in getattr(ENV_VARS[name], field))
 
 
 def test_every_started_server_gets_its_command_and_its_flags_explained(fresh_db, tmp_path):

@@ -30,25 +30,30 @@ def load_fixture(sql: Path, db: Path) -> Path:
 
 def render_everything(db: Path, out: Path, days: bool) -> None:
     """Each deliverable in zh and en, as `invoke log/report/status/compare-runs` render them."""
+    from dataclasses import asdict
+
     from lab.deliver import compare_runs, day_log, outputs, progress
+    from lab.deliver.gather import gather
     from lab.record.logbook import Logbook
 
     book = Logbook(db)
-    runs = book.runs()
+    data = gather(book, now=time.time(), measurements=False)
+    runs = list(data.records.runs.values())
     for lang in ("zh", "en"):
         d = out / lang
         d.mkdir(parents=True, exist_ok=True)
         if days:
-            for day in sorted({r["day"] for r in runs}):
-                day_log.render_day(book, day, lang, d)
+            for day in sorted({r.day for r in runs}):
+                day_log.render_day(data, day, lang, d)
             for r in runs:
-                day_log.render_day(book, r["day"], lang, d / f"run{r['id']}", run_id=r["id"])
+                day_log.render_day(data, r.day, lang, d / f"run{r.id}", run_id=r.id)
         outputs.render_all(book, lang, d)
-        progress.render_progress(book, lang, d)
+        progress.render_progress(data, lang, d)
         by_day: dict[str, list[int]] = {}
         for r in runs:
-            by_day.setdefault(r["day"], []).append(r["id"])
-        cmp = {f"{day}:{ids[0]}-{ids[-1]}": compare_runs.compare_runs(book, ids[0], ids[-1])["rows"]
+            by_day.setdefault(r.day, []).append(r.id)
+        cmp = {f"{day}:{ids[0]}-{ids[-1]}":
+               [asdict(row) for row in compare_runs.compare_runs(data, ids[0], ids[-1]).rows]
                for day, ids in sorted(by_day.items()) if len(ids) >= 2}
         (d / "compare-runs.json").write_text(
             json.dumps(cmp, ensure_ascii=False, indent=1, default=str) + "\n", encoding="utf-8")

@@ -7,7 +7,10 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from lab.record.logbook import INTERRUPTED, MIGRATIONS, PASS, RUNNING, Logbook
+from lab.record.values import GpusValues
 
 
 def test_new_db_is_migrated_and_in_wal_mode(fresh_db):
@@ -28,10 +31,40 @@ def test_step_is_written_at_start_and_at_end(fresh_db):
     run = fresh_db.start_run("day3", profile="cpu")
     step = fresh_db.start_step(run, "gpus", title="t", command="nvidia-smi", expected="")
     assert fresh_db.step(step)["status"] == RUNNING
-    fresh_db.end_step(step, status=PASS, actual="1 GPU", values={"free_gpus": 1})
+    fresh_db.end_step(step, status=PASS, actual="1 GPU", values=GpusValues(free_gpus=1))
     row = fresh_db.step(step)
-    assert row["status"] == PASS and row["values"] == {"free_gpus": 1}
+    assert row["status"] == PASS and row["values"] == GpusValues(free_gpus=1)
+    assert (row["value_type"], row["value_version"]) == ("GpusValues", 1)
     assert row["duration_s"] >= 0
+
+
+def test_a_step_without_values_reads_as_not_measured(fresh_db):
+    run = fresh_db.start_run("day3")
+    step = fresh_db.start_step(run, "serve", title="t", command="c", expected="")
+    assert fresh_db.step(step)["values"] is None
+    fresh_db.end_step(step, status="fail", reason="boom")
+    assert fresh_db.step(step)["values"] is None and fresh_db.step(step)["value_type"] is None
+
+
+def test_only_registered_types_are_stored(fresh_db):
+    run = fresh_db.start_run("day3")
+    step = fresh_db.start_step(run, "gpus", title="t", command="c", expected="")
+    with pytest.raises(TypeError, match="not a registered step value type"):
+        fresh_db.end_step(step, status=PASS, values={"free_gpus": 1})  # type: ignore[arg-type]
+
+
+def test_request_itls_are_stored_as_float32_and_read_back(fresh_db):
+    run = fresh_db.start_run("day4")
+    step = fresh_db.start_step(run, "bench", title="t", command="c", expected="")
+    fresh_db.add_request(run, step, "sweep", {"level": "c1", "concurrency": 1, "idx": 0,
+                                              "ok": True, "itls_s": [0.005, 0.0061, 0.25]})
+    fresh_db.add_request(run, step, "sweep", {"level": "c1", "concurrency": 1, "idx": 1, "ok": False})
+    blob, text = fresh_db.db.conn.execute(
+        "select itls_s_f32, itls_s from requests order by id").fetchone()
+    assert len(blob) == 3 * 4 and text is None
+    rows = fresh_db.requests(step)
+    assert rows[0]["itls_s"] == pytest.approx([0.005, 0.0061, 0.25], rel=1e-6)
+    assert rows[1]["itls_s"] == [] and rows[1]["ok"] == 0
 
 
 def test_latest_steps_picks_newest_record_per_key(fresh_db):

@@ -1,23 +1,26 @@
 """Learning progress: the whole roadmap ticked only from recorded passes or manual notes,
-the run history, and what changed between two runs."""
+and the run history."""
+from dataclasses import asdict
 
 import pytest
 from rich.console import Console
 
-from lab.checklist import seeds as checklist
-from lab.deliver import progress
 from lab import commands
 from lab.checklist import roadmap
-from lab.deliver import compare_runs
-from lab.ui import tables
-from lab.core.errors import ConfigError, LabError
+from lab.core.errors import ConfigError
+from lab.deliver import progress
+from lab.deliver.gather import gather
 from lab.record.logbook import FAIL, PASS, PENDING, SKIPPED
-from tests.fakes.fake_logbook import (HOSTILE, _crit, _step, add_hostile, cpu_logbook, gpu_logbook,
+from lab.record.queries import Records
+from lab.record.values import InstallValues
+from lab.ui import tables
+from tests.fakes.fake_logbook import (HOSTILE, _step, add_hostile, cpu_logbook, gpu_logbook,
                                       logbook_on_disk, run_invoke)
 
 
 def states(book, lang="en") -> dict:
-    return {i["id"]: i for g in progress.checklist_state(book, lang) for i in g["entries"]}
+    return {i.id: asdict(i) for g in progress.checklist_state(Records(book), lang)
+            for i in g.entries}
 
 
 def test_the_roadmap_covers_the_seeds_with_unique_ids():
@@ -56,7 +59,8 @@ def test_only_a_recorded_pass_ticks_a_step_item(fresh_db):
 def test_the_latest_record_wins(fresh_db):
     for status in (PASS, FAIL):
         run = fresh_db.start_run("day3", profile="gpu")
-        _step(fresh_db, run, "install", status, {}, reason="pip failed" if status == FAIL else None)
+        _step(fresh_db, run, "install", status, InstallValues(),
+              reason="pip failed" if status == FAIL else None)
     s = states(fresh_db)
     assert not s["d3-install"]["done"] and s["d3-install"]["status"] == FAIL
     assert "pip failed" in s["d3-install"]["detail"]
@@ -92,7 +96,8 @@ def test_done_ticks_note_items_only_and_lists_valid_ids(fresh_db):
 def test_progress_md_has_the_checklist_the_history_and_escaped_notes(fresh_db, tmp_path):
     cpu_logbook(fresh_db)
     add_hostile(fresh_db)
-    text = progress.render_progress(fresh_db, "zh", tmp_path).read_text()
+    text = progress.render_progress(gather(fresh_db, now=1.0e9, measurements=False), "zh",
+                                    tmp_path).read_text()
     assert text.startswith("# vLLM 学习进度")
     assert "- [x] 安装 vLLM 并打印版本号 `d3-install`" in text
     assert "- [ ] 检查 GPU 资源" in text
@@ -105,51 +110,11 @@ def test_progress_md_has_the_checklist_the_history_and_escaped_notes(fresh_db, t
 def test_status_table_prints_db_text_literally(fresh_db):
     add_hostile(fresh_db)
     console = Console(record=True, width=200)
-    console.print(tables.status_table(progress.checklist_state(fresh_db, "en"), "en"))
+    groups = progress.checklist_state(Records(fresh_db), "en")
+    console.print(tables.status_table([asdict(g) for g in groups], "en"))
     out = console.export_text()
     assert "[c](javascript:alert(1))" in out  # shown as text, not taken as rich markup
     assert "Phase 4" in out
-
-
-def test_compare_runs_shows_what_changed(fresh_db):
-    runs = []
-    for ready, tokens in ((58.1, 1048576), (40.0, 2097152)):
-        run = fresh_db.start_run("day3", profile="cpu")
-        _step(fresh_db, run, "serve", PASS, {"ready_s": ready, "kv_cache_tokens": tokens, "tp": 1})
-        fresh_db.end_run(run, PASS)
-        runs.append(run)
-    data = compare_runs.compare_runs(fresh_db, *runs)
-    rows = {(r["section"], r["item"]): r for r in data["rows"]}
-    ready = rows[("serve", "startup (until /health = 200) (s)")]
-    assert (ready["a"], ready["b"]) == ("58.10", "40.00")
-    assert ready["change"] == "-18.10 (-31.2 %) ▲ better"
-    assert rows[("serve", "KV-cache capacity (tokens)")]["change"].endswith("(+100.0 %) ▲ better")
-    assert rows[("run", "status")]["change"] == "="
-    console = Console(record=True, width=200)
-    console.print(tables.compare_table(data, "en"))
-    assert f"day3: run #{runs[0]} → run #{runs[1]}" in console.export_text()
-
-
-def test_compare_runs_of_different_days_or_unknown_runs_is_one_clear_error(fresh_db):
-    a = fresh_db.start_run("day3")
-    b = fresh_db.start_run("day4")
-    with pytest.raises(LabError, match="compare two runs of the same day"):
-        compare_runs.compare_runs(fresh_db, a, b)
-    with pytest.raises(LabError, match="no run #77"):
-        compare_runs.compare_runs(fresh_db, a, 77)
-
-
-def test_key_figures_read_the_bench_as_lab_bench_records_it(fresh_db):
-    run = fresh_db.start_run("day4")
-    step = _step(fresh_db, run, "bench", PASS, {
-        "latency": {"avg_latency_ms": 812.5},
-        "levels": [{"concurrency": 4, "output_throughput": 600.0, "ttft_ms": {"median": 30.0},
-                    "tpot_ms": {"median": 6.0}}],
-        "metrics": {"kv": {"peak_kv_cache_usage_perc": 0.25}}},
-        [_crit("no_errors", "n", "n", 0, PASS)])
-    figs = {f["label"]: f["value"] for f in compare_runs.key_figures(fresh_db.step(step))}
-    assert figs == {"latency loop mean": 812.5, "peak KV-cache usage": 25.0,
-                    "c4 output throughput": 600.0, "c4 TTFT median": 30.0, "c4 TPOT median": 6.0}
 
 
 def test_status_done_and_compare_runs_tasks(tmp_path):

@@ -3,6 +3,7 @@ import pytest
 from lab.core.errors import ServerDied
 from lab.record.logbook import FAIL, INTERRUPTED, PASS, SKIPPED
 from lab.record.runner import Outcome, StepSpec, check, require, run_step, skip, verdict
+from lab.record.values import GpusValues, ServeValues
 
 SPEC = StepSpec("gpus", 1, "检查 GPU 资源", "Check GPU resources", "nvidia-smi")
 
@@ -29,9 +30,10 @@ def test_run_step_records_pass_with_expected_and_criteria(fresh_db):
     run = fresh_db.start_run("day3")
     res = run_step(fresh_db, run, SPEC, "en",
                    lambda ctx: Outcome([check("free", "空闲", "free GiB", 20.0, ">", 16, "GiB")],
-                                       "20 GiB free", {"free": 20.0}))
+                                       "20 GiB free", GpusValues(free_gpus=1)))
     row = fresh_db.step(fresh_db.steps(run)[0]["id"])
     assert res.status == PASS and row["status"] == PASS
+    assert res.values == row["values"] == GpusValues(free_gpus=1)
     assert row["expected"] == "free GiB > 16 GiB"
     assert row["criteria"][0]["measured"] == 20.0
 
@@ -45,6 +47,20 @@ def test_lab_error_becomes_failed_step_with_diagnosed_fix(fresh_db):
     res = run_step(fresh_db, run, SPEC, "en", boom, diagnose=lambda text: "lower it")
     assert res.status == FAIL and res.reason == "vLLM server exited" and res.fix == "lower it"
     assert "CUDA out of memory" in fresh_db.steps(run)[0]["evidence"]
+    assert res.values is None
+
+
+def test_a_failed_step_keeps_what_it_measured(fresh_db):
+    run = fresh_db.start_run("day3")
+
+    def partial(ctx):
+        err = ServerDied("vLLM server exited during the benchmark")
+        err.values = ServeValues(ready_s=12.5, tp=2)
+        raise err
+
+    res = run_step(fresh_db, run, SPEC, "en", partial)
+    assert res.status == FAIL and res.values == ServeValues(ready_s=12.5, tp=2)
+    assert fresh_db.steps(run)[0]["values"].ready_s == 12.5
 
 
 def test_unexpected_error_is_recorded_not_raised(fresh_db):

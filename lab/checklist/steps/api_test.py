@@ -1,10 +1,10 @@
 """Step 6: the seed's chat prompt, /v1/models and a streamed reply."""
 from __future__ import annotations
 
-
 from lab.core.fmt import fixed
 from lab.record.runner import Outcome, StepContext, require
 from lab.record.session import Lab
+from lab.record.values import ApiTestValues, StreamReply
 from lab.vllm import api
 from lab.vllm import process as server
 
@@ -17,7 +17,7 @@ def api_test(lab: Lab, ctx: StepContext, day: str = "day3") -> Outcome:
     prompt, max_tokens = a[f"prompt_{day}"], a[f"max_tokens_{day}"]
     reply = api.chat(lab.url, model, prompt, max_tokens=max_tokens,
                      temperature=a["temperature"], api_key=lab.api_key, timeout_s=a["timeout_s"])
-    models = [m.get("id") for m in api.list_models(lab.url, lab.api_key)]
+    models = [str(m.get("id")) for m in api.list_models(lab.url, lab.api_key)]
     stream = api.chat_stream(lab.url, model, prompt, max_tokens=64,
                              temperature=a["temperature"], api_key=lab.api_key,
                              timeout_s=a["timeout_s"])
@@ -34,12 +34,13 @@ def api_test(lab: Lab, ctx: StepContext, day: str = "day3") -> Outcome:
                 stream.chunks > 0 and stream.http_status == 200, stream.chunks,
                 reason="no streamed chunk"),
     ]
-    values = {"prompt": prompt, "max_tokens": max_tokens, "reply": reply.content,
-              "latency_s": reply.latency_s, "prompt_tokens": reply.prompt_tokens,
-              "completion_tokens": reply.completion_tokens, "tokens_per_s": reply.tokens_per_s,
-              "finish_reason": reply.finish_reason, "models": models,
-              "stream": {"chunks": stream.chunks, "ttft_s": stream.ttft_s, "e2el_s": stream.e2el_s,
-                         "completion_tokens": stream.completion_tokens, "reply": stream.content}}
+    values = ApiTestValues(
+        prompt=prompt, max_tokens=max_tokens, reply=reply.content, latency_s=reply.latency_s,
+        prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+        output_tok_s=reply.tokens_per_s, finish_reason=reply.finish_reason,
+        models=[str(m) for m in models],
+        stream=StreamReply(chunks=stream.chunks, ttft_s=stream.ttft_s, e2el_s=stream.e2el_s,
+                           completion_tokens=stream.completion_tokens, reply=stream.content))
     actual = (f"HTTP {reply.http_status} in {reply.latency_s * 1000:,.0f} ms, "
               f"{reply.prompt_tokens} prompt + {reply.completion_tokens} completion tokens "
               f"({fixed(reply.tokens_per_s)} tok/s), finish_reason {reply.finish_reason}; "

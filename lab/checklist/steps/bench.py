@@ -1,13 +1,22 @@
 """Day 4: the benchmark step (the seed's latency loop, then the concurrency sweep) and its verdict."""
 from __future__ import annotations
 
-from lab.ui.progress import phase_bars
-from lab.measure.bench import BenchResult
-
-
 from lab.core.fmt import fixed
+from lab.measure.bench import BenchPlan, BenchResult
 from lab.record.runner import Criterion, Outcome, StepContext, require
 from lab.record.session import Lab
+from lab.record.values import (
+    BenchMetrics,
+    BenchValues,
+    ClientTotals,
+    KvUsage,
+    LatencyLoop,
+    LevelSummary,
+    MetricsDelta,
+    StepValues,
+    SweepPlan,
+)
+from lab.ui.progress import phase_bars
 from lab.vllm import process as server
 
 
@@ -27,7 +36,7 @@ def bench_step(lab: Lab, ctx: StepContext) -> Outcome:
         result = bench.run_bench(lab.url, model, plan, api_key=lab.api_key, record=record,
                                  is_alive=lambda: server.is_alive(state), start_phase=start_phase,
                                  seed=ctx.step_id)
-    values = {**result.values(), "model": model, "tp": state.tp, "profile": lab.profile_name}
+    values = bench_values(result, model=model, tp=state.tp, profile=lab.profile_name)
     if result.died_during:
         _raise_died(state, f"during the benchmark ({result.died_during})", values,
                     lab.book.requests(ctx.step_id))
@@ -35,7 +44,33 @@ def bench_step(lab: Lab, ctx: StepContext) -> Outcome:
                    fix=timeout_fix(result, lab.lang), command=plan.command(lab.url))
 
 
-def _raise_died(state: server.ServerState, during: str, values: dict, rows: list[dict]) -> None:
+def sweep_plan(plan: BenchPlan) -> SweepPlan:
+    """The plan as the step records it."""
+    return SweepPlan(levels=list(plan.levels), input_tokens=plan.input_len,
+                     output_tokens=plan.output_len, num_requests=plan.num_requests,
+                     warmup_requests=plan.warmup, duration_s=plan.duration_s,
+                     latency_runs=plan.latency_runs, latency_prompt=plan.latency_prompt,
+                     latency_max_tokens=plan.latency_max_tokens, timeout_s=plan.timeout_s,
+                     kv_poll_s=plan.kv_poll_s)
+
+
+def bench_values(result: BenchResult, *, model: str | None, tp: int,
+                 profile: str | None) -> BenchValues:
+    """What the bench measured, as the step records it."""
+    m = result.metrics
+    return BenchValues(
+        plan=sweep_plan(result.plan),
+        latency=LatencyLoop.from_summary(result.latency) if result.latency else None,
+        levels=[LevelSummary.from_summary(row) for row in result.levels],
+        metrics=BenchMetrics(delta=MetricsDelta(**m["delta"]) if m.get("delta") else None,
+                             kv=KvUsage.from_poller(m["kv"]) if m.get("kv") else None,
+                             error=m.get("error")),
+        client=ClientTotals(**result.client), died_during=result.died_during, model=model,
+        tp=tp, profile=profile)
+
+
+def _raise_died(state: server.ServerState, during: str, values: StepValues,
+                rows: list[dict]) -> None:
     """ServerDied for a server gone mid-benchmark; the partial results stay in the record."""
     ok = sum(1 for r in rows if r["ok"])
     err = server.died_error(state, f"{during}: {ok} finished requests kept, "

@@ -31,23 +31,22 @@ Command line equivalent:
 """
 from __future__ import annotations
 
-from lab.checklist.steps.offline import offline_args, script_env
-from lab.vllm import env as vllm_env
-
 import json
 from pathlib import Path
 
-from lab.vllm import logparse
-from lab.vllm import process as server
+from lab.checklist.steps.offline import offline_args, script_env
 from lab.core.errors import ConfigError, LabError
 from lab.core.fmt import fixed
+from lab.core.units import ratio
 from lab.record.runner import Outcome, StepContext, require
 from lab.record.session import Lab
+from lab.record.values import CompareSide, CompareValues, CompareWorkload, VllmVersions
+from lab.vllm import env as vllm_env
+from lab.vllm import logparse
+from lab.vllm import process as server
+from lab.vllm.logparse import StartupFacts
 
-#: Seed 004's cost view: how many samples the time and GPU-minutes are given for.
-COST_SAMPLES = 10_000
 SOURCES = ("auto", "server", "offline")
-MIB_PER_GIB = 1024
 
 #: Chat prompts: the seeds' own first, then more of the same kind. Repeated with a suffix
 #: when more are asked for, so no two prompts are the same.
@@ -82,118 +81,69 @@ def chat_prompts(n: int) -> list[list[dict[str, str]]]:
     return out
 
 
-# -- running a script of the vLLM env -----------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-# -- arithmetic ---------------------------------------------------------------------------
-def ratio(num: float | None, den: float | None) -> float | None:
-    """num / den, or None when either is missing or den is not positive."""
-    if num is None or den is None or den <= 0:
-        return None
-    return num / den
-
-
-def speedup(hf: dict, vllm: dict) -> dict:
-    """vLLM ÷ HF for throughput (tok/s, samples/min); HF ÷ vLLM for latency."""
-    return {"throughput_x": ratio(vllm.get("output_tok_s"), hf.get("output_tok_s")),
-            "samples_x": ratio(vllm.get("samples_per_min"), hf.get("samples_per_min")),
-            "latency_x": ratio(hf.get("latency_s"), vllm.get("latency_s"))}
-
-
-def cost_side(samples_per_min: float | None, devices: int,
-              samples: int = COST_SAMPLES) -> dict:
-    """Minutes for `samples` at the measured rate, and device-minutes = minutes × devices."""
-    minutes = ratio(samples, samples_per_min)
-    return {"samples_per_min": samples_per_min, "minutes": minutes, "devices": devices,
-            "device_minutes": minutes * devices if minutes is not None else None}
-
-
-def cost(hf: dict, vllm: dict, *, on_gpu: bool, samples: int = COST_SAMPLES) -> dict:
-    """Seed 004's cost table for `samples` samples. On CPU the unit is CPU-minutes (the
-    machine counts as one device) and says it is not a GPU figure."""
-    h = cost_side(hf.get("samples_per_min"), hf["devices"], samples)
-    v = cost_side(vllm.get("samples_per_min"), vllm["devices"], samples)
-    if on_gpu:
-        h["gpus"], v["gpus"] = h["devices"], v["devices"]
-    return {"samples": samples, "unit": "GPU-minutes" if on_gpu else "CPU-minutes",
-            "note": None if on_gpu else "CPU profile: CPU-minutes, not a GPU figure",
-            "hf": h, "vllm": v, "saving_x": ratio(h["device_minutes"], v["device_minutes"])}
-
-
 # -- the two sides ------------------------------------------------------------------------
-def hf_side(data: dict, on_gpu: bool) -> dict:
+def hf_side(data: dict, on_gpu: bool) -> CompareSide:
     """The HF script's result as the step's figures (memory with what it is)."""
-    side = {k: data.get(k) for k in ("output_tok_s", "samples_per_min", "latency_s", "total_s",
-                                     "output_tokens", "prompt_tokens", "num_prompts",
-                                     "batch_size", "load_s", "device", "sampling", "versions")}
-    side["devices"] = 1
+    side = CompareSide(
+        output_tok_s=data.get("output_tok_s"), samples_per_min=data.get("samples_per_min"),
+        latency_s=data.get("latency_s"), total_s=data.get("total_s"),
+        output_tokens=data.get("output_tokens"), prompt_tokens=data.get("prompt_tokens"),
+        num_prompts=data.get("num_prompts"), batch_size=data.get("batch_size"),
+        load_s=data.get("load_s"), device=data.get("device"),
+        sampling=dict(data.get("sampling") or {}), versions=dict(data.get("versions") or {}),
+        devices=1)
     if on_gpu:
         mib = data.get("max_memory_allocated_mib")
-        side.update(gpus=1, peak_mem_mib=mib, mem_basis="torch.cuda.max_memory_allocated",
-                    max_memory_reserved_mib=data.get("max_memory_reserved_mib"),
-                    device_total_mib=data.get("device_total_mib"))
+        side.gpus, side.peak_mem_mib = 1, mib
+        side.mem_basis = "torch.cuda.max_memory_allocated"
+        side.max_memory_reserved_mib = data.get("max_memory_reserved_mib")
+        side.device_total_mib = data.get("device_total_mib")
         if mib is not None and data.get("device_total_mib"):
-            side["peak_mem_pct"] = mib / data["device_total_mib"] * 100
+            side.peak_mem_pct = mib / data["device_total_mib"] * 100
     else:
-        side.update(gpus=None, peak_mem_mib=data.get("ru_maxrss_mib"),
-                    mem_basis="peak RSS of the process (ru_maxrss)")
-    side["peak_mem_gib"] = _gib(side["peak_mem_mib"])
-    side["latency_ms"] = side["latency_s"] * 1000 if side["latency_s"] is not None else None
+        side.peak_mem_mib = data.get("ru_maxrss_mib")
+        side.mem_basis = "peak RSS of the process (ru_maxrss)"
     return side
 
 
-def vllm_offline_side(data: dict, run: dict, on_gpu: bool) -> dict:
+_RESERVED = "reserved: gpu-memory-utilization × total (NVML used beside it)"
+
+
+def vllm_offline_side(data: dict, run: dict, on_gpu: bool) -> CompareSide:
     """offline_generate.py's result for the compare run."""
-    side = {k: run.get(k) for k in ("output_tok_s", "samples_per_min", "latency_s",
-                                    "output_tokens", "prompt_tokens", "sampling")}
-    side.update(total_s=run.get("elapsed_s"), num_prompts=run.get("n"),
-                load_s=data.get("load_s"), source="offline", tp=1, devices=1,
-                latency_basis=run.get("latency_basis"))
-    if side["latency_s"] is None:  # no engine timestamps: the call's time bounds every request
-        side["latency_s"], side["latency_basis"] = run.get("elapsed_s"), "generate() call time"
+    side = CompareSide(
+        output_tok_s=run.get("output_tok_s"), samples_per_min=run.get("samples_per_min"),
+        latency_s=run.get("latency_s"), output_tokens=run.get("output_tokens"),
+        prompt_tokens=run.get("prompt_tokens"), sampling=dict(run.get("sampling") or {}),
+        total_s=run.get("elapsed_s"), num_prompts=run.get("n"), load_s=data.get("load_s"),
+        source="offline", tp=1, devices=1, latency_basis=run.get("latency_basis"))
+    if side.latency_s is None:  # no engine timestamps: the call's time bounds every request
+        side.latency_s, side.latency_basis = run.get("elapsed_s"), "generate() call time"
     mem = data.get("memory") or {}
     if on_gpu:
         gpus = mem.get("gpus") or []
         reserved = sum(g["reserved_budget_mib"] or 0 for g in gpus) or None
-        used = sum(g["peak_used_mib"] or 0 for g in gpus) or None
         total = sum(g["total_mib"] or 0 for g in gpus) or None
-        side.update(gpus=1, peak_mem_mib=reserved, device_used_mib=used, device_total_mib=total,
-                    mem_basis="reserved: gpu-memory-utilization × total (NVML used beside it)")
+        side.gpus, side.peak_mem_mib, side.device_total_mib = 1, reserved, total
+        side.device_used_mib = sum(g["peak_used_mib"] or 0 for g in gpus) or None
+        side.mem_basis = _RESERVED
         if reserved and total:
-            side["peak_mem_pct"] = reserved / total * 100
+            side.peak_mem_pct = reserved / total * 100
     else:
-        side.update(gpus=None, peak_mem_mib=mem.get("peak_tree_rss_mib"),
-                    mem_basis="peak RSS of the process tree (script + EngineCore + worker; "
-                              "shared pages counted in each)")
-    side["peak_mem_gib"] = _gib(side["peak_mem_mib"])
-    side["latency_ms"] = side["latency_s"] * 1000 if side["latency_s"] is not None else None
+        side.peak_mem_mib = mem.get("peak_tree_rss_mib")
+        side.mem_basis = ("peak RSS of the process tree (script + EngineCore + worker; "
+                          "shared pages counted in each)")
     return side
 
 
-def _gib(mib: float | None) -> float | None:
-    return mib / MIB_PER_GIB if mib is not None else None
-
-
 def measure_server(lab: Lab, ctx: StepContext, state: server.ServerState,
-                   ids: list[list[int]], max_new_tokens: int, on_gpu: bool) -> dict:
+                   ids: list[list[int]], max_new_tokens: int, on_gpu: bool) -> CompareSide:
     """The same prompt ids through the running server: all at once, streamed, greedy,
     ignore_eos (`lab.measure.loadgen`); memory sampled on the server's process tree or its GPUs."""
-    from lab.measure import loadgen
-    from lab.vllm import metrics
-    from lab.measure import nvml
-    from lab.measure import procstats
     from lab.checklist.steps.serve import server_env_gpus
+    from lab.measure import loadgen, nvml, procstats
     from lab.measure.sampler import Sampler
+    from lab.vllm import metrics
 
     model = state.served_model_name or state.model
     n = len(ids)
@@ -221,33 +171,31 @@ def measure_server(lab: Lab, ctx: StepContext, state: server.ServerState,
     peaks = sampler.summary()
     tokens = sum(r.output_tokens or 0 for r in measured)
     wall = result.wall_s
-    side = {"output_tokens": tokens, "prompt_tokens": sum(r.input_tokens or 0 for r in measured),
-            "num_prompts": n, "total_s": wall, "source": "server", "tp": state.tp,
-            "devices": state.tp, "output_tok_s": ratio(tokens, wall),
-            "samples_per_min": ratio(n * 60, wall),
-            # lab.measure.stats' summary: a missing TTFT is left out, never counted as 0 ms.
-            "latency_s": _s(result.summary["e2el_ms"]["mean"]), "latency_basis": "E2EL (streamed)",
-            "ttft_s": _s(result.summary["ttft_ms"]["mean"]),
-            "sampling": {"temperature": 0.0, "max_tokens": max_new_tokens, "ignore_eos": True,
-                         "other_fields": "the server's defaults (the model's generation_config)"}}
+    side = CompareSide(
+        output_tokens=tokens, prompt_tokens=sum(r.input_tokens or 0 for r in measured),
+        num_prompts=n, total_s=wall, source="server", tp=state.tp, devices=state.tp,
+        output_tok_s=ratio(tokens, wall), samples_per_min=ratio(n * 60, wall),
+        # lab.measure.stats' summary: a missing TTFT is left out, never counted as 0 ms.
+        latency_s=_s(result.summary["e2el_ms"]["mean"]), latency_basis="E2EL (streamed)",
+        ttft_s=_s(result.summary["ttft_ms"]["mean"]),
+        sampling={"temperature": 0.0, "max_tokens": max_new_tokens, "ignore_eos": True,
+                  "other_fields": "the server's defaults (the model's generation_config)"})
     if on_gpu:
         used = sum(v["peak"] for (s, d, f), v in peaks.items() if f == "mem_used_mib") or None
         total = sum(v["peak"] for (s, d, f), v in peaks.items() if f == "mem_total_mib") or None
         util = metrics.parse(metrics.scrape(state.base_url, api_key=lab.api_key)).cache_config() \
             .get("gpu_memory_utilization")
         reserved = util * total if util and total else None
-        side.update(gpus=state.tp, peak_mem_mib=reserved, device_used_mib=used,
-                    device_total_mib=total, gpu_memory_utilization=util,
-                    mem_basis="reserved: gpu-memory-utilization × total (NVML used beside it)")
+        side.gpus, side.peak_mem_mib, side.device_used_mib = state.tp, reserved, used
+        side.device_total_mib, side.gpu_memory_utilization = total, util
+        side.mem_basis = _RESERVED
         if reserved and total:
-            side["peak_mem_pct"] = reserved / total * 100
+            side.peak_mem_pct = reserved / total * 100
     else:
         rss = peaks.get(("process", "tree", "rss_mib"))
-        side.update(gpus=None, peak_mem_mib=rss["peak"] if rss else None,
-                    mem_basis="peak RSS of the server's process tree while serving "
-                              "(shared pages counted in each process)")
-    side["peak_mem_gib"] = _gib(side["peak_mem_mib"])
-    side["latency_ms"] = side["latency_s"] * 1000
+        side.peak_mem_mib = rss["peak"] if rss else None
+        side.mem_basis = ("peak RSS of the server's process tree while serving "
+                          "(shared pages counted in each process)")
     return side
 
 
@@ -280,6 +228,7 @@ def compare_step(lab: Lab, ctx: StepContext, num_prompts: int | None = None,
     src, state = pick_source(lab, source or opts["source"])
     on_gpu = lab.has_gpu
     if src == "server":
+        assert state is not None  # pick_source gives the running server's state
         model, dummy = state.model, (state.profile or lab.profile_name) == "rehearsal"
         prof = None
     else:
@@ -314,44 +263,40 @@ def compare_step(lab: Lab, ctx: StepContext, num_prompts: int | None = None,
             "input_tokens": req["prompt_tokens"], "output_tokens": req["output_tokens"],
             "e2el_s": req["e2el_s"]})
 
+    values = CompareValues(
+        profile=lab.profile_name, on_gpu=on_gpu, source=src, model=model, dummy_weights=dummy,
+        hf=hf, workload=CompareWorkload(num_prompts=n, max_new_tokens=new_tokens,
+                                        hf_batch_size=batch, ignore_eos=True, greedy=True),
+        versions=VllmVersions.from_probe(versions), work_dir=str(work))
     try:
-        if src == "server":
+        if src == "server" and state is not None:
             commands.append(f"# {n} streamed /v1/completions to {state.base_url}, all at once "
                             f"(prompt = the token ids above, max_tokens {new_tokens}, "
                             "temperature 0, ignore_eos)")
             with lab.console.status(f"vLLM server: {n} requests at once …"):
                 vllm = measure_server(lab, ctx, state, ids, new_tokens, on_gpu)
-            startup = {}
+            startup = None
         else:
             vllm, startup, shown = _offline(lab, ctx, prof, ids, new_tokens, timeout_s, work)
             commands.append(shown)
     except LabError as err:
-        err.values = {"hf": hf, "source": src}  # keep the measured side in the failed record
+        err.values = values  # keep the measured side in the failed record
         raise
-    up = speedup(hf, vllm)
-    costs = cost(hf, vllm, on_gpu=on_gpu)
-    values = {
-        "profile": lab.profile_name, "on_gpu": on_gpu, "source": src, "model": model,
-        "dummy_weights": dummy, "hf": hf, "vllm": vllm, "speedup": up, "cost": costs,
-        "workload": {"num_prompts": n, "max_new_tokens": new_tokens, "hf_batch_size": batch,
-                     "ignore_eos": True, "greedy": True},
-        "versions": versions, "startup": startup, "work_dir": str(work),
-    }
+    values.vllm, values.startup = vllm, startup
     # The vLLM side was given the HF side's token ids; check both did the same work.
     expected_out = n * new_tokens
-    same = (hf.get("prompt_tokens") == vllm.get("prompt_tokens")
-            and hf.get("output_tokens") == vllm.get("output_tokens") == expected_out)
-    values["inputs_identical"] = same
-    values["table"] = table(values)
+    same = (hf.prompt_tokens == vllm.prompt_tokens
+            and hf.output_tokens == vllm.output_tokens == expected_out)
+    values.inputs_identical = same
     crits = [
         require("hf_measured", "HF 侧测得吞吐、延迟与内存", "the HF side is measured",
-                _measured(hf), _tok_s(hf, on_gpu), reason="the HF side produced no figures"),
+                hf.measured, _tok_s(hf, on_gpu), reason="the HF side produced no figures"),
         require("vllm_measured", "vLLM 侧测得吞吐、延迟与内存", "the vLLM side is measured",
-                _measured(vllm), _tok_s(vllm, on_gpu), reason="the vLLM side produced no figures"),
+                vllm.measured, _tok_s(vllm, on_gpu), reason="the vLLM side produced no figures"),
         require("same_work", "两侧 prompt 与输出 token 数相同", "both sides did the same work "
                 "(prompt and output tokens)", same,
-                f"prompt {hf.get('prompt_tokens')}/{vllm.get('prompt_tokens')}, output "
-                f"{hf.get('output_tokens')}/{vllm.get('output_tokens')} (expected {expected_out})",
+                f"prompt {hf.prompt_tokens}/{vllm.prompt_tokens}, output "
+                f"{hf.output_tokens}/{vllm.output_tokens} (expected {expected_out})",
                 reason="the two sides processed different token counts: the comparison is void"),
     ]
     return Outcome(crits, actual_line(values), values, command="\n".join(commands),
@@ -359,7 +304,7 @@ def compare_step(lab: Lab, ctx: StepContext, num_prompts: int | None = None,
 
 
 def _offline(lab: Lab, ctx: StepContext, prof, ids: list[list[int]], new_tokens: int,
-             timeout_s: float, work: Path) -> tuple[dict, dict, str]:
+             timeout_s: float, work: Path) -> tuple[CompareSide, StartupFacts, str]:
     runs_file = work / "runs.json"
     runs_file.write_text(json.dumps({"warmup": True, "runs": [{
         "name": "compare", "prompt_ids": ids, "model_defaults": True,
@@ -369,18 +314,19 @@ def _offline(lab: Lab, ctx: StepContext, prof, ids: list[list[int]], new_tokens:
     with lab.console.status(f"vLLM offline LLM.generate: {len(ids)} prompts at once "
                             "(engine start takes a while) …"):
         data, stderr = lab.env.run_json_script("offline_generate.py", args,
-                                       what="vLLM offline LLM.generate", timeout_s=timeout_s,
-                                       env=env, log_path=work / "offline_generate.log")
+                                               what="vLLM offline LLM.generate",
+                                               timeout_s=timeout_s, env=env,
+                                               log_path=work / "offline_generate.log")
     run = data["runs"][0]
     for i, req in enumerate(run.get("requests") or []):
         lab.book.add_request(ctx.run_id, ctx.step_id, "compare-vllm", {
             "level": "compare", "concurrency": len(ids), "idx": i, "ok": True,
             "input_tokens": req["prompt_tokens"], "output_tokens": req["output_tokens"],
             "ttft_s": req.get("ttft_s"), "e2el_s": req.get("e2el_s")})
-    facts = logparse.parse_startup(stderr).to_dict()
-    facts.pop("evidence", None)
+    facts = logparse.parse_startup(stderr)
+    facts.evidence = {}
     side = vllm_offline_side(data, run, prof.has_gpu)
-    side["vllm_version"] = data.get("vllm")
+    side.vllm_version = data.get("vllm")
     return side, facts, vllm_env.script_line("offline_generate.py", args, env)
 
 
@@ -388,71 +334,38 @@ def _s(ms: float | None) -> float | None:
     return None if ms is None else ms / 1000
 
 
-def _measured(side: dict) -> bool:
-    """Throughput, latency and a memory reading. On GPU vLLM's `peak_mem_mib` is its
-    computed budget, so the reading that counts there is NVML's `device_used_mib`."""
-    memory = side.get("device_used_mib") if side.get("mem_basis", "").startswith("reserved") \
-        else side.get("peak_mem_mib")
-    return bool(side.get("output_tok_s")) and side.get("latency_s") is not None \
-        and memory is not None
-
-
-def _tok_s(side: dict, on_gpu: bool) -> str | None:
-    v = side.get("output_tok_s")
+def _tok_s(side: CompareSide, on_gpu: bool) -> str | None:
+    v = side.output_tok_s
     return f"{v:,.1f} tok/s{'' if on_gpu else ' (CPU)'}" if v else None
-
 
 
 def _x(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.2f}x"
 
 
-def table(values: dict) -> list[dict]:
-    """The seed's table as display rows {metric_zh, metric_en, vllm, hf, speedup}. On the
-    CPU profile every figure carries "(CPU)", so none can pass for a GPU number."""
-    hf, vl, up = values["hf"], values["vllm"], values["speedup"]
-    tag = "" if values["on_gpu"] else " (CPU)"
-    mem_zh = "显存占用（峰值）" if values["on_gpu"] else "内存占用（峰值 RSS，CPU 配置）"
-    mem_en = "memory (peak)" if values["on_gpu"] else "memory (peak RSS, CPU profile)"
-    return [
-        {"metric_zh": mem_zh, "metric_en": mem_en,
-         "vllm": f"{fixed(vl['peak_mem_gib'], 2)} GiB{tag}", "hf": f"{fixed(hf['peak_mem_gib'], 2)} GiB{tag}",
-         "speedup": "—"},
-        {"metric_zh": "平均端到端延迟", "metric_en": "mean end-to-end latency",
-         "vllm": f"{fixed(vl['latency_ms'])} ms{tag}", "hf": f"{fixed(hf['latency_ms'])} ms{tag}",
-         "speedup": f"{_x(up['latency_x'])}{tag}"},
-        {"metric_zh": "输出吞吐", "metric_en": "output throughput",
-         "vllm": f"{fixed(vl['output_tok_s'])} tok/s{tag}", "hf": f"{fixed(hf['output_tok_s'])} tok/s{tag}",
-         "speedup": f"{_x(up['throughput_x'])}{tag}"},
-        {"metric_zh": "样本吞吐", "metric_en": "sample throughput",
-         "vllm": f"{fixed(vl['samples_per_min'])} samples/min{tag}",
-         "hf": f"{fixed(hf['samples_per_min'])} samples/min{tag}",
-         "speedup": f"{_x(up['samples_x'])}{tag}"},
-    ]
+def actual_line(values: CompareValues) -> str:
+    hf, vl = values.hf or CompareSide(), values.vllm or CompareSide()
+    up, c = values.speedup, values.cost
+    head = "" if values.on_gpu else "CPU profile (not GPU figures): "
+    mem = "memory" if values.on_gpu else "peak RSS"
+    return (f"{head}HF {fixed(hf.output_tok_s)} tok/s, mean latency {fixed(hf.latency_ms)} ms, "
+            f"{mem} {fixed(hf.peak_mem_gib, 2)} GiB; vLLM ({values.source}) "
+            f"{fixed(vl.output_tok_s)} tok/s, mean latency {fixed(vl.latency_ms)} ms, "
+            f"{mem} {fixed(vl.peak_mem_gib, 2)} GiB; speedup {_x(up.throughput_x)} throughput, "
+            f"{_x(up.latency_x)} latency; {c.samples:,} samples: HF "
+            f"{fixed(c.hf.device_minutes)} vs vLLM {fixed(c.vllm.device_minutes)} {c.unit}")
 
 
-def actual_line(values: dict) -> str:
-    hf, vl, up, c = values["hf"], values["vllm"], values["speedup"], values["cost"]
-    head = "" if values["on_gpu"] else "CPU profile (not GPU figures): "
-    mem = "memory" if values["on_gpu"] else "peak RSS"
-    return (f"{head}HF {fixed(hf['output_tok_s'])} tok/s, mean latency {fixed(hf['latency_ms'])} ms, "
-            f"{mem} {fixed(hf['peak_mem_gib'], 2)} GiB; vLLM ({values['source']}) "
-            f"{fixed(vl['output_tok_s'])} tok/s, mean latency {fixed(vl['latency_ms'])} ms, "
-            f"{mem} {fixed(vl['peak_mem_gib'], 2)} GiB; speedup {_x(up['throughput_x'])} throughput, "
-            f"{_x(up['latency_x'])} latency; {c['samples']:,} samples: HF "
-            f"{fixed(c['hf']['device_minutes'])} vs vLLM {fixed(c['vllm']['device_minutes'])} {c['unit']}")
-
-
-def _evidence(values: dict) -> str:
-    hf, vl = values["hf"], values["vllm"]
-    lines = [] if values["on_gpu"] else ["CPU profile: every figure below is a CPU figure, not a GPU one"]
-    lines += [f"HF: {hf.get('output_tokens')} output tokens in {fixed(hf.get('total_s'), 3)} s "
-             f"(batch {hf.get('batch_size')}, device {hf.get('device')}); memory = {hf.get('mem_basis')}",
-             f"vLLM ({values['source']}): {vl.get('output_tokens')} output tokens in "
-             f"{fixed(vl.get('total_s'), 3)} s; latency = {vl.get('latency_basis')}; "
-             f"memory = {vl.get('mem_basis')}"]
-    startup = values.get("startup") or {}
-    if startup.get("kv_cache_tokens"):
-        lines.append(f"vLLM KV cache: {startup['kv_cache_tokens']:,} tokens "
-                     f"({startup.get('kv_cache_device')})")
+def _evidence(values: CompareValues) -> str:
+    hf, vl = values.hf or CompareSide(), values.vllm or CompareSide()
+    lines = [] if values.on_gpu else ["CPU profile: every figure below is a CPU figure, not a GPU one"]
+    lines += [f"HF: {hf.output_tokens} output tokens in {fixed(hf.total_s, 3)} s "
+              f"(batch {hf.batch_size}, device {hf.device}); memory = {hf.mem_basis}",
+              f"vLLM ({values.source}): {vl.output_tokens} output tokens in "
+              f"{fixed(vl.total_s, 3)} s; latency = {vl.latency_basis}; "
+              f"memory = {vl.mem_basis}"]
+    startup = values.startup
+    if startup is not None and startup.kv_cache_tokens:
+        lines.append(f"vLLM KV cache: {startup.kv_cache_tokens:,} tokens "
+                     f"({startup.kv_cache_device})")
     return "\n".join(lines)

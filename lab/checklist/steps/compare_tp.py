@@ -1,14 +1,13 @@
 """Day 4 `--compare-tp`: one benchmark level on TP=2 and on TP=1, side by side."""
 from __future__ import annotations
 
-from lab.ui.progress import progress_bar
-from lab.checklist.steps.bench import _raise_died
-
-
+from lab.checklist.steps.bench import _raise_died, sweep_plan
 from lab.core.errors import LabError
 from lab.core.fmt import fixed
 from lab.record.runner import Outcome, StepContext, require
 from lab.record.session import Lab
+from lab.record.values import CompareTpValues, LevelSummary, ServeValues, TpSide
+from lab.ui.progress import progress_bar
 from lab.vllm import process as server
 
 
@@ -18,39 +17,41 @@ def compare_tp(lab: Lab, ctx: StepContext, concurrency: int | None = None) -> Ou
     from lab.measure import bench
     c = concurrency or lab.cfg["bench"]["compare_tp_concurrency"]
     plan = bench.BenchPlan.from_cfg(lab.cfg)
-    sides: list[dict] = []
-    values = {"concurrency": c, "plan": plan.public(), "sides": sides, "profile": lab.profile_name}
+    values = CompareTpValues(concurrency=c, plan=sweep_plan(plan), profile=lab.profile_name)
     for tp in (2, 1):
-        sides.append(_tp_side(lab, ctx, tp, c, plan, values))
-    by_tp = {s["tp"]: s["summary"] for s in sides}
-    values["ratios"] = r = _ratios(by_tp[2], by_tp[1])
+        values.sides.append(_tp_side(lab, ctx, tp, c, plan, values))
+    by_tp = {s.tp: s.summary for s in values.sides}
+    r = values.ratios
+    assert r is not None
     crits = [require(f"tp{tp}", f"TP={tp} 的档位测得且无失败", f"TP={tp} level measured with no failure",
-                     by_tp[tp]["completed"] > 0 and by_tp[tp]["failed"] == 0,
-                     f"{by_tp[tp]['completed']} ok, {by_tp[tp]['failed']} failed",
+                     (by_tp[tp].completed or 0) > 0 and by_tp[tp].failed == 0,
+                     f"{by_tp[tp].completed} ok, {by_tp[tp].failed} failed",
                      reason="requests failed") for tp in (2, 1)]
     actual = "; ".join(
-        f"TP={tp}: {fixed(s['output_throughput'])} out tok/s, TTFT p50 "
-        f"{fixed(s['ttft_ms']['median'])} ms, server TPOT {fixed(_server(s, 'tpot'), 2)} ms"
+        f"TP={tp}: {fixed(s.output_tok_s)} out tok/s, TTFT p50 "
+        f"{fixed(s.ttft_ms.median)} ms, server TPOT "
+        f"{fixed(s.server.mean_tpot_ms if s.server else None, 2)} ms"
         for tp, s in sorted(by_tp.items(), reverse=True))
-    actual += (f"; TP=2/TP=1 (c={c}): output throughput ×{fixed(r['output_throughput'], 2)}, "
-               f"server TPOT ×{fixed(r['server_tpot'], 2)}")
+    actual += (f"; TP=2/TP=1 (c={c}): output throughput ×{fixed(r.output_tok_s, 2)}, "
+               f"server TPOT ×{fixed(r.server_tpot, 2)}")
     return Outcome(crits, actual, values)
 
 
-def _tp_side(lab: Lab, ctx: StepContext, tp: int, c: int, plan, values: dict) -> dict:
+def _tp_side(lab: Lab, ctx: StepContext, tp: int, c: int, plan, values: CompareTpValues) -> TpSide:
     """Start (or reuse) a TP=`tp` server and run the level on it."""
-    from lab.measure import bench
-    from lab.measure import prompts
     from lab.checklist.steps.serve import start_and_wait
+    from lab.measure import bench, prompts
     state = server.load(lab.state_path)
+    facts: ServeValues | None
     if state and server.is_alive(state) and state.tp == tp:
-        facts = next((s["facts"] or {} for s in lab.book.servers() if s["id"] == state.server_id), {})
+        facts = next((s["facts"] for s in lab.book.servers() if s["id"] == state.server_id), None)
     else:
         try:
-            facts = start_and_wait(lab, ctx, "day4", tp).values
+            started = start_and_wait(lab, ctx, "day4", tp).values
         except LabError as err:
             err.values = values
             raise
+        facts = started if isinstance(started, ServeValues) else None
         state = server.require_running(lab.state_path)
     model = state.served_model_name or state.model
     pool = prompts.token_pool(lab.url, model, api_key=lab.api_key)
@@ -64,20 +65,7 @@ def _tp_side(lab: Lab, ctx: StepContext, tp: int, c: int, plan, values: dict) ->
             advance=lambda: progress.advance(task))
     if not server.is_alive(state):
         _raise_died(state, f"during the TP={tp} level", values, book.requests(ctx.step_id))
-    return {"tp": tp, "ready_s": facts.get("ready_s"), "kv_cache_tokens": facts.get("kv_cache_tokens"),
-            "summary": row, "argv": state.argv}
-
-
-def _server(summary: dict, key: str) -> float | None:
-    return (summary.get("server") or {}).get(f"mean_{key}_ms")
-
-
-def _ratios(tp2: dict, tp1: dict) -> dict:
-    def ratio(a, b):
-        return None if a is None or not b else a / b
-    return {"output_throughput": ratio(tp2.get("output_throughput"), tp1.get("output_throughput")),
-            "tpot_median": ratio(tp2["tpot_ms"]["median"], tp1["tpot_ms"]["median"]),
-            "ttft_median": ratio(tp2["ttft_ms"]["median"], tp1["ttft_ms"]["median"]),
-            "e2el_median": ratio(tp2["e2el_ms"]["median"], tp1["e2el_ms"]["median"]),
-            "server_tpot": ratio(_server(tp2, "tpot"), _server(tp1, "tpot")),
-            "server_ttft": ratio(_server(tp2, "ttft"), _server(tp1, "ttft"))}
+    return TpSide(tp=tp, summary=LevelSummary.from_summary(row),
+                  ready_s=facts.ready_s if facts else None,
+                  kv_cache_tokens=facts.kv_cache_tokens if facts else None,
+                  argv=list(state.argv or []))

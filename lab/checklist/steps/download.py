@@ -19,6 +19,7 @@ from pathlib import Path
 from lab.core.errors import HubUnreachable, LabError
 from lab.record.runner import Outcome, StepContext, require, skip
 from lab.record.session import Lab
+from lab.record.values import DownloadValues
 from lab.vllm import hub
 
 LABEL = ("模型文件齐全且 SHA-256 校验通过", "model files present and SHA-256 verified")
@@ -28,22 +29,6 @@ OFFLINE = {
     "rehearsal": ("rehearsal profile builds its model offline (the shipped config, "
                   "--load-format dummy): no download"),
 }
-
-
-@dataclass(frozen=True)
-class DownloadValues(hub.DownloadResult):
-    """What the step recorded: the download's result (bytes; MB = 10^6 bytes) and more."""
-    verify_s: float | None
-    already_present: bool
-    manual_command: str            # what a learner would type by hand
-    served_model_name: str         # serve: --model local_dir --served-model-name repo_id
-
-
-@dataclass
-class NoDownloadValues:
-    model: str
-    profile: str
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -77,23 +62,23 @@ def download(lab: Lab, ctx: StepContext, model: str | None = None, revision: str
     if lab.profile_name in OFFLINE:
         reason = OFFLINE[lab.profile_name]
         return Outcome([skip("files_verified", *LABEL, reason)], reason,
-                       dataclasses.asdict(NoDownloadValues(wanted, lab.profile_name, reason)))
+                       DownloadValues(model=wanted, profile=lab.profile_name, skipped_reason=reason))
     if hub.looks_local(wanted):
         reason = f"local model path given ({wanted}): no download"
         return Outcome([skip("files_verified", *LABEL, reason)], reason,
-                       dataclasses.asdict(NoDownloadValues(wanted, lab.profile_name, reason)))
+                       DownloadValues(model=wanted, profile=lab.profile_name, skipped_reason=reason))
     opts = options(lab, day, model, revision, source, endpoint, local_dir)
     manual = hub.manual_command(opts.repo_id, local_dir=opts.local_dir, revision=opts.revision,
                                 source=opts.source, endpoint=opts.endpoint)
     token = hub.token_from_env(opts.source)
-    known = {"repo_id": opts.repo_id, "revision": opts.revision, "source": opts.source,
-             "endpoint": opts.endpoint, "local_dir": str(opts.local_dir),
-             "manual_command": manual}
+    known = DownloadValues(model=wanted, profile=lab.profile_name, repo_id=opts.repo_id,
+                           revision=opts.revision, source=opts.source, endpoint=opts.endpoint,
+                           local_dir=str(opts.local_dir), manual_command=manual)
     try:
         plan = hub.plan_download(opts.repo_id, opts.revision, endpoint=opts.endpoint,
                                  token=token, source=opts.source)
         if hub.is_present(plan, opts.local_dir):
-            return _present(plan, opts, manual)
+            return _present(plan, opts, manual, wanted, lab.profile_name)
         hub.check_disk(plan, opts.local_dir, opts.reserve_gib)
         from lab.ui.progress import byte_progress
         with byte_progress(lab.console, opts.repo_id) as update:
@@ -103,13 +88,13 @@ def download(lab: Lab, ctx: StepContext, model: str | None = None, revision: str
     except HubUnreachable as err:
         if hub.has_stamp(opts.local_dir, opts.repo_id):
             err.fix = f"a verified copy is already at {opts.local_dir}: pass --model {opts.local_dir}"
-        err.values = known  # type: ignore[attr-defined]
+        err.values = known
         raise
     except LabError as err:
-        err.values = known  # type: ignore[attr-defined]
+        err.values = known
         raise
-    values = DownloadValues(**dataclasses.asdict(result), verify_s=verify_s,
-                            already_present=False, manual_command=manual,
+    values = DownloadValues(model=wanted, profile=lab.profile_name, **dataclasses.asdict(result),
+                            verify_s=verify_s, already_present=False, manual_command=manual,
                             served_model_name=opts.repo_id)
     rate = f" ({result.mb_per_s:g} MB/s)" if result.mb_per_s else ""
     resumed = f", {_size(result.bytes_resumed)} kept from an earlier run" if result.bytes_resumed else ""
@@ -118,22 +103,24 @@ def download(lab: Lab, ctx: StepContext, model: str | None = None, revision: str
               f"{resumed} from {result.endpoint}; {opts.repo_id}@{result.revision} = commit "
               f"{result.commit[:12]}; SHA-256 verified in {verify_s:g} s; {result.local_dir}")
     crit = require("files_verified", *LABEL, True, f"{result.files} files, {result.bytes_total} bytes")
-    return Outcome([crit], actual, dataclasses.asdict(values), command=manual)
+    return Outcome([crit], actual, values, command=manual)
 
 
-def _present(plan: hub.DownloadPlan, opts: Options, manual: str) -> Outcome:
+def _present(plan: hub.DownloadPlan, opts: Options, manual: str, wanted: str,
+             profile: str) -> Outcome:
     nothing = hub.DownloadResult(
         plan.repo_id, plan.revision, plan.commit, plan.source, plan.endpoint, str(opts.local_dir),
         files=len(plan.files), files_fetched=0, bytes_total=plan.bytes_total, bytes_fetched=0,
         bytes_resumed=0, seconds=0.0, mb_per_s=None)
-    values = DownloadValues(**dataclasses.asdict(nothing), verify_s=None, already_present=True,
-                            manual_command=manual, served_model_name=plan.repo_id)
+    values = DownloadValues(model=wanted, profile=profile, **dataclasses.asdict(nothing),
+                            verify_s=None, already_present=True, manual_command=manual,
+                            served_model_name=plan.repo_id)
     actual = (f"already present, verified: {len(plan.files)} files, {_size(plan.bytes_total)} "
               f"at {opts.local_dir} ({plan.repo_id}@{plan.revision} = commit {plan.commit[:12]}); "
               "nothing downloaded")
     crits = [require("files_verified", *LABEL, True, f"{len(plan.files)} files, {plan.bytes_total} bytes"),
              skip("fetched", *FETCH_LABEL, "already present, verified")]
-    return Outcome(crits, actual, dataclasses.asdict(values), command=manual)
+    return Outcome(crits, actual, values, command=manual)
 
 
 def _size(n: int) -> str:

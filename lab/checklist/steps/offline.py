@@ -1,18 +1,30 @@
 """Day 5 (seed 002): offline LLM.generate in one engine load, the KV-cache blocks, memory, and the key parameters."""
 from __future__ import annotations
 
-from lab.vllm import logparse
-
 import json
 from pathlib import Path
 
 from lab.core.errors import LabError
 from lab.core.fmt import fixed, num
+from lab.explain.params import SEED_PARAMS
 from lab.record.logbook import PASS
 from lab.record.runner import Outcome, StepContext, check, require, skip
 from lab.record.session import Lab
+from lab.record.values import (
+    BatchRow,
+    EngineInfo,
+    GpuMemory,
+    KvCacheValues,
+    MemoryValues,
+    OfflineMemory,
+    OfflineRequest,
+    OfflineRun,
+    OfflineValues,
+    ParamReading,
+    ParamsValues,
+)
 from lab.vllm import env as vllm_env
-
+from lab.vllm import logparse
 
 # Seed 002 §2.1 (the small-model example) and §5.3 (the batch-size benchmark).
 EXAMPLE_PROMPTS = ["Hello, my name is", "The capital of France is", "Artificial intelligence is"]
@@ -25,25 +37,6 @@ BENCH_PROMPT = "Hello, my name is"
 
 
 BENCH_SAMPLING = {"temperature": 0.8}
-
-
-# Seed 002 §4: flag, engine field, meaning (zh, en), the seed's default.
-PARAMS = [
-    ("--model", "model", "模型路径或HuggingFace ID", "model path or Hugging Face id", "必填 / required"),
-    ("--tensor-parallel-size", "tensor_parallel_size", "TP并行GPU数量", "GPUs for tensor parallelism", 1),
-    ("--pipeline-parallel-size", "pipeline_parallel_size", "PP并行阶段数", "pipeline-parallel stages", 1),
-    ("--gpu-memory-utilization", "gpu_memory_utilization", "GPU显存使用比例（0-1）",
-     "fraction of GPU memory vLLM may use (0-1)", 0.9),
-    ("--max-model-len", "max_model_len", "最大序列长度（影响KV Cache预分配）",
-     "longest sequence (sizes the KV-cache preallocation)", "模型默认 / model default"),
-    ("--block-size", "block_size", "PagedAttention的Block大小", "PagedAttention block size (tokens)", 16),
-    ("--swap-space", "swap_space", "CPU swap空间大小（GB）", "CPU swap space (GB)", 4),
-    ("--max-num-batched-tokens", "max_num_batched_tokens", "每步最大batch token数",
-     "most tokens batched per step", "自动 / auto"),
-    ("--max-num-seqs", "max_num_seqs", "最大并发序列数", "most concurrent sequences", 256),
-    ("--enable-prefix-caching", "enable_prefix_caching", "启用Prefix Cache", "prefix caching on", False),
-    ("--dtype", "dtype", "数据类型（auto/half/float16/bfloat16）", "data type", "auto"),
-]
 
 
 # The parameters the seed's 面试话术 names, plus the length and batch limits: these must be read.
@@ -77,25 +70,27 @@ def offline(lab: Lab, ctx: StepContext) -> Outcome:
                                        what="vLLM offline LLM.generate",
                                        timeout_s=opts["timeout_s"], env=env,
                                        log_path=work / "offline_generate.log")
-    facts = logparse.parse_startup(stderr)
-    startup = facts.to_dict()
-    startup_evidence = startup.pop("evidence")
-    example = data["runs"][0]
-    batches = [batch_row(bs, run) for bs, run in zip(sizes, data["runs"][1:])]
-    values = {
-        "profile": lab.profile_name, "model": prof.served_model_name or prof.model,
-        "model_path": prof.model, "load_format": prof.load_format, **built,
-        "vllm_version": data.get("vllm"), "load_s": data.get("load_s"),
-        "warmup_s": data.get("warmup_s"), "engine": data.get("engine") or {},
-        "startup": startup, "memory": data.get("memory") or {}, "example": example,
-        "batches": batches, "max_tokens": max_tokens, "batch_sizes": sizes,
-        "throughput_rises": rises([b["tok_s"] for b in batches]),
-        "llm_call": llm_call(prof, lab), "work_dir": str(work),
-        "log_path": str(work / "offline_generate.log"),
-    }
-    outs = example.get("requests") or []
-    with_text = sum(1 for r in outs if r["output_tokens"] > 0)
-    ran = [b for b in batches if b["ok"]]
+    startup = logparse.parse_startup(stderr)
+    startup_evidence, startup.evidence = startup.evidence, {}
+    example = run_of(data["runs"][0])
+    batches = [batch_row(bs, run) for bs, run in zip(sizes, data["runs"][1:], strict=False)]
+    mem = data.get("memory") or {}
+    values = OfflineValues(
+        profile=lab.profile_name, model=prof.served_model_name or prof.model,
+        model_path=prof.model, load_format=prof.load_format,
+        model_built=built.get("model_built"), model_build_s=built.get("model_build_s"),
+        vllm_version=data.get("vllm"), load_s=data.get("load_s"), warmup_s=data.get("warmup_s"),
+        engine=EngineInfo(**(data.get("engine") or {})), startup=startup,
+        memory=OfflineMemory(peak_tree_rss_mib=mem.get("peak_tree_rss_mib"),
+                             samples=mem.get("samples"),
+                             ru_maxrss_self_mib=mem.get("ru_maxrss_self_mib"),
+                             gpus=[GpuMemory(**g) for g in mem.get("gpus") or []]),
+        example=example, batches=batches, max_tokens=max_tokens, batch_sizes=list(sizes),
+        llm_call=llm_call(prof, lab), work_dir=str(work),
+        log_path=str(work / "offline_generate.log"))
+    outs = example.requests
+    with_text = sum(1 for r in outs if (r.output_tokens or 0) > 0)
+    ran = [b for b in batches if b.ok]
     crits = [
         require("example", "示例 prompt 都生成了文本", "every example prompt produced text",
                 bool(outs) and with_text == len(outs), f"{with_text}/{len(outs)}",
@@ -104,35 +99,41 @@ def offline(lab: Lab, ctx: StepContext) -> Outcome:
                 len(ran) == len(sizes), f"{len(ran)}/{len(sizes)}",
                 reason="a batch returned fewer outputs than prompts"),
         require("tok_s", "每个 batch 记录了 tok/s", "tok/s recorded for every batch",
-                len(batches) == len(sizes) and all(b["tok_s"] for b in batches),
-                ", ".join(f"{b['batch_size']}: {b['tok_s']:,.1f}" for b in batches if b["tok_s"]),
+                len(batches) == len(sizes) and all(b.output_tok_s for b in batches),
+                ", ".join(f"{b.batch_size}: {b.output_tok_s:,.1f}" for b in batches
+                          if b.output_tok_s),
                 reason="a batch has no tok/s"),
     ]
     tag = "CPU profile: " if not lab.has_gpu else ""
-    actual = (f"{tag}engine loaded in {fixed(values['load_s'])} s; example: {len(outs)} prompts → "
-              f"{example.get('output_tokens')} tokens in {fixed(example.get('elapsed_s'), 2)} s; "
-              + "; ".join(f"batch {b['batch_size']}: {b['tokens']} tokens in {fixed(b['time_s'], 2)} s "
-                          f"= {fixed(b['tok_s'])} tok/s" for b in batches))
+    actual = (f"{tag}engine loaded in {fixed(values.load_s)} s; example: {len(outs)} prompts → "
+              f"{example.output_tokens} tokens in {fixed(example.elapsed_s, 2)} s; "
+              + "; ".join(f"batch {b.batch_size}: {b.output_tokens} tokens in "
+                          f"{fixed(b.time_s, 2)} s = {fixed(b.output_tok_s)} tok/s"
+                          for b in batches))
     evidence = "\n".join(startup_evidence.get(k, "") for k in
                          ("kv_cache_tokens", "weights_load_s", "engine_init_s") if startup_evidence.get(k))
     return Outcome(crits, actual, values, evidence=evidence or None,
                    command=vllm_env.script_line("offline_generate.py", args, env))
 
 
-def batch_row(batch_size: int, run: dict) -> dict:
+def batch_row(batch_size: int, run: dict) -> BatchRow:
     """One row of the seed's benchmark: Batch, Time, Tokens, Throughput."""
     n = run.get("n") or 0
     tokens = run.get("output_tokens") or 0
-    return {"batch_size": batch_size, "n": n, "time_s": run.get("elapsed_s"), "tokens": tokens,
-            "tok_s": run.get("output_tok_s"), "prompt_tokens": run.get("prompt_tokens"),
-            "ok": n == batch_size and tokens > 0}
+    return BatchRow(batch_size=batch_size, n=n, time_s=run.get("elapsed_s"), output_tokens=tokens,
+                    output_tok_s=run.get("output_tok_s"), prompt_tokens=run.get("prompt_tokens"),
+                    ok=n == batch_size and tokens > 0)
 
 
-def rises(values: list[float | None]) -> bool | None:
-    """Whether throughput rose with every larger batch (the seed's observation), or None."""
-    if len(values) < 2 or any(v is None for v in values):
-        return None
-    return all(b > a for a, b in zip(values, values[1:]))
+def run_of(run: dict) -> OfflineRun:
+    """One LLM.generate call of offline_generate.py's JSON."""
+    return OfflineRun(
+        name=run.get("name"), n=run.get("n"), elapsed_s=run.get("elapsed_s"),
+        prompt_tokens=run.get("prompt_tokens"), output_tokens=run.get("output_tokens"),
+        output_tok_s=run.get("output_tok_s"), samples_per_min=run.get("samples_per_min"),
+        latency_s=run.get("latency_s"), latency_basis=run.get("latency_basis"),
+        sampling=dict(run.get("sampling") or {}),
+        requests=[OfflineRequest(**r) for r in run.get("requests") or []])
 
 
 def llm_call(prof, lab: Lab) -> str:
@@ -145,10 +146,11 @@ def llm_call(prof, lab: Lab) -> str:
     return "LLM(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
 
 
-def offline_record(lab: Lab, ctx: StepContext) -> dict:
+def offline_record(lab: Lab, ctx: StepContext) -> OfflineValues:
     """The values of this run's passed `offline` step (the one engine run of the day)."""
     for step in reversed(lab.book.steps(ctx.run_id)):
-        if step["key"] == "offline" and step["status"] == PASS:
+        if step["key"] == "offline" and step["status"] == PASS \
+                and isinstance(step["values"], OfflineValues):
             return step["values"]
     raise LabError("no passed `offline` step in this run: run `invoke day5`")
 
@@ -157,10 +159,10 @@ def kv_cache(lab: Lab, ctx: StepContext) -> Outcome:
     """The KV-cache blocks the engine allocated; blocks × block_size checked against the
     "KV cache size: N tokens" line vLLM printed at startup."""
     off = offline_record(lab, ctx)
-    eng, st = off.get("engine") or {}, off.get("startup") or {}
-    blocks, size = eng.get("num_gpu_blocks"), eng.get("block_size")
+    eng, st = off.engine, off.startup
+    blocks, size = eng.num_gpu_blocks, eng.block_size
     product = blocks * size if blocks and size else None
-    logged = st.get("kv_cache_tokens")
+    logged = st.kv_cache_tokens
     crits = [check("num_blocks", "KV cache block 数（引擎分配）", "KV-cache blocks allocated",
                    blocks, ">", 0)]
     label = ("blocks × block_size = 启动日志的 KV cache tokens",
@@ -171,19 +173,18 @@ def kv_cache(lab: Lab, ctx: StepContext) -> Outcome:
         crits.append(require("blocks_x_size", *label, product == logged,
                              f"{num(blocks)} × {num(size)} = {num(product)}; log {num(logged)}",
                              reason="the product differs from the logged capacity"))
-    values = {"num_gpu_blocks": blocks, "num_cpu_blocks": eng.get("num_cpu_blocks"),
-              "block_size": size, "blocks_x_block_size": product, "kv_cache_tokens_log": logged,
-              "kv_cache_device": st.get("kv_cache_device"),
-              "max_concurrency_x": st.get("max_concurrency_x"),
-              "max_concurrency_for_tokens": st.get("max_concurrency_for_tokens"),
-              "cpu_kv_cache_gib": st.get("cpu_kv_cache_gib"),
-              "kv_cache_memory_bytes": eng.get("kv_cache_memory_bytes"),
-              "engine_init_s": st.get("engine_init_s")}
+    values = KvCacheValues(
+        num_gpu_blocks=blocks, num_cpu_blocks=eng.num_cpu_blocks, block_size=size,
+        kv_cache_tokens_log=logged, kv_cache_device=st.kv_cache_device,
+        max_concurrency_x=st.max_concurrency_x,
+        max_concurrency_for_tokens=st.max_concurrency_for_tokens,
+        cpu_kv_cache_gib=st.cpu_kv_cache_gib, kv_cache_memory_bytes=eng.kv_cache_memory_bytes,
+        engine_init_s=st.engine_init_s)
     actual = (f"{num(blocks)} blocks × {num(size)} tokens = {num(product)} tokens; startup log: "
-              f"{st.get('kv_cache_device') or ''} KV cache size {num(logged)} tokens, max concurrency "
-              f"{num(st.get('max_concurrency_x'))}x for {num(st.get('max_concurrency_for_tokens'))} "
+              f"{st.kv_cache_device or ''} KV cache size {num(logged)} tokens, max concurrency "
+              f"{num(st.max_concurrency_x)}x for {num(st.max_concurrency_for_tokens)} "
               "tokens per request")
-    command = (f"grep -E 'KV cache size|init engine' {off.get('log_path') or 'offline_generate.log'}\n"
+    command = (f"grep -E 'KV cache size|init engine' {off.log_path or 'offline_generate.log'}\n"
                "# blocks: llm.llm_engine.vllm_config.cache_config.num_gpu_blocks, .block_size")
     return Outcome(crits, actual, values, command=command)
 
@@ -192,32 +193,27 @@ def memory(lab: Lab, ctx: StepContext) -> Outcome:
     """GPU memory the offline run used (NVML, as nvidia-smi shows it); on the CPU profile the
     criterion is skipped and the process tree's peak RSS is recorded instead."""
     off = offline_record(lab, ctx)
-    mem = off.get("memory") or {}
+    mem = off.memory
     label = ("显存占用（nvidia-smi，峰值）", "GPU memory used (nvidia-smi, peak)")
-    values = {"peak_tree_rss_mib": mem.get("peak_tree_rss_mib"), "gpus": mem.get("gpus") or [],
-              "cpu_kv_cache_gib": (off.get("startup") or {}).get("cpu_kv_cache_gib"),
-              "samples": mem.get("samples")}
+    values = MemoryValues(peak_tree_rss_mib=mem.peak_tree_rss_mib, gpus=list(mem.gpus),
+                          cpu_kv_cache_gib=off.startup.cpu_kv_cache_gib, samples=mem.samples)
     if not lab.has_gpu:
         crit = skip("gpu_mem_used", *label, lab.no_gpu_reason(), ">=", 90, "%")
         actual = (f"CPU profile: peak RSS of the offline run's process tree "
-                  f"{fixed(values['peak_tree_rss_mib'], 0)} MiB (script, EngineCore and worker; "
-                  f"shared pages counted in each); KV cache {fixed(values['cpu_kv_cache_gib'])} GiB "
+                  f"{fixed(values.peak_tree_rss_mib, 0)} MiB (script, EngineCore and worker; "
+                  f"shared pages counted in each); KV cache {fixed(values.cpu_kv_cache_gib)} GiB "
                   "(VLLM_CPU_KVCACHE_SPACE)")
         return Outcome([crit], actual, values,
                        command="# CPU profile: psutil RSS of the offline run's process tree, every 0.2 s")
-    gpus = values["gpus"]
     # NVML's device-wide "used" is never 0 on a live GPU, so "> 0" could not fail. The
     # check that can: vLLM took (at least 90 % of) the budget it was told to reserve.
-    budget = sum(g.get("reserved_budget_mib") or 0 for g in gpus) or None
-    used = sum(g.get("peak_used_mib") or 0 for g in gpus) if gpus else None
-    values["used_of_budget_pct"] = round(used / budget * 100, 1) if used and budget else None
     crit = check("gpu_mem_used", "峰值显存占用 / vLLM 预算（gpu-memory-utilization × 总显存）",
                  "peak GPU memory used / vLLM's budget (gpu-memory-utilization × total)",
-                 values["used_of_budget_pct"], ">=", 90, "%")
+                 values.used_of_budget_pct, ">=", 90, "%")
     actual = "; ".join(
-        f"GPU{g['index']}: peak {fixed(g.get('peak_used_mib'), 0)} / {fixed(g.get('total_mib'), 0)} MiB "
-        f"used (NVML, device-wide), vLLM budget {fixed(g.get('reserved_budget_mib'), 0)} MiB"
-        for g in gpus) or "NVML gave no reading"
+        f"GPU{g.index}: peak {fixed(g.peak_used_mib, 0)} / {fixed(g.total_mib, 0)} MiB "
+        f"used (NVML, device-wide), vLLM budget {fixed(g.reserved_budget_mib, 0)} MiB"
+        for g in values.gpus) or "NVML gave no reading"
     return Outcome([crit], actual, values,
                    command="nvidia-smi --query-gpu=index,memory.used,memory.total --format=csv")
 
@@ -226,15 +222,11 @@ def params(lab: Lab, ctx: StepContext) -> Outcome:
     """The seed's key-parameter table with the values the engine really used."""
     from lab.vllm.launch import server_env, shell_line
     off = offline_record(lab, ctx)
-    eng = off.get("engine") or {}
-    got, missing = eng.get("params") or {}, set(eng.get("params_missing") or [])
-    rows = []
-    for flag, name, zh, en, seed_default in PARAMS:
-        rows.append({"flag": flag, "name": name, "meaning_zh": zh, "meaning_en": en,
-                     "seed_default": seed_default, "value": got.get(name),
-                     "present": name in got, "in_this_vllm": name not in missing,
-                     "note_zh": _note(name, got, lab, "zh"), "note_en": _note(name, got, lab, "en")})
-    read = [r for r in rows if r["present"]]
+    got, missing = off.engine.params, set(off.engine.params_missing)
+    rows = [ParamReading(name=p.name, value=got.get(p.name), present=p.name in got,
+                         in_this_vllm=p.name not in missing) for p in SEED_PARAMS]
+    flags = {p.name: p.flag for p in SEED_PARAMS}
+    read = [r for r in rows if r.present]
     core_ok = all(name in got for name in CORE_PARAMS)
     prof = lab.profile("day3")
     argv = lab.serve_argv(prof, 1)
@@ -243,33 +235,14 @@ def params(lab: Lab, ctx: StepContext) -> Outcome:
                    "the seed's key parameters were read from the engine", core_ok,
                    f"{len(read)}/{len(rows)}",
                    reason="missing: " + ", ".join(n for n in CORE_PARAMS if n not in got))
-    values = {"rows": rows, "llm_call": off.get("llm_call"), "server_command": server_cmd,
-              "vllm_version": off.get("vllm_version")}
+    values = ParamsValues(rows=rows, on_gpu=lab.has_gpu, llm_call=off.llm_call,
+                          server_command=server_cmd, vllm_version=off.vllm_version)
     actual = (f"{len(read)}/{len(rows)} parameters read from the engine: "
-              + ", ".join(f"{r['flag']}={r['value']}" for r in read if r["name"] != "model")
-              + (f"; not in vLLM {off.get('vllm_version')}: "
-                 + ", ".join(r["flag"] for r in rows if not r["in_this_vllm"])
-                 if any(not r["in_this_vllm"] for r in rows) else ""))
-    return Outcome([crit], actual, values,
-                   command=f"{off.get('llm_call')}\n{server_cmd}")
-
-
-def _note(name: str, got: dict, lab: Lab, lang: str) -> str:
-    """Where this vLLM and profile differ from what the seed says."""
-    zh = lang == "zh"
-    if name not in got:
-        return "此版本 vLLM 已无此参数（V1 引擎不再使用 CPU swap）" if zh else \
-            "not a parameter of this vLLM (the V1 engine has no CPU swap)"
-    value = got[name]
-    if name == "gpu_memory_utilization" and not lab.has_gpu:
-        return "CPU 上不起作用：KV cache 大小由 VLLM_CPU_KVCACHE_SPACE 决定" if zh else \
-            "no effect on CPU: VLLM_CPU_KVCACHE_SPACE sizes the KV cache"
-    if name == "block_size" and value != 16:
-        where = ("；CPU 后端的默认值" if zh else "; the CPU backend's default") if not lab.has_gpu else ""
-        return f"本次为 {value}（种子说默认 16{where}）" if zh else f"{value} here (the seed says 16{where})"
-    if name == "enable_prefix_caching" and value is True:
-        return "V1 引擎默认开启（种子写的是 False）" if zh else "on by default in the V1 engine (the seed says False)"
-    return ""
+              + ", ".join(f"{flags[r.name]}={r.value}" for r in read if r.name != "model")
+              + (f"; not in vLLM {off.vllm_version}: "
+                 + ", ".join(flags[r.name] for r in rows if not r.in_this_vllm)
+                 if any(not r.in_this_vllm for r in rows) else ""))
+    return Outcome([crit], actual, values, command=f"{off.llm_call}\n{server_cmd}")
 
 
 def script_env(prof) -> dict[str, str]:

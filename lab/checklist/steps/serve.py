@@ -2,16 +2,15 @@
 startup cost (seconds, KV-cache tokens, model memory)."""
 from __future__ import annotations
 
-from lab.record.runner import skip
-
 import os
 import time
 from pathlib import Path
 
 from lab.core.errors import LabError
 from lab.core.fmt import num
-from lab.record.runner import Outcome, StepContext, check
+from lab.record.runner import Outcome, StepContext, check, skip
 from lab.record.session import Lab
+from lab.record.values import ServeValues, TpWorker
 from lab.vllm import launch, models
 from lab.vllm import process as server
 
@@ -20,8 +19,7 @@ def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
                    model: str | None = None, extra: list[str] | None = None) -> Outcome:
     """Start the server and wait for /health. Any server we tracked before is stopped
     first, so the startup figures are this start's own."""
-    from lab.vllm import logparse
-    from lab.vllm import metrics
+    from lab.vllm import logparse, metrics
 
     prof = lab.profile(day, tp=tp, model=model)
     lab.env.probe()  # a missing vLLM env fails here with one line, before anything starts
@@ -56,36 +54,34 @@ def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
     except LabError:
         server.stop(lab.state_path)
         raise
-    facts = logparse.parse_startup(Path(log_path).read_text(errors="replace")).__dict__
+    facts = logparse.parse_startup(Path(log_path).read_text(errors="replace"))
     snap = metrics.parse(metrics.scrape(lab.url, api_key=lab.api_key))
     cache = snap.cache_config()
     # /metrics is preferred over log scraping where both exist.
-    kv_tokens = cache.get("kv_cache_size_tokens") or facts.get("kv_cache_tokens")
+    kv_tokens = cache.get("kv_cache_size_tokens") or facts.kv_cache_tokens
     if kv_tokens is None and cache.get("num_gpu_blocks") and cache.get("block_size"):
         kv_tokens = cache["num_gpu_blocks"] * cache["block_size"]
-    values = {
-        "pid": state.pid, "log_path": str(log_path), "ready_s": ready_s, "tp": tp,
-        "model": prof.served_model_name or prof.model, "model_path": prof.model,
-        "profile": prof.name, "kv_cache_tokens": kv_tokens,
-        "max_concurrency_x": cache.get("kv_cache_max_concurrency") or facts.get("max_concurrency_x"),
-        "num_gpu_blocks": cache.get("num_gpu_blocks") or facts.get("gpu_blocks"),
-        "block_size": cache.get("block_size"),
-        "kv_cache_memory_bytes": cache.get("kv_cache_memory_bytes"),
-        "model_load_gib": facts.get("model_load_gib"), "model_load_s": facts.get("model_load_s"),
-        "engine_init_s": facts.get("engine_init_s"), "vllm_version": facts.get("vllm_version"),
-        "server_id": server_id, **built,
-    }
+    values = ServeValues(
+        pid=state.pid, log_path=str(log_path), ready_s=ready_s, tp=tp,
+        model=prof.served_model_name or prof.model, model_path=prof.model, profile=prof.name,
+        kv_cache_tokens=kv_tokens,
+        max_concurrency_x=cache.get("kv_cache_max_concurrency") or facts.max_concurrency_x,
+        num_gpu_blocks=cache.get("num_gpu_blocks") or facts.gpu_blocks,
+        block_size=cache.get("block_size"), kv_cache_memory_bytes=cache.get("kv_cache_memory_bytes"),
+        model_load_gib=facts.model_load_gib, model_load_s=facts.model_load_s,
+        weights_load_s=facts.weights_load_s, engine_init_s=facts.engine_init_s,
+        vllm_version=facts.vllm_version, server_id=server_id, model_built=built.get("model_built"),
+        model_build_s=built.get("model_build_s"))
     lab.book.update_server(server_id, ready_s=ready_s, facts=values)
     criteria = [check("ready_s", "/health 返回 200 的启动耗时", "seconds until /health = 200",
                       ready_s, "<", timeout_s, "s")]
-    values["weights_load_s"] = facts.get("weights_load_s")
-    if values["model_load_gib"] is not None:
-        model = f"model {num(values['model_load_gib'])} GiB loaded in {num(values['model_load_s'])} s"
+    if values.model_load_gib is not None:
+        model = f"model {num(values.model_load_gib)} GiB loaded in {num(values.model_load_s)} s"
     else:  # vLLM's CPU runner prints no "Model loading took … GiB" line
-        model = (f"weights loaded in {num(values['weights_load_s'])} s "
+        model = (f"weights loaded in {num(values.weights_load_s)} s "
                  "(vLLM printed no model-memory line)")
     actual = (f"ready after {ready_s:.1f} s (pid {state.pid}); KV cache {num(kv_tokens)} tokens, "
-              f"max concurrency {num(values['max_concurrency_x'])}x; {model}")
+              f"max concurrency {num(values.max_concurrency_x)}x; {model}")
     evidence = "\n".join(line for line in Path(log_path).read_text(errors="replace").splitlines()
                          if any(k in line for k in ("KV cache size", "Model loading took",
                                                     "Loading weights took", "init engine",
@@ -97,7 +93,6 @@ def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
 def serve(lab: Lab, ctx: StepContext, tp: int = 1, model_of: str = "day3",
           model: str | None = None) -> Outcome:
     """Serve `model` (default: the model of day `model_of`) with tensor parallelism `tp`."""
-    from lab.checklist.steps.serve import start_and_wait
     return start_and_wait(lab, ctx, model_of, tp, model)
 
 
@@ -107,9 +102,10 @@ def serve_tp(lab: Lab, ctx: StepContext, tp: int = 2, model_of: str = "day4",
     profile, that `tp` GPUs hold memory. The GPU check is skipped on the CPU profile."""
     from lab.measure import procstats
     out = serve(lab, ctx, tp=tp, model_of=model_of, model=model)
+    assert isinstance(out.values, ServeValues)
     state = server.require_running(lab.state_path)
     workers = [w for w in procstats.vllm_workers(state.pid) if "TP" in w["title"]]
-    out.values["tp_workers"] = workers
+    out.values.tp_workers = [TpWorker(w["pid"], w["title"], w["rss_mib"]) for w in workers]
     if tp > 1:
         out.criteria.append(check("tp_workers", "TP worker 进程数", "TP worker processes",
                                   len(workers), ">=", tp))
@@ -121,7 +117,7 @@ def serve_tp(lab: Lab, ctx: StepContext, tp: int = 2, model_of: str = "day4",
         return out
     used = _gpu_used_mib(state)
     holding = sum(1 for mib in used.values() if mib is not None and mib > 1024)
-    out.values["gpu_used_mib"] = used
+    out.values.gpu_used_mib = used
     out.criteria.append(check("tp_gpus", *label, holding, ">=", tp))
     return out
 

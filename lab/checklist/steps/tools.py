@@ -9,6 +9,7 @@ from pathlib import Path
 from lab.core.errors import VllmEnvMissing
 from lab.record.runner import Outcome, StepContext, require
 from lab.record.session import Lab
+from lab.record.values import ToolsValues
 
 
 def tools(lab: Lab, ctx: StepContext) -> Outcome:
@@ -30,7 +31,7 @@ def tools(lab: Lab, ctx: StepContext) -> Outcome:
     crit = require("nvitop", "nvitop --version 有输出", "nvitop --version answers",
                    bool(versions["nvitop"]), versions["nvitop"], reason="nvitop did not answer")
     actual = ", ".join(v or f"{k} missing" for k, v in versions.items())
-    return Outcome([crit], actual, {"versions": versions, "paths": found},
+    return Outcome([crit], actual, ToolsValues(versions=versions, paths=found),
                    command="\n".join(command))
 
 
