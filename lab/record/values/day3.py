@@ -34,6 +34,11 @@ class InstallValues(StepValues):
     managed: bool | None = None
     install_s: float | None = None
     install_log: str | None = None
+    #: Who made the env this time: "uv" or "pip" (None: it was there already).
+    installer: str | None = None
+    uv_version: str | None = None
+    #: Why uv was not used when pip made the env (None when uv did, or pip was asked for).
+    installer_fallback: str | None = None
     versions: VllmVersions | None = None
 
 
