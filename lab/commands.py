@@ -34,7 +34,8 @@ def records(lab: Lab) -> LabData:
 def terminal(lab: Lab) -> dict:
     """The terminal callbacks of run_plan."""
     return {"on_start": lambda spec: tables.print_step_start(lab.console, spec, lab.lang),
-            "on_result": lambda res: tables.print_result(lab.console, res)}
+            "on_result": lambda res: tables.print_result(lab.console, res),
+            "on_retry": lambda res, fix: tables.print_retry(lab.console, fix, lab.lang)}
 
 
 def run_step_task(lab: Lab, day: str, key: str, **kwargs: Any) -> int:

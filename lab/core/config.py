@@ -29,6 +29,8 @@ DEFAULTS: dict[str, Any] = {
     "gpu_memory_utilization": 0.9,
     "max_model_len": 2048,
     "extra_args": "",             # more vLLM flags, split like a shell would
+    "fix": "auto",                # auto: retry a known failure once with its fix | off: only report
+    "release_timeout_s": 60,      # stop: how long to wait for NVML to show GPU memory released
     "models": {
         "day3": "Qwen/Qwen2.5-7B-Instruct",
         "day4": "Qwen/Qwen2.5-14B-Instruct",
@@ -193,6 +195,9 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
         mon[key] = number(mon[key], f"monitor {key}", low=1, integer=True)
     if cfg["cpu"]["preload"] not in ("auto", "off"):
         raise ConfigError(f"cpu preload must be auto or off; got {cfg['cpu']['preload']!r}")
+    if cfg["fix"] not in ("auto", "off"):
+        raise ConfigError(f"--fix must be auto or off; got {cfg['fix']!r}")
+    cfg["release_timeout_s"] = number(cfg["release_timeout_s"], "release timeout (s)", low=0)
     if cfg["installer"] not in ("auto", "pip"):
         raise ConfigError(f"installer must be auto or pip; got {cfg['installer']!r}")
     validate_bench(cfg["bench"], cfg["max_model_len"])

@@ -33,6 +33,10 @@ class Lab:
     profile_name: str
     console: Console = field(default_factory=lambda: Console(highlight=False))
     _book: Logbook | None = None
+    #: Server environment variables added by a known fix (`--fix auto`), for later starts.
+    fix_env: dict[str, str] = field(default_factory=dict)
+    #: The fix the next `serve` start carries (set by the plan runner before a retry).
+    pending_fix: Any = None
 
     @classmethod
     def from_config(cls, overrides: dict[str, Any] | None = None,
@@ -135,3 +139,55 @@ class Lab:
                           max_model_len=cfg["max_model_len"],
                           gpu_memory_utilization=cfg["gpu_memory_utilization"], tp=tp,
                           api_key=self.api_key, extra=[*(extra or []), *self.extra_args()])
+
+    # -- stopping: the tree ended and its memory handed back ---------------------------
+    def release_wait(self) -> Any:
+        """On a GPU profile, the wait for NVML to show a stopped server's memory released
+        (lab.vllm.process.ReleaseWait); None on the cpu profile."""
+        if not self.has_gpu:
+            return None
+        from lab.measure import nvml
+        timeout_s = float(self.cfg.get("release_timeout_s", 60))
+
+        def wait(state: Any) -> tuple[float | None, list[str]]:
+            baseline = state.gpu_baseline_mib or {}
+            indices = [int(i) for i in baseline] or None
+            return nvml.wait_released(indices, baseline, timeout_s=timeout_s)
+        return wait
+
+    def gpu_baseline(self) -> dict[str, float] | None:
+        """NVML used MiB per GPU before a server starts (the release wait's reference)."""
+        if not self.has_gpu:
+            return None
+        from lab.measure import nvml
+        return nvml.used_mib_by_index() or None
+
+    def stop_server(self, grace_s: float = 30, *, loud: bool = True) -> Any:
+        """End the tracked server's whole tree and wait for its GPU memory to be released
+        (lab.vllm.process.StopReport). With `loud`, processes that survive SIGKILL or memory
+        still held raise GpuMemoryHeld naming them."""
+        from lab.core.errors import GpuMemoryHeld
+        from lab.vllm import process as server
+        report = server.stop_tree(self.state_path, grace_s, wait_released=self.release_wait())
+        if loud and not report.clean:
+            raise GpuMemoryHeld(held_message(report))
+        return report
+
+    def apply_fix(self, fix: Any) -> None:
+        """Make later server starts carry a known fix (lab.record.values.FixApplied): its lab
+        settings, its vLLM flags, its environment variables."""
+        for key, value in fix.settings.items():
+            self.cfg[key] = value
+        if fix.args:
+            self.cfg["extra_args"] = shlex.join([*self.extra_args(), *fix.args])
+        self.fix_env.update(fix.env)
+
+
+def held_message(report: Any) -> str:
+    """One line naming what a stop could not hand back."""
+    parts = []
+    if report.survivors:
+        parts.append(f"processes still alive after SIGKILL: {', '.join(report.survivors)}")
+    if report.held:
+        parts.append(f"GPU memory still held: {'; '.join(report.held)}")
+    return "the vLLM server was not handed back: " + "; ".join(parts)

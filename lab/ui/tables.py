@@ -75,6 +75,24 @@ def print_result(console: Any, res: StepResult) -> None:
     console.print(line)
 
 
+def print_retry(console: Any, fix: Any, lang: str) -> None:
+    """The line before a retry with a known fix (`--fix auto`): what failed, how fast it was
+    caught and handed back, the flag added, why, and what it costs."""
+    seen = []
+    if fix.failed is not None and fix.failed.detect_s is not None:
+        seen.append(pick(lang, f"崩溃日志行 → 检测 {fix.failed.detect_s:.1f} s",
+                         f"crash line → detected in {fix.failed.detect_s:.1f} s"))
+    if fix.failed_stop is not None and fix.failed_stop.release_s is not None:
+        seen.append(pick(lang, f"显存释放 {fix.failed_stop.release_s:.1f} s",
+                         f"GPU memory released in {fix.failed_stop.release_s:.1f} s"))
+    head = pick(lang, "用已知修复重试一次", "retrying once with the known fix")
+    line = f"[bold yellow]{head}:[/] {escape(fix.added)} — {escape(fix.why(lang))}"
+    if seen:
+        line += f"\n  {escape('; '.join(seen))}"
+    line += f"\n  {pick(lang, '代价', 'cost')}: {escape(fix.cost(lang))}"
+    console.print(line)
+
+
 def summary_table(day: str, profile: str, lang: str, results: list[StepResult],
                   specs: dict[str, StepSpec]) -> Table:
     """The end-of-day table: each step's number, key, status, seconds and measured values."""

@@ -66,7 +66,6 @@ from lab.record.values.day4 import (
                                       TpRatios,
                                       TpSide,
 )
-from lab.record.values.download import DownloadValues
 from lab.record.values.day5 import (
                                       BatchRow,
                                       EngineInfo,
@@ -80,6 +79,8 @@ from lab.record.values.day5 import (
                                       ParamReading,
                                       ParamsValues,
 )
+from lab.record.values.download import DownloadValues
+from lab.record.values.lifecycle import FixApplied, ServerFailure, StartupPhase, StopRecord
 
 #: Step key -> the type of its values.
 TYPES: dict[str, type[StepValues]] = {cls.KEY: cls for cls in (
@@ -113,6 +114,7 @@ __all__ = [
                                       "CostSide",
                                       "DownloadValues",
                                       "EngineInfo",
+                                      "FixApplied",
                                       "GpuMemory",
                                       "GpusValues",
                                       "InstallValues",
@@ -138,9 +140,12 @@ __all__ = [
                                       "SamplerStats",
                                       "SeriesReading",
                                       "ServeValues",
+                                      "ServerFailure",
                                       "ServerMeans",
                                       "Speedup",
+                                      "StartupPhase",
                                       "StepValues",
+                                      "StopRecord",
                                       "StreamReply",
                                       "SweepPlan",
                                       "ToolsValues",
