@@ -218,16 +218,17 @@ def download(c: Context, profile: str | None = None, lang: str | None = None,
             "host": "bind address (default 127.0.0.1; 0.0.0.0 warns without --api-key)",
             "api_key": "API key passed to vLLM (never stored)",
             "python": "an existing vLLM interpreter", "timeout": "startup timeout, s",
-            "extra_args": "more vLLM flags, e.g. \"--enforce-eager\""})
+            "extra_args": "more vLLM flags, e.g. \"--enforce-eager\"",
+            "fix": "auto (default): a known failure (CUDA-graph crash, OOM at startup, CPU NUMA binding) is retried once with its fix | off: only report it",})
 @_guard
 def serve(c: Context, profile: str | None = None, lang: str | None = None,
           port: int | None = None, tp: int = 1, model: str | None = None, host: str | None = None,
           api_key: str | None = None, python: str | None = None, timeout: float | None = None,
-          extra_args: str | None = None) -> int:
+          extra_args: str | None = None, fix: str | None = None) -> int:
     """5. Serve the model in the background and wait for /health (stop it with `invoke stop`)."""
     from lab.commands import run_step_task
     lab = _lab(c, profile=profile, lang=lang, port=port, host=host, api_key=api_key,
-               python=python, startup_timeout_s=timeout, extra_args=extra_args)
+               python=python, startup_timeout_s=timeout, extra_args=extra_args, fix=fix)
     tp = _at_least_one(tp, "--tp")
     day = "day4" if tp > 1 else "day3"  # TP>1 is Day 4's step (recorded in day4.md)
     return run_step_task(lab, day, "serve", tp=tp, model_of=day, model=model)
@@ -266,24 +267,24 @@ def metrics(c: Context, profile: str | None = None, lang: str | None = None,
 @_guard
 def stop(c: Context, all: bool = False) -> None:
     """Stop the vLLM server and all its children (no orphan keeps GPU memory)."""
-    from lab.commands import stop as stop_server
-    ended = stop_server(_lab(c, profile="cpu"), all_orphans=all)
-    print(f"stopped {len(ended)} process(es)" + (f": {', '.join(map(str, ended))}" if ended else ""))
+    from lab.commands import stop_report
+    print(stop_report(_lab(c, profile="cpu"), all_orphans=all)[1])
 
 
 @task(help={**COMMON_HELP, "keep_server": "leave the server running at the end",
             "reinstall": "pip-install the managed vLLM env again",
             "python": "an existing vLLM interpreter", "api_key": "API key passed to vLLM (never stored)",
-            "duration": "monitor: seconds of load"})
+            "duration": "monitor: seconds of load",
+            "fix": "auto (default): a known failure (CUDA-graph crash, OOM at startup, CPU NUMA binding) is retried once with its fix | off: only report it",})
 @_guard
 def day3(c: Context, profile: str | None = None, lang: str | None = None,
          port: int | None = None, keep_server: bool = False, reinstall: bool = False,
          python: str | None = None, api_key: str | None = None,
-         duration: float | None = None) -> int:
+         duration: float | None = None, fix: str | None = None) -> int:
     """Day 3: steps 1-8 in order, stop the server, render logbook/day3.md."""
     from lab.commands import run_day
     lab = _lab(c, profile=profile, lang=lang, port=port, python=python, api_key=api_key,
-               **{"monitor.duration_s": duration})
+               fix=fix, **{"monitor.duration_s": duration})
     return run_day(lab, "day3", keep_server=keep_server,
                    kwargs={"install": {"reinstall": reinstall}}, options={"reinstall": reinstall})
 
@@ -336,7 +337,8 @@ def bench(c: Context, profile: str | None = None, lang: str | None = None,
 @task(help={**COMMON_HELP, **BENCH_HELP, "keep_server": "leave the server running at the end",
             "compare_tp": "also run one benchmark level on TP=2 and TP=1, side by side",
             "python": "an existing vLLM interpreter", "api_key": "API key passed to vLLM (never stored)",
-            "extra_args": "more vLLM flags, e.g. \"--enforce-eager\" (TP=2 on some GPUs needs it)"},
+            "extra_args": "more vLLM flags, e.g. \"--enforce-eager\" (TP=2 on some GPUs needs it)",
+            "fix": "auto (default): a known failure (CUDA-graph crash, OOM at startup, CPU NUMA binding) is retried once with its fix | off: only report it",},
       auto_shortflags=False)  # too many options for one letter each
 @_guard
 def day4(c: Context, profile: str | None = None, lang: str | None = None,
@@ -344,12 +346,13 @@ def day4(c: Context, profile: str | None = None, lang: str | None = None,
          python: str | None = None, api_key: str | None = None, extra_args: str | None = None,
          concurrency: str | None = None, num_requests: str | None = None,
          input_len: int | None = None, output_len: int | None = None, warmup: int | None = None,
-         duration: float | None = None, latency_runs: int | None = None) -> int:
+         duration: float | None = None, latency_runs: int | None = None,
+         fix: str | None = None) -> int:
     """Day 4: GPUs, download, serve TP=2, balance, API test, benchmark, metrics; renders logbook/day4.md."""
     from lab.checklist.seeds import day4_plan
     from lab.commands import run_day
     lab = _lab(c, profile=profile, lang=lang, port=port, python=python, api_key=api_key,
-               extra_args=extra_args,
+               extra_args=extra_args, fix=fix,
                **_bench(concurrency, num_requests, input_len, output_len, warmup, duration,
                         latency_runs))
     return run_day(lab, "day4", keep_server=keep_server, keys=day4_plan(compare_tp),

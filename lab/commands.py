@@ -84,11 +84,34 @@ def render_log(lab: Lab, day: str, run_id: int | None) -> Path:
 
 def stop(lab: Lab, all_orphans: bool = False) -> list[int]:
     """End the tracked server tree (and, with all_orphans, any untracked vLLM server)."""
+    return stop_report(lab, all_orphans)[0]
+
+
+def stop_report(lab: Lab, all_orphans: bool = False) -> tuple[list[int], str]:
+    """`invoke stop`: end the tracked server tree (and, with all_orphans, any untracked vLLM
+    server), wait until its processes are gone and, for a server started on a GPU profile,
+    until NVML shows its memory released. Returns (pids ended, one line saying how long it
+    took). GpuMemoryHeld (naming what still holds memory) when it was not handed back."""
+    import dataclasses
+
+    from lab.core.errors import GpuMemoryHeld
+    from lab.record.session import held_message
     from lab.vllm import process as server
-    ended = server.stop(lab.state_path)
+    state = server.load(lab.state_path)
+    if state is not None and state.profile in ("gpu", "rehearsal") and not lab.has_gpu:
+        lab = dataclasses.replace(lab, profile_name=state.profile)  # the server's own profile
+    report = lab.stop_server(loud=False)
+    ended = list(report.pids)
     if all_orphans:
         ended += server.stop_orphans(server.find_orphans(lab.state_path))
-    return ended
+    line = f"stopped {len(ended)} process(es)" + (f": {', '.join(map(str, ended))}" if ended else "")
+    if report.stop_s is not None and report.pids:
+        line += f" in {report.stop_s:.1f} s"
+    if report.release_s is not None:
+        line += f"; GPU memory released in {report.release_s:.1f} s"
+    if not report.clean:
+        raise GpuMemoryHeld(f"{line}; {held_message(report)}")
+    return ended, line
 
 
 def run_report(lab: Lab, run: Any = None) -> list[Path]:

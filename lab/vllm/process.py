@@ -396,15 +396,13 @@ def failed_error(state: ServerState, failure: watch.Failure, during: str,
         if state.state_path else StopReport(end_processes(tracked_processes(state), FAILED_GRACE_S))
     if code is None:
         code = exit_code(state)
-    what = failure.summary(lang)
     if failure.process == f"API server (pid {state.pid})" and code is not None:
         head = (f"vLLM server was killed by signal {-code} ({_signal_name(-code)})" if code < 0
                 else f"vLLM server exited with code {code}")
-        message = f"{head} {during}: {what}"
-    elif failure.kind == "process_exit":
-        message = f"vLLM server failed {during}: {what}"
+        what = failure.summary(lang, with_process=False)
+        message = f"{head} {during}" + (f": {what}" if failure.diagnosis else "")
     else:
-        message = f"vLLM server failed {during}: {what}"
+        message = f"vLLM server failed {during}: {failure.summary(lang)}"
     if report.held:
         message += f"; still holding GPU memory: {', '.join(report.held)}"
     err = ServerDied(f"{message}; last log lines below", fix=failure.fix(),

@@ -233,12 +233,12 @@ class Failure:
             return None
         return round(max(0.0, self.detected_at - self.line_at), 3)
 
-    def summary(self, lang: str = "en") -> str:
+    def summary(self, lang: str = "en", with_process: bool = True) -> str:
         """One line: what happened, as the user should read it."""
         what = []
         if self.diagnosis is not None:
             what.append(self.diagnosis.title)
-        if self.process:
+        if self.process and with_process:
             what.append(pick(lang, f"进程 {self.process} 已退出", f"process {self.process} exited"))
         if self.line and (self.diagnosis is None or self.diagnosis.key == "unknown_fatal"):
             what.append(f"`{self.diagnosis.matched_line if self.diagnosis else self.line}`")
