@@ -70,6 +70,7 @@ def run_day(lab: Lab, day: str, *, keep_server: bool = False,
     path = day_log.render_day(records(lab), day, lab.lang, lab.logbook_dir, run_id=run_id)
     lab.console.print(tables.summary_table(day, lab.profile_name, lab.lang, results,
                                            the_day.specs()))
+    tables.print_fixes(lab.console, results, lab.lang)
     lab.console.print(f"execution log: {path}")
     return exit_code(results)
 

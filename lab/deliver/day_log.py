@@ -188,7 +188,9 @@ def _details(key: str, step: Step, lang: str, rec: Records) -> tuple[str | None,
     if isinstance(v, DownloadValues) and v.commit is not None:
         return "download", v
     if isinstance(v, ServeValues) and v.ready_s is not None:
-        return "serve", v
+        return "serve", ServeView.of(v, lang)
+    if isinstance(v, ServeValues) and (v.failure is not None or v.stop is not None):
+        return "serve-failed", ServeView.of(v, lang)
     if isinstance(v, MonitorValues) and v.summary:
         return "monitor", v
     if isinstance(v, ApiTestValues) and v.reply is not None:
@@ -212,6 +214,28 @@ def _details(key: str, step: Step, lang: str, rec: Records) -> tuple[str | None,
     if isinstance(v, ParamsValues) and v.rows:
         return "params", _params(v, lang)
     return None, None
+
+
+@dataclass
+class PhaseRow:
+    label: str
+    start_s: float
+    duration_s: float | None
+    detail: str | None
+
+
+@dataclass
+class ServeView:
+    """A server start: its figures, its startup phases (labels in the render's language),
+    and, when it failed or followed a failed attempt, the failure, the hand-back and the fix."""
+    v: ServeValues
+    phases: list[PhaseRow]
+
+    @classmethod
+    def of(cls, v: ServeValues, lang: str) -> ServeView:
+        from lab.vllm.watch import phase_label
+        return cls(v, [PhaseRow(phase_label(p.key, lang), p.start_s, p.duration_s, p.detail)
+                       for p in v.phases])
 
 
 @dataclass

@@ -104,6 +104,8 @@ class ServerNotes:
     envs: list[FlagRow]
     facts: ServeValues | None    # shown when the start recorded its KV-cache capacity
     block_size: int | None       # the block size in effect (from /metrics)
+    #: The start's failure and the known fix it carried, when there was one (`--fix auto`).
+    life: ServeValues | None = None
 
 
 def server_notes(server: Server, lang: str) -> ServerNotes:
@@ -121,7 +123,9 @@ def server_notes(server: Server, lang: str) -> ServerNotes:
     return ServerNotes(server.id, server.run_id, server.profile, server.model, server.tp,
                        server.host, server.port, server.started_at, server.ready_s,
                        shell_line(argv, server.env), flags, envs, facts,
-                       server.facts.block_size if server.facts else None)
+                       server.facts.block_size if server.facts else None,
+                       server.facts if server.facts and (server.facts.failure or server.facts.fix)
+                       else None)
 
 
 def deploy_view(data: LabData, lang: str) -> dict[str, Any]:

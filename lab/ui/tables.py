@@ -93,6 +93,19 @@ def print_retry(console: Any, fix: Any, lang: str) -> None:
     console.print(line)
 
 
+def print_fixes(console: Any, results: list[StepResult], lang: str) -> None:
+    """Under the summary table: each known fix a retry added, why, and what it costs."""
+    for res in results:
+        fix = getattr(res.values, "fix", None)
+        if fix is None or not hasattr(fix, "added"):
+            continue
+        failed = fix.failed.title if fix.failed is not None and fix.failed.title else fix.key
+        console.print(f"[bold yellow]{pick(lang, '已知修复', 'known fix')}[/] ({res.key}): "
+                      f"{escape(fix.added)} — {escape(pick(lang, '第一次失败：', 'the first attempt failed: '))}"
+                      f"{escape(failed)}; {escape(fix.why(lang))}\n  {pick(lang, '代价', 'cost')}: "
+                      f"{escape(fix.cost(lang))}")
+
+
 def summary_table(day: str, profile: str, lang: str, results: list[StepResult],
                   specs: dict[str, StepSpec]) -> Table:
     """The end-of-day table: each step's number, key, status, seconds and measured values."""

@@ -119,7 +119,7 @@ def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
                                                     "Loading weights took", "init engine",
                                                     "Application startup complete")))[-1500:]
     if fix is not None:
-        actual += f"; started with the known fix {fix.added} after a failed attempt"
+        actual = f"with the known fix {fix.added} (the first attempt failed): {actual}"
     return Outcome(criteria, actual, values, evidence=evidence, command=shown)
 
 
