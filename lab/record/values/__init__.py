@@ -66,7 +66,6 @@ from lab.record.values.day4 import (
                                       TpRatios,
                                       TpSide,
 )
-from lab.record.values.download import DownloadValues
 from lab.record.values.day5 import (
                                       BatchRow,
                                       EngineInfo,
@@ -80,6 +79,7 @@ from lab.record.values.day5 import (
                                       ParamReading,
                                       ParamsValues,
 )
+from lab.record.values.download import DownloadValues
 
 #: Step key -> the type of its values.
 TYPES: dict[str, type[StepValues]] = {cls.KEY: cls for cls in (
