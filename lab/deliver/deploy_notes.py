@@ -20,7 +20,7 @@ from lab.deliver.gather import LabData
 from lab.deliver.jinja import fmt_ts, render_to
 from lab.explain.flags import ALIASES, ENV_VARS, PARAMS, NoteText
 from lab.record.queries import Server
-from lab.record.values import ServeValues
+from lab.record.values import DownloadValues, ServeValues
 from lab.vllm.launch import redact_argv, redact_env, shell_line
 
 # ------------------------------------------------------------------------------------ redaction
@@ -128,12 +128,26 @@ def server_notes(server: Server, lang: str) -> ServerNotes:
                        else None)
 
 
+def downloads(data: LabData) -> list[DownloadValues]:
+    """The latest download of each repository that reached the hub (a skipped download
+    fetched nothing and has no command to repeat), oldest first: the deploy notes show the
+    command a learner would type by hand beside what the lab did."""
+    latest: dict[str, DownloadValues] = {}
+    for step in data.records.steps:
+        v = step.values
+        if isinstance(v, DownloadValues) and v.repo_id and v.manual_command and v.commit:
+            latest.pop(v.repo_id, None)
+            latest[v.repo_id] = v
+    return list(latest.values())
+
+
 def deploy_view(data: LabData, lang: str) -> dict[str, Any]:
     """What templates/deploy-notes.md.j2 shows."""
     servers = [server_notes(s, lang) for s in data.records.servers]
     used = {f.flag for s in servers for f in s.flags}
     used_env = {e.flag for s in servers for e in s.envs}
-    return {"lang": lang, "servers": servers, "generated_at": fmt_ts(data.now),
+    return {"lang": lang, "servers": servers, "downloads": downloads(data),
+            "generated_at": fmt_ts(data.now),
             "reference": [(flag, note.text(lang), flag in used) for flag, note in PARAMS.items()],
             "env_reference": [(name, note.text(lang), name in used_env)
                               for name, note in ENV_VARS.items()]}

@@ -20,9 +20,10 @@ def monitor(lab: Lab, ctx: StepContext, duration_s: float | None = None) -> Outc
     mon = lab.cfg["monitor"]
     th = lab.cfg["thresholds"]
     model = state.served_model_name or state.model
+    default_s = mon["duration_s"] if lab.has_gpu else lab.cfg["cpu"]["monitor_duration_s"]
     workload = loadgen.Workload(input_len=mon["input_len"], output_len=mon["output_len"],
                                 concurrency=mon["concurrency"],
-                                duration_s=duration_s or mon["duration_s"], warmup_requests=0,
+                                duration_s=duration_s or default_s, warmup_requests=0,
                                 timeout_s=lab.cfg["api"]["timeout_s"])
     loadgen.validate_workload(workload, lab.cfg["max_model_len"])
     pool = prompts.token_pool(lab.url, model, api_key=lab.api_key)
