@@ -135,6 +135,9 @@ class LoadSummary:
     failed: int | None = None
     output_tok_s: float | None = None
     requests_per_s: float | None = None
+    #: The most frequent errors of the failed requests, with their counts (every request
+    #: and its error is also in the `requests` table, phase "monitor").
+    errors: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
