@@ -71,6 +71,8 @@ def run_day(lab: Lab, day: str, *, keep_server: bool = False,
     lab.console.print(tables.summary_table(day, lab.profile_name, lab.lang, results,
                                            the_day.specs()))
     tables.print_fixes(lab.console, results, lab.lang)
+    if lab.last_stop is not None and lab.last_stop.pids:
+        tables.print_stop(lab.console, lab.last_stop, lab.lang)
     lab.console.print(f"execution log: {path}")
     return exit_code(results)
 

@@ -71,14 +71,15 @@ def _watched(lab: Lab, key: str, run: Callable[[], Outcome]) -> Outcome:
             out = run()
         except LabError as err:
             if watcher is not None and watcher.failure is not None:
-                raise _step_failure(lab, watcher, key, err.values) from None
+                raise _step_failure(lab, watcher, key, err.values, err) from None
             raise
     if watcher is not None and watcher.failure is not None:
         raise _step_failure(lab, watcher, key, out.values)
     return out
 
 
-def _step_failure(lab: Lab, watcher: watch.Watcher, key: str, values: object) -> LabError:
+def _step_failure(lab: Lab, watcher: watch.Watcher, key: str, values: object,
+                  cause: LabError | None = None) -> LabError:
     failure = watcher.failure
     assert failure is not None
     reports = getattr(watcher, "stop_reports", [])
@@ -97,9 +98,11 @@ def _step_failure(lab: Lab, watcher: watch.Watcher, key: str, values: object) ->
         if released.held or released.survivors:
             from lab.record.session import held_message
             handed += f"; {held_message(released)}"
+    # The step's own account (where it stopped, what it kept), after the diagnosis.
+    told = f"; {str(cause).removesuffix('; last log lines below')}" if cause is not None else ""
     err = ServerDied(f"vLLM server failed during `{key}`: {failure.summary(lab.lang)}"
-                            f"{detect}{handed}; what the step measured is kept; last log lines below",
-                            fix=failure.fix(), evidence=failure.evidence)
+                     f"{detect}{handed}{told}; what the step measured is kept; last log lines below",
+                     fix=failure.fix(), evidence=failure.evidence)
     err.values = values
     err.failure = failure  # type: ignore[attr-defined]
     return err
@@ -163,11 +166,11 @@ def run_plan(lab: Lab, day: str, plan: list[Planned], *, task: str,
         raise
     except BaseException:
         if stop_after:
-            lab.stop_server(loud=False)
+            lab.stop_server(loud=False, why="failed")
         raise
     book.end_run(run_id, FAIL if any(r.status == FAIL for r in results) else PASS)
     if stop_after:
-        lab.stop_server()  # GpuMemoryHeld (one line, non-zero exit) if not handed back
+        lab.stop_server(why="end of day")  # GpuMemoryHeld (one line, non-zero exit) if not handed back
     return run_id, results
 
 

@@ -37,6 +37,8 @@ class Lab:
     fix_env: dict[str, str] = field(default_factory=dict)
     #: The fix the next `serve` start carries (set by the plan runner before a retry).
     pending_fix: Any = None
+    #: The last stop's report (lab.vllm.process.StopReport), for the terminal.
+    last_stop: Any = None
 
     @classmethod
     def from_config(cls, overrides: dict[str, Any] | None = None,
@@ -162,16 +164,35 @@ class Lab:
         from lab.measure import nvml
         return nvml.used_mib_by_index() or None
 
-    def stop_server(self, grace_s: float = 30, *, loud: bool = True) -> Any:
+    def stop_server(self, grace_s: float = 30, *, loud: bool = True, why: str = "stop") -> Any:
         """End the tracked server's whole tree and wait for its GPU memory to be released
-        (lab.vllm.process.StopReport). With `loud`, processes that survive SIGKILL or memory
-        still held raise GpuMemoryHeld naming them."""
+        (lab.vllm.process.StopReport); the hand-back is recorded on the server's row
+        (`stopped_at`, and `facts.stop` with its seconds). With `loud`, processes that
+        survive SIGKILL or memory still held raise GpuMemoryHeld naming them."""
         from lab.core.errors import GpuMemoryHeld
         from lab.vllm import process as server
+        state = server.load(self.state_path)
         report = server.stop_tree(self.state_path, grace_s, wait_released=self.release_wait())
+        if state is not None and state.server_id is not None and report.pids:
+            self._record_stop(state.server_id, report, why)
+        self.last_stop = report
         if loud and not report.clean:
             raise GpuMemoryHeld(held_message(report))
         return report
+
+    def _record_stop(self, server_id: int, report: Any, why: str) -> None:
+        import time
+
+        from lab.record.values import ServeValues, StopRecord
+        row = next((s for s in self.book.servers() if s["id"] == server_id), None)
+        if row is None:
+            return
+        fields: dict[str, Any] = {"stopped_at": time.time()}
+        facts = row.get("facts")
+        if isinstance(facts, ServeValues) and facts.stop is None:
+            facts.stop = StopRecord.of(report, why)
+            fields["facts"] = facts
+        self.book.update_server(server_id, **fields)
 
     def apply_fix(self, fix: Any) -> None:
         """Make later server starts carry a known fix (lab.record.values.FixApplied): its lab

@@ -106,6 +106,16 @@ def print_fixes(console: Any, results: list[StepResult], lang: str) -> None:
                       f"{escape(fix.cost(lang))}")
 
 
+def print_stop(console: Any, report: Any, lang: str) -> None:
+    """How the server was handed back: processes ended, seconds, GPU memory released."""
+    line = pick(lang, f"服务已停止：{len(report.pids)} 个进程，用时 {report.stop_s or 0:.1f} s",
+                f"server stopped: {len(report.pids)} process(es) ended in {report.stop_s or 0:.1f} s")
+    if report.release_s is not None:
+        line += pick(lang, f"；GPU 显存释放用时 {report.release_s:.1f} s",
+                     f"; GPU memory released in {report.release_s:.1f} s")
+    console.print(escape(line))
+
+
 def summary_table(day: str, profile: str, lang: str, results: list[StepResult],
                   specs: dict[str, StepSpec]) -> Table:
     """The end-of-day table: each step's number, key, status, seconds and measured values."""

@@ -126,7 +126,6 @@ _PHASE_RULES: tuple[tuple[re.Pattern, str], ...] = (
 )
 _GRAPH_PROGRESS_RE = re.compile(r"(\d+)/(\d+) \[")
 _KV_TOKENS_RE = re.compile(r"KV cache size: ([\d,]+) tokens")
-_COMPILE_DONE_RE = re.compile(r"torch\.compile (?:takes|took|and initial profiling/warmup run together took)")
 
 
 class PhaseTracker:
@@ -148,9 +147,6 @@ class PhaseTracker:
             if not pattern.search(line):
                 continue
             cur = self.current
-            if key == "compiling" and _COMPILE_DONE_RE.search(line):
-                if cur is not None and cur.key == "compiling":
-                    return False  # the summary line: compiling goes on until the next phase
             if key == "cuda_graphs":
                 m = _GRAPH_PROGRESS_RE.search(line)
                 detail = f"{m.group(1)}/{m.group(2)}" if m else None

@@ -154,7 +154,7 @@ class ReleasingNvml(fake_pynvml.FakePynvml):
 
 
 def started_gpu_server(tmp_path, monkeypatch, never=False, timeout_s=30):
-    lab, out = make_lab(tmp_path, free_port(), profile="rehearsal", release_timeout_s=str(timeout_s))
+    lab, _out = make_lab(tmp_path, free_port(), profile="rehearsal", release_timeout_s=str(timeout_s))
     nv = ReleasingNvml(lab.state_path, never=never)
     monkeypatch.setitem(sys.modules, "pynvml", nv)
     state = server.start([sys.executable, str(FAKE_VLLM), "--host", "127.0.0.1", "--port",
@@ -175,7 +175,7 @@ def test_stop_waits_until_nvml_shows_the_memory_released(tmp_path, monkeypatch):
 
 
 def test_memory_still_held_fails_loudly_naming_it(tmp_path, monkeypatch):
-    lab, state = started_gpu_server(tmp_path, monkeypatch, never=True, timeout_s=1)
+    lab, _state = started_gpu_server(tmp_path, monkeypatch, never=True, timeout_s=1)
     with pytest.raises(GpuMemoryHeld) as info:
         stop_report(lab)
     msg = str(info.value)

@@ -19,9 +19,8 @@ from lab.record.values import (
     TpWorker,
 )
 from lab.ui.progress import status
-from lab.vllm import diagnose, launch, models
+from lab.vllm import diagnose, launch, models, watch
 from lab.vllm import process as server
-from lab.vllm import watch
 
 
 def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
@@ -76,7 +75,7 @@ def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
         failure = getattr(err, "failure", None)
         report = getattr(err, "stop_report", None)
         if report is None:  # a timeout (or Ctrl-C's cousin): end the tree here
-            report = lab.stop_server(grace_s=server.FAILED_GRACE_S, loud=False)
+            report = lab.stop_server(grace_s=server.FAILED_GRACE_S, loud=False, why="failed")
         values = ServeValues(**partial, phases=phases_of(watcher, state.started_at),
                              failure=failure_record(failure, state.started_at, "serve"),
                              stop=stop_record(report, "failed"))
@@ -144,10 +143,7 @@ def failure_record(failure: watch.Failure | None, started_at: float,
 
 def stop_record(report: server.StopReport | None, why: str) -> StopRecord | None:
     """A StopReport as the step records it."""
-    if report is None:
-        return None
-    return StopRecord(processes=len(report.pids), stop_s=report.stop_s, release_s=report.release_s,
-                      survivors=list(report.survivors), held=list(report.held), why=why)
+    return None if report is None else StopRecord.of(report, why)
 
 
 def remedy_of(key: str, argv: list[str], env: dict[str, str], tp: int,

@@ -4,6 +4,7 @@ and the known fix a retry added (`--fix auto`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from lab.core.lang import pick
 
@@ -45,6 +46,12 @@ class StopRecord:
     survivors: list[str] = field(default_factory=list)
     held: list[str] = field(default_factory=list)
     why: str | None = None         # failed | end of day | stop | interrupted
+
+    @classmethod
+    def of(cls, report: Any, why: str) -> StopRecord:
+        """From a lab.vllm.process.StopReport."""
+        return cls(processes=len(report.pids), stop_s=report.stop_s, release_s=report.release_s,
+                   survivors=list(report.survivors), held=list(report.held), why=why)
 
 
 @dataclass
