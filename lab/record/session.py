@@ -35,6 +35,9 @@ class Lab:
     _book: Logbook | None = None
     #: Server environment variables added by a known fix (`--fix auto`), for later starts.
     fix_env: dict[str, str] = field(default_factory=dict)
+    #: Known fixes applied this session (lab.record.values.FixApplied); their flags go to
+    #: later starts (see extra_args).
+    fixes: list[Any] = field(default_factory=list)
     #: The fix the next `serve` start carries (set by the plan runner before a retry).
     pending_fix: Any = None
     #: The last stop's report (lab.vllm.process.StopReport), for the terminal.
@@ -131,8 +134,11 @@ class Lab:
         path = self.download_dir(repo_id)
         return path if hub.has_stamp(path, repo_id) else None
 
-    def extra_args(self) -> list[str]:
-        return shlex.split(self.cfg["extra_args"] or "")
+    def extra_args(self, tp: int | None = None) -> list[str]:
+        """The user's extra vLLM flags, then those of the known fixes applied this session
+        (`--fix auto`) that hold for a start with `tp` (a TP-only fix skips TP=1)."""
+        fixed = [a for fix in self.fixes if tp is None or tp >= fix.min_tp for a in fix.args]
+        return [*shlex.split(self.cfg["extra_args"] or ""), *fixed]
 
     def serve_argv(self, prof: Profile, tp: int = 1, extra: list[str] | None = None) -> list[str]:
         """The vLLM server's argument list for `prof` with this session's options."""
@@ -140,7 +146,7 @@ class Lab:
         return build_argv(str(self.env.python), prof, host=cfg["host"], port=cfg["port"],
                           max_model_len=cfg["max_model_len"],
                           gpu_memory_utilization=cfg["gpu_memory_utilization"], tp=tp,
-                          api_key=self.api_key, extra=[*(extra or []), *self.extra_args()])
+                          api_key=self.api_key, extra=[*(extra or []), *self.extra_args(tp)])
 
     # -- stopping: the tree ended and its memory handed back ---------------------------
     def release_wait(self) -> Any:
@@ -199,8 +205,7 @@ class Lab:
         settings, its vLLM flags, its environment variables."""
         for key, value in fix.settings.items():
             self.cfg[key] = value
-        if fix.args:
-            self.cfg["extra_args"] = shlex.join([*self.extra_args(), *fix.args])
+        self.fixes.append(fix)
         self.fix_env.update(fix.env)
 
 

@@ -321,6 +321,8 @@ class Remedy:
     #: Settings of the lab it changes ({"gpu_memory_utilization": 0.7}); the flags in `args`
     #: then come from the session's own argv builder.
     settings: dict[str, float | int] = field(default_factory=dict)
+    #: The fix holds for starts with at least this tensor-parallel size.
+    min_tp: int = 1
 
     @property
     def shown(self) -> str:
@@ -368,7 +370,8 @@ def remedy_for(key: str, argv: Sequence[str], env: Mapping[str, str] | None = No
                       why_en="the crash happens while capturing CUDA graphs (cuBLAS / illegal memory access); eager mode skips the capture",
                       cost_zh="每个 token 更慢（无 CUDA Graph）：在 2×H200 上 TP=2 eager 的 TPOT 约 29 ms，TP=1 有图时约 8.8 ms；用 `invoke day4 --compare-tp` 实测",
                       cost_en="each token is slower (no CUDA graphs): on 2×H200, TPOT about 29 ms with TP=2 eager vs 8.8 ms with TP=1 and graphs; measure it with `invoke day4 --compare-tp`",
-                      source="docs/facts.md: Known failures (2xH200, 14B, TP=2)")
+                      source="docs/facts.md: Known failures (2xH200, 14B, TP=2)",
+                      min_tp=2 if tp > 1 else 1)
     if key == "cuda_oom":
         util = float(_flag_value(argv, "--gpu-memory-utilization") or 0.9)
         if util - 0.2 >= MIN_GPU_MEMORY_UTILIZATION - 1e-9:

@@ -53,7 +53,7 @@ def fake_serve(tmp_path, monkeypatch):
     monkeypatch.setattr(vllm_env.VllmEnv, "probe", lambda self, timeout_s=300: {"vllm": "0.32.0"})
     monkeypatch.setattr(Lab, "serve_argv", lambda self, prof, tp=1, extra=None: [
         sys.executable, str(FAKE_VLLM), "--host", "127.0.0.1", "--port", str(port), *CRASH,
-        *self.extra_args()])
+        *self.extra_args(tp)])
     monkeypatch.setattr(metrics, "scrape",
                         lambda *a, **kw: (FIXTURES / "metrics_vllm_0_32.txt").read_text())
     labs: list[Lab] = []
@@ -243,3 +243,13 @@ def test_end_of_day_stops_the_tree(tmp_path, fake_serve):
     labs.append(lab)
     run_day(lab, "day3", keys=["serve"])
     assert no_fake_left(lab)
+
+
+def test_the_tp_crash_fix_holds_for_tp2_starts_only(tmp_path):
+    from lab.checklist.steps.serve import remedy_of
+    lab, _ = make_lab(tmp_path, free_port())
+    fix = remedy_of("cuda_graph_tp_crash", ["python", "--tensor-parallel-size", "2"], {}, 2, "")
+    lab.apply_fix(fix)
+    assert "--enforce-eager" in lab.extra_args(2)
+    assert "--enforce-eager" not in lab.extra_args(1)  # --compare-tp's TP=1 keeps its graphs
+    assert remedy_of("cuda_graph_tp_crash", ["python", "--enforce-eager"], {}, 2, "") is None

@@ -155,7 +155,7 @@ def remedy_of(key: str, argv: list[str], env: dict[str, str], tp: int,
     return FixApplied(added=r.shown, key=r.key, why_zh=r.why_zh, why_en=r.why_en,
                       cost_zh=r.cost_zh, cost_en=r.cost_en, source=r.source,
                       args=[] if r.settings else list(r.args), settings=dict(r.settings),
-                      env=dict(r.env))
+                      env=dict(r.env), min_tp=r.min_tp)
 
 
 

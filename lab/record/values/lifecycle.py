@@ -68,6 +68,9 @@ class FixApplied:
     args: list[str] = field(default_factory=list)
     settings: dict[str, float] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    #: It holds for starts with at least this TP (the CUDA-graph crash is a TP>1 crash: a TP=1
+    #: start, e.g. `--compare-tp`'s, keeps its graphs, so the comparison measures the cost).
+    min_tp: int = 1
     #: The failed attempt it follows (filled in when the retry starts).
     failed_step_id: int | None = None
     failed: ServerFailure | None = None
