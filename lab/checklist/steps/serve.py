@@ -134,11 +134,13 @@ def failure_record(failure: watch.Failure | None, started_at: float,
     if failure is None:
         return None
     d = failure.diagnosis
+    after_s = round(failure.detected_at - started_at, 3)
+    # vLLM stamps lines to the second: the crash line cannot predate the start.
+    detect_s = None if failure.detect_s is None else min(failure.detect_s, after_s)
     return ServerFailure(kind=failure.kind, key=d.key if d else None, title=d.title if d else None,
                          fix=d.fix if d else None, source=d.source if d else None,
-                         line=failure.line, process=failure.process, detect_s=failure.detect_s,
-                         detected_after_s=round(failure.detected_at - started_at, 3),
-                         during=during)
+                         line=failure.line, process=failure.process, detect_s=detect_s,
+                         detected_after_s=after_s, during=during)
 
 
 def stop_record(report: server.StopReport | None, why: str) -> StopRecord | None:
