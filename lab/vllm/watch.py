@@ -183,15 +183,16 @@ class PhaseTracker:
         if self.current is not None and self.current.ended_at is None:
             self.current.ended_at = now
 
-    def describe(self, lang: str = "en", now: float | None = None) -> str:
-        """The current phase for a status line: "capturing CUDA graphs 8/67 (12 s)"."""
+    def describe(self, lang: str = "en", now: float | None = None, spent: bool = True) -> str:
+        """The current phase for a status line: "capturing CUDA graphs 8/67 (12 s)" (with
+        `spent`, the seconds in this phase)."""
         cur = self.current
         if cur is None:
             return pick(lang, "启动中", "starting")
         label = pick(lang, *PHASE_LABELS[cur.key])
         detail = f" {cur.detail}" if cur.detail else ""
-        spent = cur.duration_s(now if now is not None else time.time())
-        return f"{label}{detail} ({spent:.0f} s)" if spent is not None else f"{label}{detail}"
+        took = cur.duration_s(now if now is not None else time.time())
+        return f"{label}{detail} ({took:.0f} s)" if spent and took is not None else f"{label}{detail}"
 
 
 def _order(key: str) -> int:

@@ -60,7 +60,7 @@ def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
     name = prof.served_model_name or prof.model
     watcher = server.make_watcher(state, lang=lab.lang)
     watcher.on_phase(lambda tracker: lab.console.print(
-        f"  · {tracker.describe(lab.lang)} [{time.time() - state.started_at:.0f} s]",
+        f"  · {tracker.describe(lab.lang, spent=False)} [{time.time() - state.started_at:.0f} s]",
         markup=False, highlight=False))
     partial = dict(pid=state.pid, log_path=str(log_path), tp=tp, model=name, model_path=prof.model,
                    profile=prof.name, server_id=server_id, fix=fix)
