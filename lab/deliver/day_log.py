@@ -23,13 +23,13 @@ from lab.record.queries import Records, Run, Step
 from lab.record.runner import StepSpec
 from lab.record.values import (
     ApiTestValues,
+    DownloadValues,
     BalanceValues,
     BenchValues,
     CompareSide,
     CompareTpValues,
     CompareValues,
     CompareWorkload,
-    DownloadValues,
     GpusValues,
     InstallValues,
     KvCacheValues,

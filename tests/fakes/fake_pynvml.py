@@ -258,7 +258,7 @@ class FakePynvml:
         gpu = self._gpu(handle, "utilization")
         return SimpleNamespace(gpu=gpu["utilization_gpu_pct"], memory=gpu["utilization_memory_pct"])
 
-    def nvmlDeviceGetMaxClockInfo(self, handle: _Handle, type: int) -> int:
+    def nvmlDeviceGetMaxClockInfo(self, handle: _Handle, type: int) -> int:  # noqa: A002 (pynvml's name)
         gpu = self._gpu(handle, "max_clock")
         if type == NVML_CLOCK_MEM:
             return gpu["max_memory_clock_mhz"]

@@ -109,7 +109,7 @@ def make_handler(args: argparse.Namespace):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self):
+        def do_GET(self):  # noqa: N802 - http.server API
             if self.path == "/health":
                 self.reply(args.health_status, b"")
             elif self.path == "/v1/models":

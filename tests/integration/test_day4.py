@@ -15,14 +15,8 @@ from pathlib import Path
 import pytest
 
 from integration.conftest import ROOT, invoke, logged_steps, vllm_processes
-from lab.record.values import (
-    ApiTestValues,
-    BalanceValues,
-    BenchValues,
-    CompareTpValues,
-    MetricsValues,
-    ServeValues,
-)
+from lab.record.values import (ApiTestValues, BalanceValues, BenchValues, CompareTpValues,
+                               MetricsValues, ServeValues)
 
 pytestmark = pytest.mark.vllm
 

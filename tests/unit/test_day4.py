@@ -12,28 +12,17 @@ import pytest
 from rich.console import Console
 
 from lab.checklist import days, seeds
+from lab.checklist.steps import compare_tp
+from lab.vllm import process as server
 from lab.commands import run_day, run_step_task, terminal
+from lab.record.plan import Planned, run_plan
 from lab.core.errors import LabError, ServerDied
 from lab.record.logbook import FAIL, PASS, PENDING, SKIPPED
-from lab.record.plan import Planned, run_plan
 from lab.record.runner import Outcome, check, require, skip
 from lab.record.session import Lab
-from lab.record.values import (
-    BalanceDevice,
-    BalanceValues,
-    BenchMetrics,
-    BenchValues,
-    ClientTotals,
-    CompareTpValues,
-    KvUsage,
-    LatencyStats,
-    LevelSummary,
-    MetricsDelta,
-    ServerMeans,
-    SweepPlan,
-    TpSide,
-)
-from lab.vllm import process as server
+from lab.record.values import (BalanceDevice, BalanceValues, BenchMetrics, BenchValues,
+                               ClientTotals, CompareTpValues, KvUsage, LatencyStats,
+                               LevelSummary, MetricsDelta, ServerMeans, SweepPlan, TpSide)
 from tests.fakes import fake_pynvml
 from tests.fakes.fake_openai_stream import FakeConfig, FakeServer, free_port
 
@@ -389,7 +378,6 @@ def test_stop_after_the_api_server_died_ends_its_orphaned_engine(tmp_path):
     their environment (and the tag): after a mid-benchmark death they are found by session."""
     import os
     import signal as sig
-
     import psutil
     child = ("import ctypes, time; ctypes.CDLL(None).prctl(15, b'VLLM::EngineCor', 0, 0, 0); "
              "time.sleep(120)")

@@ -4,14 +4,15 @@ self-check ticked from the results."""
 import io
 
 import pytest
-from fakes.fake_vllm_scripts import FakeScripts, make_model
 from rich.console import Console
 
+from fakes.fake_vllm_scripts import FakeScripts, make_model
 from lab.checklist.steps import offline as day5
 from lab.commands import run_day
 from lab.core.errors import ConfigError
 from lab.record.session import Lab
-from lab.record.values import BatchRow, KvCacheValues, MemoryValues, OfflineValues, ParamsValues
+from lab.record.values import (BatchRow, KvCacheValues, MemoryValues, OfflineValues,
+                               ParamsValues)
 
 
 def make_lab(tmp_path, **overrides) -> Lab:

@@ -14,15 +14,8 @@ from lab.record.logbook import FAIL, PASS, PENDING, SKIPPED
 from lab.record.queries import Records
 from lab.record.values import InstallValues
 from lab.ui import tables
-from tests.fakes.fake_logbook import (
-    HOSTILE,
-    _step,
-    add_hostile,
-    cpu_logbook,
-    gpu_logbook,
-    logbook_on_disk,
-    run_invoke,
-)
+from tests.fakes.fake_logbook import (HOSTILE, _step, add_hostile, cpu_logbook, gpu_logbook,
+                                      logbook_on_disk, run_invoke)
 
 
 def states(book, lang="en") -> dict:
