@@ -32,8 +32,6 @@ class ArmValues(StepValues):
     serve: ServeValues | None = None
     #: The load's summary over its measured requests (None for an arm without load).
     load: LevelSummary | None = None
-    #: Requests per second that met the load's latency targets (`request_goodput`).
-    goodput_per_s: float | None = None
     #: Further summaries by request class (e.g. "long" and "short" of a mixed load).
     classes: dict[str, LevelSummary] = field(default_factory=dict)
     #: /metrics counters over the load (end − start): prefix-cache hits, preemptions, ...
