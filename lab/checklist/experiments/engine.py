@@ -85,7 +85,7 @@ ATTENTION_BACKEND = Experiment(
                 "for the same model?",
     arms=tuple(Arm(b, flags=("--attention-backend", b), label_zh=b, label_en=b, optional=True)
                for b in BACKENDS),
-    load=Load(input_len=512, output_len=64, num_requests=32, levels=(1, 16), warmup=2),
+    load=Load(input_len=512, output_len=64, num_requests=16, levels=(1, 16), warmup=2),
     metrics=(TTFT_C1, TPOT_C1, TPOT_C16, M.throughput("c16"), M.READY_S),
     expect=(Change(TPOT_C1.key, baseline="FLEX_ATTENTION", treatment="FLASH_ATTN",
                    direction="lower", min_change_pct=0),),

@@ -63,7 +63,8 @@ PREFIX_CACHING = Experiment(
                    min_change_pct=5),
             Change("prefix_cache_hits", baseline="off", treatment="default", direction="higher",
                    min_change_pct=0, relative=False)),
-    rounds={"cpu": 2, "gpu": 2},
+    # One round on a GPU: each start of the 7B model takes 1.5–4 min (docs/facts.md).
+    rounds={"cpu": 2, "gpu": 1},
     lesson=_prefix_lesson,
     ticks=("p2-paged",),
     seed_ref="seed 002 §4 (--enable-prefix-caching, --block-size); seed 003 phase 2",
