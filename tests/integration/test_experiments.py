@@ -83,7 +83,7 @@ def test_kv_cache_too_small_preempts(exp_env):
 
 
 def test_batching_max_num_seqs(exp_env):
-    v, arms, md = run(exp_env, "batching", "--arms", "1,64", "--num-requests", "32",
+    v, _arms, md = run(exp_env, "batching", "--arms", "1,64", "--num-requests", "32",
                       "--lang", "en")
     tput = next(f for f in v.findings if f.metric == "output_tok_s")
     assert tput.seen is True, tput

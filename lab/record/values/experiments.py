@@ -127,3 +127,8 @@ class ExperimentValues(StepValues):
 
     def stat(self, arm: str, metric: str) -> ArmStat | None:
         return next((s for s in self.stats if s.arm == arm and s.metric == metric), None)
+
+    def median(self, arm: str, metric: str) -> float | None:
+        """The arm's median of `metric` over the rounds (None: not measured)."""
+        stat = self.stat(arm, metric)
+        return stat.median if stat is not None else None
