@@ -64,7 +64,7 @@ def test_prefix_caching_default_against_off(exp_env):
     ttft = next(f for f in v.findings if f.metric == "ttft_median_ms")
     assert ttft.seen is True and ttft.change_pct_median < -5
     text = section(md, "prefix-caching")
-    assert "--no-enable-prefix-caching" in text and "Run #" not in text  # zh by default
+    assert "--no-enable-prefix-caching" in text and "运行 #" in text  # zh by default
     assert num(v.stat("off", "ttft_median_ms").median) in text
     assert num(v.stat("default", "ttft_median_ms").median) in text
     assert "enable\\_prefix\\_caching=True" in text and "已看到" in text
