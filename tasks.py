@@ -106,15 +106,16 @@ class LabTask(Task):
         return opts
 
     def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
-        args = [_TypedArgument(names=a.names, kind=a.kind, default=a.default, help=a.help,
+        typed = [_TypedArgument(names=a.names, kind=a.kind, default=a.default, help=a.help,
                                positional=a.positional, optional=a.optional,
                                incrementable=a.incrementable, attr_name=a.attr_name,
                                cast=a.kind if a.kind in (int, float) else None,
                                label=self.labels.get(a.name or ""))
                 for a in super().get_arguments(ignore_unknown_help)]
-        by_name = {a.name: a for a in args}
+        by_name = {a.name: a for a in typed}
         for positional, flag in self.waived_by.items():
             by_name[positional].waiver = by_name[flag]
+        args: list[Argument] = list(typed)
         return args
 
 

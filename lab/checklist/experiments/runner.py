@@ -10,6 +10,7 @@ In the logbook: a run with day "experiment" and task "experiment NAME"; a step
 from __future__ import annotations
 
 import dataclasses
+import functools
 import secrets
 from collections.abc import Callable
 
@@ -79,7 +80,7 @@ def run_arm(lab: Lab, ctx: StepContext, exp: Experiment, arm: Arm, rnd: int) -> 
             return Outcome([skip("available", "此平台提供该配置", "the platform offers it",
                                  f"not available here: {why}")],
                            f"{arm.name}: not available ({why})", values, evidence=err.evidence)
-        err.values = values  # type: ignore[attr-defined]
+        err.values = values
         raise
     values.serve = started.values if isinstance(started.values, ServeValues) else None
     values.command = started.command
@@ -165,8 +166,8 @@ def run_experiment(lab: Lab, exp: Experiment, rounds: int | None = None, *,
                 if on_start:
                     on_start(spec)
                 res = run_step(book, run_id, spec, lab.lang,
-                               lambda ctx, arm=arm, rnd=rnd: run_arm(lab, ctx, exp, arm, rnd),
-                               diagnose=lambda text: _diagnose(text, lab.lang))
+                               functools.partial(_arm_fn, lab, exp, arm, rnd),
+                               diagnose=functools.partial(_diagnose, lang=lab.lang))
                 if on_result:
                     on_result(res)
                 results.append(res)
@@ -197,6 +198,10 @@ def run_experiment(lab: Lab, exp: Experiment, rounds: int | None = None, *,
         server.stop(lab.state_path)
     book.end_run(run_id, FAIL if any(r.status == FAIL for r in results) else PASS)
     return run_id, values, results
+
+
+def _arm_fn(lab: Lab, exp: Experiment, arm: Arm, rnd: int, ctx: StepContext) -> Outcome:
+    return run_arm(lab, ctx, exp, arm, rnd)
 
 
 def _info(values: ExperimentValues, name: str) -> ArmInfo:
