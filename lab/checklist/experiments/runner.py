@@ -84,6 +84,7 @@ def run_arm(lab: Lab, ctx: StepContext, exp: Experiment, arm: Arm, rnd: int) -> 
         raise
     values.serve = started.values if isinstance(started.values, ServeValues) else None
     values.command = started.command
+    _startup_extras(values)
     try:
         state = server.require_running(alab.state_path)
         model = state.served_model_name or state.model
@@ -96,6 +97,19 @@ def run_arm(lab: Lab, ctx: StepContext, exp: Experiment, arm: Arm, rnd: int) -> 
     values.figures = {m.key: _safe(m.read, values) for m in exp.metrics}
     criteria = arm_criteria(values, alive)
     return Outcome(criteria, arm_line(exp, values), values, command=values.command)
+
+
+def _startup_extras(values: ArmValues) -> None:
+    """CUDA-graph capture and torch.compile figures from the arm's server log."""
+    from pathlib import Path
+
+    from lab.vllm import logparse
+    log = values.serve.log_path if values.serve else None
+    if not log or not Path(log).exists():
+        return
+    facts = logparse.parse_startup(Path(log).read_text(errors="replace"))
+    values.graph_capture_gib, values.graph_capture_s = facts.graph_capture_gib, facts.graph_capture_s
+    values.compile_s = facts.compile_s
 
 
 def _first_error_line(err: LabError) -> str:

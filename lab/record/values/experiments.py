@@ -30,6 +30,10 @@ class ArmValues(StepValues):
     command: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     serve: ServeValues | None = None
+    #: From the server's log: CUDA-graph capture (GPU) and torch.compile time.
+    graph_capture_gib: float | None = None
+    graph_capture_s: float | None = None
+    compile_s: float | None = None
     #: The load's summary over its measured requests (None for an arm without load).
     load: LevelSummary | None = None
     #: Further summaries by request class (e.g. "long" and "short" of a mixed load).
