@@ -165,7 +165,8 @@ def run_experiment(lab: Lab, exp: Experiment, rounds: int | None = None, *,
     results: list[StepResult] = []
     load = exp.load_for(profile)
     values = ExperimentValues(name=exp.name, profile=profile, rounds=rounds,
-                              workload=load.describe("en") if exp.measure is None else "")
+                              workload=load.describe("en") if exp.measure is None else "",
+                              workload_zh=load.describe("zh") if exp.measure is None else "")
     try:
         if profile in exp.skip:
             values.skipped = exp.skip[profile]

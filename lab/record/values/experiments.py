@@ -114,7 +114,9 @@ class ExperimentValues(StepValues):
     #: The arms in the order they ran, e.g. ["off", "on", "off", "on"].
     order: list[str] = field(default_factory=list)
     arms: list[ArmInfo] = field(default_factory=list)
+    #: The load in one line (en, zh); "" for an experiment measured by probes.
     workload: str = ""
+    workload_zh: str = ""
     stats: list[ArmStat] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     #: The lesson in one sentence, with the measured numbers filled in.
