@@ -18,7 +18,8 @@ from lab.checklist.experiments import measures
 from lab.checklist.experiments import verdict as verdict_mod
 from lab.checklist.experiments.model import Arm, Experiment
 from lab.core.errors import ConfigError, LabError
-from lab.record.logbook import FAIL, INTERRUPTED, PASS, SKIPPED
+from lab.core.lang import pick
+from lab.record.logbook import FAIL, INTERRUPTED, PASS, PENDING, SKIPPED
 from lab.record.runner import (
     Criterion,
     Outcome,
@@ -176,8 +177,16 @@ def run_experiment(lab: Lab, exp: Experiment, rounds: int | None = None, *,
         arms = exp.arms_for(profile)
         figures: dict[tuple[int, str], dict[str, float | None]] = {}
         with server.stop_on_interrupt(lab.state_path):
+            stopped: str | None = None  # why the remaining arms are not run
             for n, (rnd, arm) in enumerate(verdict_mod.schedule(arms, rounds), start=1):
                 spec = arm_spec(exp, arm, rnd, n)
+                if stopped is not None:  # a server that cannot start: do not try the rest
+                    res = _not_run(lab, run_id, spec, stopped)
+                    results.append(res)
+                    values.order.append(arm.name)
+                    if on_result:
+                        on_result(res)
+                    continue
                 if on_start:
                     on_start(spec)
                 res = run_step(book, run_id, spec, lab.lang,
@@ -185,6 +194,9 @@ def run_experiment(lab: Lab, exp: Experiment, rounds: int | None = None, *,
                                diagnose=functools.partial(_diagnose, lang=lab.lang))
                 if on_result:
                     on_result(res)
+                if res.status == FAIL and not (isinstance(res.values, ArmValues)
+                                               and res.values.serve is not None):
+                    stopped = f"not run: the server of arm `{arm.name}` did not start"
                 results.append(res)
                 values.order.append(arm.name)
                 step = book.steps(run_id)[-1]
@@ -213,6 +225,13 @@ def run_experiment(lab: Lab, exp: Experiment, rounds: int | None = None, *,
         server.stop(lab.state_path)
     book.end_run(run_id, FAIL if any(r.status == FAIL for r in results) else PASS)
     return run_id, values, results
+
+
+def _not_run(lab: Lab, run_id: int, spec: StepSpec, reason: str) -> StepResult:
+    step_id = lab.book.start_step(run_id, spec.key, title=pick(lab.lang, spec.title_zh, spec.title_en),
+                                  command=spec.command, expected="")
+    lab.book.end_step(step_id, status=PENDING, reason=reason)
+    return StepResult(spec.key, PENDING, "", reason, None, 0.0, None)
 
 
 def _arm_fn(lab: Lab, exp: Experiment, arm: Arm, rnd: int, ctx: StepContext) -> Outcome:
