@@ -133,7 +133,7 @@ def test_a_server_that_cannot_start_stops_the_experiment_with_one_clear_reason(
         raise LabError("port 8000 is in use by pid 1 (python)", fix="`invoke stop`")
     monkeypatch.setattr("lab.checklist.steps.serve.start_and_wait", refuse)
     lab = make_lab(tmp_path, 8000)
-    run_id, values, results = runner.run_experiment(lab, EXP)
+    _, _, results = runner.run_experiment(lab, EXP)
     assert [r.status for r in results] == [FAIL, PENDING, PENDING, PENDING, FAIL]
     assert results[0].reason == "port 8000 is in use by pid 1 (python)"
     assert results[1].reason == "not run: the server of arm `slow` did not start"
