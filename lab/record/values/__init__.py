@@ -81,12 +81,22 @@ from lab.record.values.day5 import (
 )
 from lab.record.values.download import DownloadValues
 from lab.record.values.lifecycle import FixApplied, ServerFailure, StartupPhase, StopRecord
+from lab.record.values.experiments import (
+                                      ArmInfo,
+                                      ArmStat,
+                                      ArmValues,
+                                      ExperimentValues,
+                                      Finding,
+                                      ProbeResult,
+)
 
 #: Step key -> the type of its values.
 TYPES: dict[str, type[StepValues]] = {cls.KEY: cls for cls in (
     GpusValues, InstallValues, ToolsValues, DownloadValues, ServeValues, MonitorValues, ApiTestValues,
     MetricsValues, BalanceValues, BenchValues, CompareValues, CompareTpValues, OfflineValues,
-    KvCacheValues, MemoryValues, ParamsValues)}
+    KvCacheValues, MemoryValues, ParamsValues,
+    # experiments (lab.checklist.experiments)
+    ArmValues, ExperimentValues)}
 
 #: Type name (as stored in steps.value_type) -> type.
 BY_NAME: dict[str, type[StepValues]] = {cls.__name__: cls for cls in TYPES.values()}
@@ -100,6 +110,9 @@ __all__ = [
                                       "TYPES",
                                       "UPGRADES",
                                       "ApiTestValues",
+                                      "ArmInfo",
+                                      "ArmStat",
+                                      "ArmValues",
                                       "BalanceDevice",
                                       "BalanceValues",
                                       "BatchRow",
@@ -115,6 +128,8 @@ __all__ = [
                                       "DownloadValues",
                                       "EngineInfo",
                                       "FixApplied",
+                                      "ExperimentValues",
+                                      "Finding",
                                       "GpuMemory",
                                       "GpusValues",
                                       "InstallValues",
@@ -136,6 +151,7 @@ __all__ = [
                                       "OldNameReading",
                                       "ParamReading",
                                       "ParamsValues",
+                                      "ProbeResult",
                                       "SampleSummary",
                                       "SamplerStats",
                                       "SeriesReading",
