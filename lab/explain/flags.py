@@ -297,6 +297,38 @@ _PARAMS: dict[str, dict[str, Any]] = {
         "memory": ("草稿模型的权重与 KV。", "The draft model's weights and KV."),
         "speed": ("低并发时降低延迟；高并发时可能降低吞吐。", "Lower latency at low concurrency; may lower throughput under heavy load."),
     },
+    # -- experiments, part 2 (issue 11): LoRA, speculative decoding, parallelism ------------
+    "--max-lora-rank": {
+        "seed": "001",
+        "default": ("16", "16"),
+        "meaning": ("允许的最大 LoRA 秩；适配器的 r 大于它会被拒绝加载。",
+                    "The largest LoRA rank allowed; an adapter with a larger r is refused."),
+        "memory": ("LoRA 权重槽按这个秩预留：越大预留越多。", "LoRA weight slots are reserved at this rank: bigger reserves more."),
+        "speed": ("LoRA 计算量随秩增长。", "LoRA compute grows with the rank."),
+    },
+    "--max-loras": {
+        "seed": "001",
+        "default": ("1", "1"),
+        "meaning": ("同一批次里最多同时运行几个不同的 LoRA 适配器；默认 1 时不同适配器的请求要轮流执行（vllm:lora_requests_info 的 waiting_lora_adapters）。",
+                    "How many different LoRA adapters can run in one batch; at the default 1, "
+                    "requests for different adapters take turns (waiting_lora_adapters of "
+                    "vllm:lora_requests_info)."),
+        "memory": ("每个槽按 --max-lora-rank 预留适配器权重。", "Each slot reserves adapter weights at --max-lora-rank."),
+        "speed": ("太小时不同适配器的请求互相排队。", "Too small and requests for different adapters queue behind each other."),
+    },
+    "--data-parallel-size": {
+        "seed": "004",
+        "default": ("1", "1"),
+        "meaning": ("数据并行：起 N 个完整的模型副本（各自一个引擎），请求在副本之间分配。",
+                    "Data parallelism: N whole copies of the model (an engine each), requests "
+                    "spread over them."),
+        "memory": ("每个副本都放全部权重：总权重显存 ×N，但每个副本有自己的 KV Cache。",
+                   "Every copy holds all weights: N× the weight memory, and each copy has its "
+                   "own KV cache."),
+        "speed": ("单请求延迟与单卡相同，吞吐近似 ×N（种子 004：TP 降延迟，DP 提吞吐）。",
+                  "Single-request latency as on one GPU, throughput about N× (seed 004: TP "
+                  "lowers latency, DP raises throughput)."),
+    },
 }
 
 #: Spellings vLLM also accepts, mapped to the names above.
@@ -333,6 +365,16 @@ _ENV_VARS: dict[str, dict[str, Any]] = {
                     "enough allowed NUMA nodes\" without it."),
         "memory": ("无", "none"),
         "speed": ("绑核避免线程互相抢占；每个 rank 的核数决定其算力。", "Binding keeps threads from fighting; each rank's core count is its compute."),
+    },
+    "VLLM_ALLOW_RUNTIME_LORA_UPDATING": {
+        "seed": "001",
+        "default": ("False", "False"),
+        "meaning": ("True 时服务开放 POST /v1/load_lora_adapter 与 /v1/unload_lora_adapter，运行中加载/卸载 LoRA 适配器（需 --enable-lora）；不设时这两个路由不存在（404）。",
+                    "True opens POST /v1/load_lora_adapter and /v1/unload_lora_adapter, which "
+                    "load and unload LoRA adapters while the server runs (needs --enable-lora); "
+                    "unset, the routes do not exist (404)."),
+        "memory": ("加载的适配器占用 LoRA 缓存。", "A loaded adapter takes a place in the LoRA cache."),
+        "speed": ("无需重启即可上线新适配器。", "New adapters go live without a restart."),
     },
     "HF_ENDPOINT": {
         "seed": "000",
