@@ -442,5 +442,27 @@ def compare_runs(c: Context, a: int, b: int, lang: str | None = None) -> None:
     run_compare_runs(_lab(c, lang=lang, profile="cpu"), a, b)
 
 
+@task(help={**COMMON_HELP, "name": "the experiment (`invoke experiment --list` names them)",
+            "list": "list the experiments: name, question, arms, profiles",
+            "rounds": "rounds of A B … alternation (default: the experiment's, 1-2)",
+            "arms": "run only these arms, comma-separated (e.g. 1,64 for batching)",
+            "python": "an existing vLLM interpreter", "timeout": "startup timeout per arm, s",
+            "extra_args": "more vLLM flags for every arm, e.g. \"--enforce-eager\""},
+      auto_shortflags=False)
+@_guard
+def experiment(c: Context, name: str = "", list: bool = False, profile: str | None = None,
+               lang: str | None = None, port: int | None = None, rounds: int | None = None,
+               arms: str | None = None, python: str | None = None,
+               timeout: float | None = None, extra_args: str | None = None) -> int | None:
+    """Experiments: one server per arm, the same load, arms alternated; a measured verdict."""
+    from lab.commands import list_experiments, run_experiment
+    lab = _lab(c, profile=profile, lang=lang, port=port, python=python,
+               startup_timeout_s=timeout, extra_args=extra_args)
+    if list or not name:
+        list_experiments(lab)
+        return None
+    return run_experiment(lab, name, rounds=rounds, arms=arms)
+
+
 # Every @task above, with every config key defaulted (so INVOKE_LAB_* can override it).
 ns = Collection.from_module(sys.modules[__name__], config={"lab": invoke_defaults()})

@@ -148,3 +148,40 @@ def save_traceback(c: Any) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(traceback.format_exc())
     return str(path)
+
+
+# -- experiments (lab.checklist.experiments) -------------------------------------------------
+def list_experiments(lab: Lab) -> None:
+    """`invoke experiment --list`: name, question, arms and profiles of every experiment."""
+    from lab.checklist import experiments
+    lab.console.print(tables.experiments_table(experiments.all_experiments(), lab.lang))
+
+
+def run_experiment(lab: Lab, name: str, rounds: Any = None, arms: str | None = None) -> int:
+    """`invoke experiment NAME`: run it on the session's profile, record it, render
+    experiments.md; 0 when every arm and the verdict passed (or were honestly skipped)."""
+    from lab.checklist import experiments
+    from lab.checklist.experiments.runner import run_experiment as run
+    from lab.deliver import experiments as experiments_doc
+    from lab.record.plan import exit_code
+    exp = experiments.get(name)
+    n = int(number(rounds, "--rounds", low=1, integer=True)) if rounds not in (None, "") else None
+    if arms:
+        exp = experiments.only_arms(exp, [a.strip() for a in arms.split(",") if a.strip()],
+                                    lab.profile_name)
+    lab.console.rule(f"[bold]experiment {exp.name}[/] — {exp.question(lab.lang)}")
+    _, values, results = run(lab, exp, n, **terminal(lab))
+    from lab.checklist.experiments.verdict import verdict_line
+    lab.console.print(f"verdict: {verdict_line(values, exp.metrics, lab.lang)}", markup=False)
+    lesson = values.lesson_zh if lab.lang == "zh" else values.lesson_en
+    if lesson:
+        lab.console.print(f"lesson: {lesson}", markup=False)
+    paths = experiments_doc.render_experiments(records_with_measurements(lab), lab.lang,
+                                               lab.logbook_dir)
+    lab.console.print(f"experiments: {paths[0]}")
+    return exit_code(results)
+
+
+def records_with_measurements(lab: Lab) -> LabData:
+    """The logbook's records with measurements (what experiments.md reads)."""
+    return gather(lab.book, now=time.time(), measurements=True)

@@ -118,3 +118,47 @@ def summarize(records: Iterable[Any], wall_s: float | None) -> dict[str, Any]:
         "e2el_ms": percentiles(_ms(_get(r, "e2el_s") for r in ok)),
         "queue_ms": percentiles(_ms(_get(r, "queue_s") for r in ok)),
     }
+
+
+#: The latency targets `--goodput` accepts (vllm/benchmarks/serve.py), in ms.
+GOODPUT_KEYS = ("ttft", "tpot", "e2el")
+
+
+def parse_goodput(text: str | None) -> dict[str, float]:
+    """`"ttft:500 tpot:50"` (or comma-separated) as {"ttft": 500.0, "tpot": 50.0}; the
+    syntax of `vllm bench serve --goodput`. ValueError (one line) for a bad pair."""
+    out: dict[str, float] = {}
+    for pair in (text or "").replace(",", " ").split():
+        key, sep, value = pair.partition(":")
+        if not sep or key not in GOODPUT_KEYS:
+            raise ValueError(f"goodput targets are KEY:MS with KEY one of "
+                             f"{', '.join(GOODPUT_KEYS)}; got {pair!r}")
+        try:
+            ms = float(value)
+        except ValueError:
+            raise ValueError(f"goodput target {pair!r}: {value!r} is not a number") from None
+        if ms < 0:
+            raise ValueError(f"goodput target {pair!r} must be >= 0 ms")
+        out[key] = ms
+    return out
+
+
+def good_requests(records: Iterable[Any], slo_ms: Mapping[str, float]) -> int:
+    """How many successful measured requests met every latency target, as vLLM counts them
+    (DistServe's goodput; `calculate_metrics` in vllm/benchmarks/serve.py): TTFT, TPOT and
+    E2EL each <= its target; a request with one output token has TPOT 0."""
+    good = 0
+    for rec in records:
+        if _get(rec, "warmup") or not _get(rec, "ok"):
+            continue
+        seen = {"ttft": _get(rec, "ttft_s"), "tpot": _get(rec, "tpot_s") or 0.0,
+                "e2el": _get(rec, "e2el_s")}
+        if all(seen[k] is not None and seen[k] * 1000.0 <= ms for k, ms in slo_ms.items()):
+            good += 1
+    return good
+
+
+def goodput(records: Iterable[Any], slo_ms: Mapping[str, float],
+            wall_s: float | None) -> float | None:
+    """Good requests per second over the level's wall time (`request_goodput`)."""
+    return _per_s(good_requests(records, slo_ms), wall_s)

@@ -16,9 +16,11 @@ from lab.vllm import process as server
 
 
 def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
-                   model: str | None = None, extra: list[str] | None = None) -> Outcome:
+                   model: str | None = None, extra: list[str] | None = None,
+                   env_extra: dict[str, str] | None = None) -> Outcome:
     """Start the server and wait for /health. Any server we tracked before is stopped
-    first, so the startup figures are this start's own."""
+    first, so the startup figures are this start's own. `env_extra` is set for the server
+    on top of the profile's variables (an experiment's arm)."""
     from lab.vllm import logparse, metrics
 
     prof = lab.profile(day, tp=tp, model=model)
@@ -32,7 +34,7 @@ def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
     if warning:
         lab.console.print(f"[yellow]warning:[/] {warning}")
     argv = lab.serve_argv(prof, tp, extra)
-    env = launch.server_env(prof, tp)
+    env = {**launch.server_env(prof, tp), **(env_extra or {})}
     shown = launch.shell_line(argv, env, python_as="python")
     log_path = lab.logbook_dir / "logs" / f"server-{ctx.run_id}-{ctx.step_id}.log"
     server_id = lab.book.add_server(

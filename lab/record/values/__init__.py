@@ -66,7 +66,6 @@ from lab.record.values.day4 import (
                                       TpRatios,
                                       TpSide,
 )
-from lab.record.values.download import DownloadValues
 from lab.record.values.day5 import (
                                       BatchRow,
                                       EngineInfo,
@@ -80,12 +79,23 @@ from lab.record.values.day5 import (
                                       ParamReading,
                                       ParamsValues,
 )
+from lab.record.values.download import DownloadValues
+from lab.record.values.experiments import (
+                                      ArmInfo,
+                                      ArmStat,
+                                      ArmValues,
+                                      ExperimentValues,
+                                      Finding,
+                                      ProbeResult,
+)
 
 #: Step key -> the type of its values.
 TYPES: dict[str, type[StepValues]] = {cls.KEY: cls for cls in (
     GpusValues, InstallValues, ToolsValues, DownloadValues, ServeValues, MonitorValues, ApiTestValues,
     MetricsValues, BalanceValues, BenchValues, CompareValues, CompareTpValues, OfflineValues,
-    KvCacheValues, MemoryValues, ParamsValues)}
+    KvCacheValues, MemoryValues, ParamsValues,
+    # experiments (lab.checklist.experiments)
+    ArmValues, ExperimentValues)}
 
 #: Type name (as stored in steps.value_type) -> type.
 BY_NAME: dict[str, type[StepValues]] = {cls.__name__: cls for cls in TYPES.values()}
@@ -99,6 +109,9 @@ __all__ = [
                                       "TYPES",
                                       "UPGRADES",
                                       "ApiTestValues",
+                                      "ArmInfo",
+                                      "ArmStat",
+                                      "ArmValues",
                                       "BalanceDevice",
                                       "BalanceValues",
                                       "BatchRow",
@@ -113,6 +126,8 @@ __all__ = [
                                       "CostSide",
                                       "DownloadValues",
                                       "EngineInfo",
+                                      "ExperimentValues",
+                                      "Finding",
                                       "GpuMemory",
                                       "GpusValues",
                                       "InstallValues",
@@ -134,6 +149,7 @@ __all__ = [
                                       "OldNameReading",
                                       "ParamReading",
                                       "ParamsValues",
+                                      "ProbeResult",
                                       "SampleSummary",
                                       "SamplerStats",
                                       "SeriesReading",
