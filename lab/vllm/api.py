@@ -81,6 +81,22 @@ def unload_lora_adapter(url: str, name: str, api_key: str | None = None,
     return time.perf_counter() - start
 
 
+def completion_status(url: str, model: str, api_key: str | None = None,
+                      timeout_s: float = 60) -> int:
+    """The HTTP status of a one-token completion for `model` (404 when the server serves no
+    model of that name, e.g. an unloaded adapter); 0 when the server cannot be reached.
+
+    Command line equivalent: `curl -s -o /dev/null -w '%{http_code}' localhost:8000/v1/completions
+    -d '{"model": "a2", "prompt": "hi", "max_tokens": 1}'`.
+    """
+    try:
+        r = requests.post(f"{url}/v1/completions", headers=headers(api_key), timeout=timeout_s,
+                          json={"model": model, "prompt": "hi", "max_tokens": 1})
+    except requests.RequestException:
+        return 0
+    return r.status_code
+
+
 def health(url: str, timeout_s: float = 5) -> int:
     """HTTP status of /health (200 once the engine is up), or 0 if unreachable."""
     try:

@@ -310,3 +310,12 @@ def test_spec_decode_counts_and_their_change():
     assert diff.accepted_per_pos == [16, 10, 4]
     assert before.minus(after) is None  # counters went down: a restart, no valid difference
     assert metrics.SpecDecodeCounts(0, 0, 0).acceptance_rate is None
+
+
+def test_spec_decode_counters_of_a_real_ngram_server():
+    counts = metrics.spec_decode(parse((FIXTURES / "metrics_vllm_0_32_ngram.txt").read_text()))
+    assert counts is not None
+    assert (counts.drafts, counts.draft_tokens, counts.accepted_tokens) == (135, 369, 360)
+    assert counts.accepted_per_pos == [135, 117, 108]
+    assert counts.acceptance_rate == pytest.approx(360 / 369)
+    assert counts.mean_acceptance_length == pytest.approx(1 + 360 / 135)

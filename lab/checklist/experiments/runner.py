@@ -69,6 +69,9 @@ def run_arm(lab: Lab, ctx: StepContext, exp: Experiment, arm: Arm, rnd: int) -> 
     key = secrets.token_urlsafe(24) if arm.api_key else None  # never stored or shown
     alab = arm_lab(lab, arm, key)
     values = ArmValues(experiment=exp.name, arm=arm.name, round=rnd, env=dict(arm.env))
+    if arm.prepare is not None:  # build what the arm serves; its real flags come back
+        arm = arm.prepare(alab, values)
+        values.env = dict(arm.env)
     try:
         started = start_and_wait(alab, ctx, exp.model_of, 1, extra=list(arm.flags),
                                  env_extra=dict(arm.env))

@@ -88,6 +88,13 @@ from lab.record.values.experiments import (
                                       Finding,
                                       ProbeResult,
 )
+from lab.record.values.features import (
+                                      Artefact,
+                                      LoraReadings,
+                                      ModelCard,
+                                      RankMemory,
+                                      SpecReadings,
+)
 
 #: Step key -> the type of its values.
 TYPES: dict[str, type[StepValues]] = {cls.KEY: cls for cls in (
@@ -109,6 +116,11 @@ __all__ = [
                                       "TYPES",
                                       "UPGRADES",
                                       "ApiTestValues",
+                                      "Artefact",
+                                      "LoraReadings",
+                                      "ModelCard",
+                                      "RankMemory",
+                                      "SpecReadings",
                                       "ArmInfo",
                                       "ArmStat",
                                       "ArmValues",
