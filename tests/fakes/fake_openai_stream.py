@@ -76,6 +76,9 @@ class FakeConfig:
     #: Like VLLM_ALLOW_RUNTIME_LORA_UPDATING=True: /v1/load_lora_adapter and
     #: /v1/unload_lora_adapter exist (404 otherwise, like vLLM without it).
     runtime_lora: bool = False
+    #: Export vLLM's `vllm:spec_decode_*` counters (one draft of 3 tokens per 4 tokens
+    #: written, 2 of them accepted), like a server started with --speculative-config.
+    spec_decode: bool = False
 
 
 @dataclass
@@ -216,6 +219,12 @@ class FakeApp:
             "# TYPE vllm:generation_tokens counter",
             f"vllm:generation_tokens_total{labels} {self.stats.tokens_written}",
         ]
+        if self.config.spec_decode:
+            drafts = self.stats.tokens_written // 4
+            for name, value in (("drafts", drafts), ("draft_tokens", 3 * drafts),
+                                ("accepted_tokens", 2 * drafts)):
+                lines += [f"# TYPE vllm:spec_decode_num_{name} counter",
+                          f"vllm:spec_decode_num_{name}_total{labels} {value}"]
         if self.config.lora_modules or self.config.runtime_lora:
             running = ",".join(sorted(set(self.running_adapters)))
             lines += ["# TYPE vllm:lora_requests_info gauge",
