@@ -185,3 +185,54 @@ def test_lessons_carry_the_measured_numbers_and_the_dummy_weight_caveat():
     en = advanced._spec_lesson(values, "en")
     assert "-20.0 %" in en and "acceptance 97.50 %" in en and "says nothing about a real model" in en
     assert "接受率对真实模型没有意义" in advanced._spec_lesson(values, "zh")
+
+
+# -- experiments.md shows what each arm built and read ----------------------------------------
+def test_experiments_md_shows_the_adapters_the_lora_listing_and_the_counters(tmp_path):
+    from lab.deliver.experiments import render_experiments
+    from lab.deliver.gather import gather
+    from lab.record.logbook import Logbook
+    from lab.record.values import (
+        ArmInfo,
+        ArmStat,
+        Finding,
+        LoraReadings,
+        ModelCard,
+        RankMemory,
+        SpecReadings,
+    )
+    book = Logbook(tmp_path / "lab.db")
+    run_id = book.start_run("experiment", task="experiment lora", profile="cpu")
+    arm = ArmValues(experiment="lora", arm="lora", round=1, command="python -m vllm… --enable-lora",
+                    artefacts=[Artefact("lora-adapter", "a1", "/d/lora/a1", True, 23.5, 8, 14336)],
+                    lora=LoraReadings(models_at_start=[ModelCard("tiny"), ModelCard("a1", "tiny")],
+                                      models_after_load=[ModelCard("tiny"), ModelCard("a1", "tiny"),
+                                                         ModelCard("a2", "tiny")],
+                                      models_after_unload=[ModelCard("tiny"), ModelCard("a1", "tiny")],
+                                      static_adapter="a1", hot_adapter="a2", load_s=0.0125,
+                                      hot_first_ttft_ms=41.0, hot_requests=4, hot_requests_ok=4,
+                                      after_unload_status=404, max_lora=2, seen_running=["a1"],
+                                      samples=9, output_differs=True),
+                    spec=SpecReadings("ngram", 3, 135, 369, 360, [135, 117, 108], 360 / 369, 1 + 360 / 135),
+                    ranks=[RankMemory("VLLM::Worker_TP0", "process-rss", 1747.0, 11)])
+    step = book.start_step(run_id, "experiment-arm", title="lora", command="invoke experiment lora",
+                           expected="")
+    book.end_step(step, status="pass", values=arm)
+    verdict = ExperimentValues(name="lora", profile="cpu", rounds=1, order=["lora"],
+                               arms=[ArmInfo("lora", command=arm.command)], arm_steps=[step],
+                               stats=[ArmStat("lora", "tpot_median_c1_ms", [5.0], 5.0, 5.0, 5.0)],
+                               findings=[Finding("equals", "hot_adapter_gone", "lora", target=1,
+                                                 rounds_agreeing=1, rounds_measured=1, seen=True,
+                                                 required=True)],
+                               lesson_en="the lesson")
+    vstep = book.start_step(run_id, "experiment", title="v", command="invoke experiment lora", expected="")
+    book.end_step(vstep, status="pass", values=verdict)
+    book.end_run(run_id, "pass")
+    md = render_experiments(gather(book, now=0.0), "en", tmp_path / "out")[0].read_text()
+    section = md[md.index("## lora"):md.index("## speculative")]
+    for needle in ("built offline lora-adapter `a1` (rank 8, 14,336 parameters): built now 23.50 s",
+                   "`a1` (parent `tiny`)", "loaded at run time `a2`: 12.50 ms",
+                   "4/4 requests OK", "a request to it: HTTP 404", "seen running a1",
+                   "accepted 360", "per position 135 / 117 / 108", "acceptance 97.56 %",
+                   "VLLM::Worker\\_TP0: 1,747 MiB (process RSS: host memory, not GPU memory)"):
+        assert needle in section, needle
