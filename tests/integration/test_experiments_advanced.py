@@ -15,7 +15,7 @@ pytestmark = pytest.mark.vllm
 
 
 def run(lab_env: dict, *args: str) -> tuple[list[ArmValues], ExperimentValues, str]:
-    proc = invoke(["experiment", *args, "--lang", "en"], lab_env, timeout_s=1500)
+    proc = invoke(["experiment", "--name", *args, "--lang", "en"], lab_env, timeout_s=1500)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "Traceback" not in out

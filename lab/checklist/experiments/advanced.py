@@ -123,10 +123,13 @@ class LoraWatch:
         self._thread.join(timeout=10)
 
 
-def _sub_run(run: ArmRun, model: str) -> ArmRun:
-    """The same server and step, requests to `model`, values kept apart."""
-    return dataclasses.replace(run, model=model, values=ArmValues(
-        experiment=run.values.experiment, arm=run.values.arm, round=run.values.round))
+def _sub_run(run: ArmRun, model: str, part: str) -> ArmRun:
+    """The same server and step, requests to `model`, values kept apart (and its
+    `vllm bench serve` exports named `<arm>-<part>`, beside the arm's own)."""
+    return dataclasses.replace(
+        run, model=model, arm=dataclasses.replace(run.arm, name=f"{run.arm.name}-{part}"),
+        values=ArmValues(experiment=run.values.experiment, arm=run.values.arm,
+                         round=run.values.round))
 
 
 def _greedy(run: ArmRun, model: str) -> str | None:
@@ -157,7 +160,7 @@ def measure_lora(run: ArmRun) -> None:
         r.output_differs = base_text != adapter_text
     with LoraWatch(run, r):
         run_load(dataclasses.replace(run, model=STATIC), load)
-    on_base = _sub_run(run, base)
+    on_base = _sub_run(run, base, "base")
     run_load(on_base, load)
     for key, summary in on_base.values.classes.items():
         run.values.classes[f"base:{key}"] = summary
@@ -170,7 +173,7 @@ def measure_lora(run: ArmRun) -> None:
         r.hot_first_ttft_ms = first.ttft_s * 1000 if first.ttft_s is not None else None
     except ApiError:
         r.hot_first_ttft_ms = None
-    hot = _sub_run(run, HOT)
+    hot = _sub_run(run, HOT, HOT)
     with LoraWatch(run, r):
         run_load(hot, dataclasses.replace(load, levels=(), concurrency=1,
                                           num_requests=min(4, load.num_requests)))
