@@ -48,6 +48,19 @@ class _TypedArgument(Argument):
         super().__init__(**kwargs)
         self.cast = cast
         self.label = label or (self.name if self.positional else f"--{self.names[0]}")
+        #: A flag that, when given, makes this positional argument unnecessary.
+        self.waiver: Argument | None = None
+
+    @property
+    def value(self) -> Any:
+        value = self._value if self._value is not None else self.default
+        if value is None and self.waiver is not None and self.waiver.value:
+            return ""  # not missing: the waiving flag was given
+        return value
+
+    @value.setter
+    def value(self, arg: Any) -> None:
+        self.set_value(arg, cast=True)
 
     def set_value(self, value: Any, cast: bool = True) -> None:
         if not (cast and self.cast is not None):
@@ -78,9 +91,12 @@ class LabTask(Task):
     `labels` names positional arguments in errors ({"b": "run B"})."""
 
     def __init__(self, body: Callable, labels: dict[str, str] | None = None,
-                 **kwargs: Any) -> None:
+                 waived_by: dict[str, str] | None = None, **kwargs: Any) -> None:
         super().__init__(body, **kwargs)
         self.labels = labels or {}
+        #: A positional argument that a flag makes unnecessary ({"name": "list"}: `invoke
+        #: experiment --list` needs no NAME).
+        self.waived_by = waived_by or {}
 
     def arg_opts(self, name: str, default: Any, taken_names: set[str]) -> dict[str, Any]:
         opts = super().arg_opts(name, default, taken_names)
@@ -90,12 +106,16 @@ class LabTask(Task):
         return opts
 
     def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
-        return [_TypedArgument(names=a.names, kind=a.kind, default=a.default, help=a.help,
+        args = [_TypedArgument(names=a.names, kind=a.kind, default=a.default, help=a.help,
                                positional=a.positional, optional=a.optional,
                                incrementable=a.incrementable, attr_name=a.attr_name,
                                cast=a.kind if a.kind in (int, float) else None,
                                label=self.labels.get(a.name or ""))
                 for a in super().get_arguments(ignore_unknown_help)]
+        by_name = {a.name: a for a in args}
+        for positional, flag in self.waived_by.items():
+            by_name[positional].waiver = by_name[flag]
+        return args
 
 
 def task(*args: Any, **kwargs: Any) -> Any:
@@ -302,12 +322,16 @@ BENCH_HELP = {
 def _bench(concurrency: str | None = None, num_requests: str | None = None,
            input_len: int | None = None, output_len: int | None = None,
            warmup: int | None = None, duration: float | None = None,
-           latency_runs: int | None = None) -> dict[str, Any]:
+           latency_runs: int | None = None, request_rate: str | None = None,
+           burstiness: float | None = None, goodput: str | None = None,
+           save_result: bool | None = None) -> dict[str, Any]:
     """Bench flags as config overrides (validated with the rest, before any work starts)."""
     return {"bench.concurrency": concurrency, "bench.num_requests": num_requests,
             "bench.input_len": input_len, "bench.output_len": output_len,
             "bench.warmup": warmup, "bench.duration_s": duration,
-            "bench.latency_runs": latency_runs}
+            "bench.latency_runs": latency_runs, "bench.request_rate": request_rate,
+            "bench.burstiness": burstiness, "bench.goodput": goodput,
+            "bench.save_result": save_result or None}
 
 
 @task(help=COMMON_HELP)
@@ -318,18 +342,24 @@ def balance(c: Context, profile: str | None = None, lang: str | None = None,
     return _step(c, "balance", day="day4", profile=profile, lang=lang, port=port)
 
 
-@task(help={**COMMON_HELP, **BENCH_HELP})
+@task(help={**COMMON_HELP, **BENCH_HELP,
+            "request_rate": "arrivals per level, req/s (default inf: all at once), as vllm bench serve",
+            "burstiness": "gamma shape of the arrival gaps (1 = Poisson), as vllm bench serve",
+            "goodput": "latency targets in ms for goodput, e.g. \"ttft:500 tpot:50\"",
+            "save_result": "also write each level as vllm bench serve --save-result JSON"})
 @_guard
 def bench(c: Context, profile: str | None = None, lang: str | None = None,
           port: int | None = None, concurrency: str | None = None,
           num_requests: str | None = None, input_len: int | None = None,
           output_len: int | None = None, warmup: int | None = None,
-          duration: float | None = None, latency_runs: int | None = None) -> int:
+          duration: float | None = None, latency_runs: int | None = None,
+          request_rate: str | None = None, burstiness: float | None = None,
+          goodput: str | None = None, save_result: bool = False) -> int:
     """Day 4: benchmark the running server: the seed's latency loop, then a concurrency sweep."""
     from lab.commands import run_step_task
     lab = _lab(c, profile=profile, lang=lang, port=port,
                **_bench(concurrency, num_requests, input_len, output_len, warmup, duration,
-                        latency_runs))
+                        latency_runs, request_rate, burstiness, goodput, save_result))
     return run_step_task(lab, "day4", "bench")
 
 
@@ -446,14 +476,16 @@ def compare_runs(c: Context, a: int, b: int, lang: str | None = None) -> None:
             "list": "list the experiments: name, question, arms, profiles",
             "rounds": "rounds of A B … alternation (default: the experiment's, 1-2)",
             "arms": "run only these arms, comma-separated (e.g. 1,64 for batching)",
+            "num_requests": "measured requests per arm (default: the experiment's)",
             "python": "an existing vLLM interpreter", "timeout": "startup timeout per arm, s",
             "extra_args": "more vLLM flags for every arm, e.g. \"--enforce-eager\""},
-      auto_shortflags=False)
+      auto_shortflags=False, positional=["name"], waived_by={"name": "list"})
 @_guard
-def experiment(c: Context, name: str = "", list: bool = False, profile: str | None = None,
+def experiment(c: Context, name: str | None = None, list: bool = False, profile: str | None = None,
                lang: str | None = None, port: int | None = None, rounds: int | None = None,
-               arms: str | None = None, python: str | None = None,
-               timeout: float | None = None, extra_args: str | None = None) -> int | None:
+               arms: str | None = None, num_requests: int | None = None,
+               python: str | None = None, timeout: float | None = None,
+               extra_args: str | None = None) -> int | None:
     """Experiments: one server per arm, the same load, arms alternated; a measured verdict."""
     from lab.commands import list_experiments, run_experiment
     lab = _lab(c, profile=profile, lang=lang, port=port, python=python,
@@ -461,7 +493,7 @@ def experiment(c: Context, name: str = "", list: bool = False, profile: str | No
     if list or not name:
         list_experiments(lab)
         return None
-    return run_experiment(lab, name, rounds=rounds, arms=arms)
+    return run_experiment(lab, name, rounds=rounds, arms=arms, num_requests=num_requests)
 
 
 # Every @task above, with every config key defaulted (so INVOKE_LAB_* can override it).

@@ -157,7 +157,8 @@ def list_experiments(lab: Lab) -> None:
     lab.console.print(tables.experiments_table(experiments.all_experiments(), lab.lang))
 
 
-def run_experiment(lab: Lab, name: str, rounds: Any = None, arms: str | None = None) -> int:
+def run_experiment(lab: Lab, name: str, rounds: Any = None, arms: str | None = None,
+                   num_requests: Any = None) -> int:
     """`invoke experiment NAME`: run it on the session's profile, record it, render
     experiments.md; 0 when every arm and the verdict passed (or were honestly skipped)."""
     from lab.checklist import experiments
@@ -169,6 +170,9 @@ def run_experiment(lab: Lab, name: str, rounds: Any = None, arms: str | None = N
     if arms:
         exp = experiments.only_arms(exp, [a.strip() for a in arms.split(",") if a.strip()],
                                     lab.profile_name)
+    if num_requests not in (None, ""):
+        exp = experiments.with_requests(
+            exp, int(number(num_requests, "--num-requests", low=1, integer=True)), lab.profile_name)
     lab.console.rule(f"[bold]experiment {exp.name}[/] — {exp.question(lab.lang)}")
     _, values, results = run(lab, exp, n, **terminal(lab))
     from lab.checklist.experiments.verdict import verdict_line

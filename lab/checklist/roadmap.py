@@ -287,3 +287,10 @@ def unique_ids(groups: Iterable[Group]) -> bool:
                 return False
             seen[item.id] = item
     return True
+
+
+def experiments_for(item_id: str) -> list[str]:
+    """The experiments (lab.checklist.experiments) whose measured verdict ticks `item_id`
+    (their `ticks`): a phase-2/3 item is then done from a measurement, not only by hand."""
+    from lab.checklist.experiments import all_experiments
+    return [e.name for e in all_experiments() if item_id in e.ticks]

@@ -53,6 +53,8 @@ class Entry:
     findings: list[str] = field(default_factory=list)
     lesson: str = ""
     plot: str | None = None
+    #: The plot as a data: URI (the dashboard inlines it).
+    plot_uri: str | None = None
     arm_steps: list[Step] = field(default_factory=list)
     exports: list[str] = field(default_factory=list)
 

@@ -120,29 +120,6 @@ def summarize(records: Iterable[Any], wall_s: float | None) -> dict[str, Any]:
     }
 
 
-#: The latency targets `--goodput` accepts (vllm/benchmarks/serve.py), in ms.
-GOODPUT_KEYS = ("ttft", "tpot", "e2el")
-
-
-def parse_goodput(text: str | None) -> dict[str, float]:
-    """`"ttft:500 tpot:50"` (or comma-separated) as {"ttft": 500.0, "tpot": 50.0}; the
-    syntax of `vllm bench serve --goodput`. ValueError (one line) for a bad pair."""
-    out: dict[str, float] = {}
-    for pair in (text or "").replace(",", " ").split():
-        key, sep, value = pair.partition(":")
-        if not sep or key not in GOODPUT_KEYS:
-            raise ValueError(f"goodput targets are KEY:MS with KEY one of "
-                             f"{', '.join(GOODPUT_KEYS)}; got {pair!r}")
-        try:
-            ms = float(value)
-        except ValueError:
-            raise ValueError(f"goodput target {pair!r}: {value!r} is not a number") from None
-        if ms < 0:
-            raise ValueError(f"goodput target {pair!r} must be >= 0 ms")
-        out[key] = ms
-    return out
-
-
 def good_requests(records: Iterable[Any], slo_ms: Mapping[str, float]) -> int:
     """How many successful measured requests met every latency target, as vLLM counts them
     (DistServe's goodput; `calculate_metrics` in vllm/benchmarks/serve.py): TTFT, TPOT and

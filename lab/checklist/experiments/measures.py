@@ -112,7 +112,6 @@ def run_load(run: ArmRun, load: Load) -> None:
         summary = LevelSummary.from_summary(res.summary, concurrency=c, level=f"c{c}")
         if i == 0:
             run.values.load = summary
-            run.values.goodput_per_s = res.summary.get("request_goodput")
         if len(levels) > 1:
             run.values.classes[f"c{c}"] = summary
         by_label = _by_label(res.records)

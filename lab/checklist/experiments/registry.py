@@ -54,3 +54,16 @@ def only_arms(exp: Experiment, names: list[str], profile: str) -> Experiment:
     return dataclasses.replace(exp, arms={kind_of(profile): kept, **{
         k: v for k, v in ({"cpu": (), "gpu": ()}).items() if k != kind_of(profile)}},
         expect=expect)
+
+
+def with_requests(exp: Experiment, num_requests: int, profile: str) -> Experiment:
+    """`exp` with `num_requests` measured requests per arm (`--num-requests`, a quicker run)."""
+    import dataclasses
+
+    from lab.checklist.experiments.model import kind_of
+    load = exp.load_for(profile)
+    if load.kind == "mixed" and load.long_count >= num_requests:
+        raise ConfigError(f"--num-requests must be more than the {load.long_count} long prompts")
+    return dataclasses.replace(exp, load={kind_of(profile): dataclasses.replace(
+        load, num_requests=num_requests), **{k: exp.load_for("cpu" if k == "cpu" else "gpu")
+                                              for k in ("cpu", "gpu") if k != kind_of(profile)}})

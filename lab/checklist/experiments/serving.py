@@ -10,11 +10,6 @@ from lab.core.lang import pick
 from lab.record.values import ExperimentValues
 
 
-def _median(values: ExperimentValues, arm: str, metric: str) -> float | None:
-    stat = values.stat(arm, metric)
-    return stat.median if stat is not None else None
-
-
 def _pct(f) -> str:
     return "—" if f is None or f.change_pct_median is None else f"{f.change_pct_median:+.1f} %"
 
@@ -26,9 +21,9 @@ PREFIX_HITS = M.counter("prefix_cache_hits", "前缀缓存命中 token 数", "pr
 
 def _prefix_lesson(values: ExperimentValues, lang: str) -> str:
     ttft = next(f for f in values.findings if f.metric == "ttft_median_ms")
-    on = _median(values, "default", "ttft_median_ms")
-    off = _median(values, "off", "ttft_median_ms")
-    rate = _median(values, "default", "prefix_hit_rate_pct")
+    on = values.median("default", "ttft_median_ms")
+    off = values.median("off", "ttft_median_ms")
+    rate = values.median("default", "prefix_hit_rate_pct")
     return pick(
         lang,
         f"共享前缀时，前缀缓存（本服务默认：{values_default(values)}；种子 002 的参数表写的是 False、block 16）"
@@ -63,7 +58,8 @@ PREFIX_CACHING = Experiment(
                    min_change_pct=5),
             Change("prefix_cache_hits", baseline="off", treatment="default", direction="higher",
                    min_change_pct=0, relative=False)),
-    rounds={"cpu": 2, "gpu": 2},
+    # One round on a GPU: each start of the 7B model takes 1.5–4 min (docs/facts.md).
+    rounds={"cpu": 2, "gpu": 1},
     lesson=_prefix_lesson,
     ticks=("p2-paged",),
     seed_ref="seed 002 §4 (--enable-prefix-caching, --block-size); seed 003 phase 2",
@@ -94,10 +90,10 @@ def _kv_lesson(values: ExperimentValues, lang: str) -> str:
     big, small = values.order[0], "tiny"
     arms = [a.name for a in values.arms]
     mid = arms[1] if len(arms) > 2 else big
-    tok_a, tok_b = _median(values, big, "kv_cache_tokens"), _median(values, mid, "kv_cache_tokens")
-    pre = _median(values, small, "preemptions")
-    tput_big, tput_small = (_median(values, big, "output_tok_s"),
-                            _median(values, small, "output_tok_s"))
+    tok_a, tok_b = values.median(big, "kv_cache_tokens"), values.median(mid, "kv_cache_tokens")
+    pre = values.median(small, "preemptions")
+    tput_big, tput_small = (values.median(big, "output_tok_s"),
+                            values.median(small, "output_tok_s"))
     return pick(
         lang,
         f"KV 块数 × 块大小 = 可缓存的 token：{big} 有 {num(tok_a)} 个 token，{mid} 有 {num(tok_b)} 个；"
@@ -139,8 +135,8 @@ KV_CACHE = Experiment(
 # -- continuous batching ----------------------------------------------------------------------
 def _batching_lesson(values: ExperimentValues, lang: str) -> str:
     lo, hi = values.arms[0].name, values.arms[-1].name
-    t_lo, t_hi = _median(values, lo, "output_tok_s"), _median(values, hi, "output_tok_s")
-    f_lo, f_hi = _median(values, lo, "ttft_median_ms"), _median(values, hi, "ttft_median_ms")
+    t_lo, t_hi = values.median(lo, "output_tok_s"), values.median(hi, "output_tok_s")
+    f_lo, f_hi = values.median(lo, "ttft_median_ms"), values.median(hi, "ttft_median_ms")
     return pick(
         lang,
         f"并发 64 时，--max-num-seqs 从 {lo} 到 {hi}：吞吐 {num(t_lo)} → {num(t_hi)} tok/s，"
@@ -181,8 +177,8 @@ TTFT_LONG = M.latency("ttft_ms", "median", "long")
 
 def _chunked_lesson(values: ExperimentValues, lang: str) -> str:
     small, large = values.arms[0].name, values.arms[-1].name
-    i_s, i_l = _median(values, small, ITL_P99_SHORT.key), _median(values, large, ITL_P99_SHORT.key)
-    t_s, t_l = _median(values, small, TTFT_LONG.key), _median(values, large, TTFT_LONG.key)
+    i_s, i_l = values.median(small, ITL_P99_SHORT.key), values.median(large, ITL_P99_SHORT.key)
+    t_s, t_l = values.median(small, TTFT_LONG.key), values.median(large, TTFT_LONG.key)
     return pick(
         lang,
         f"长提示混入解码负载时，每步 token 预算 {small}（分块预填充）对 {large}：短请求 ITL p99 "
@@ -246,7 +242,7 @@ KEY_IN_LOG = M.counter("key_in_server_log", "vLLM 日志中出现 key", "the key
 
 
 def _api_key_lesson(values: ExperimentValues, lang: str) -> str:
-    st = {k: _median(values, "keyed", k) for k in
+    st = {k: values.median("keyed", k) for k in
           ("no_key_status", "wrong_key_status", "right_key_status", "key_in_lab_files",
            "key_in_server_log")}
     def code(x: float | None) -> str:

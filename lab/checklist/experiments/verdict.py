@@ -127,7 +127,9 @@ def finding_line(f: Finding, metrics: Sequence[Metric], values: ExperimentValues
     unit = " %" if f.relative else (f" {m.unit}" if m and m.unit else "")
 
     def fmt(x: float | None) -> str:
-        return "—" if x is None else (f"{x:+.1f}" if f.relative else f"{x:+,.4g}")
+        if x is None:
+            return "—"
+        return f"{x:+.1f}" if f.relative else ("+" if x > 0 else "") + num(x)
     if f.change_pct_median is None:
         change = pick(lang, "变化未测得", "change not measured")
     elif f.rounds_measured > 1:

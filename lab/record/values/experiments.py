@@ -33,8 +33,6 @@ class ArmValues(StepValues):
     serve: ServeValues | None = None
     #: The load's summary over its measured requests (None for an arm without load).
     load: LevelSummary | None = None
-    #: Requests per second that met the load's latency targets (`request_goodput`).
-    goodput_per_s: float | None = None
     #: Further summaries by request class (e.g. "long" and "short" of a mixed load).
     classes: dict[str, LevelSummary] = field(default_factory=dict)
     #: /metrics counters over the load (end − start): prefix-cache hits, preemptions, ...
@@ -137,3 +135,8 @@ class ExperimentValues(StepValues):
 
     def stat(self, arm: str, metric: str) -> ArmStat | None:
         return next((s for s in self.stats if s.arm == arm and s.metric == metric), None)
+
+    def median(self, arm: str, metric: str) -> float | None:
+        """The arm's median of `metric` over the rounds (None: not measured)."""
+        stat = self.stat(arm, metric)
+        return stat.median if stat is not None else None
