@@ -240,7 +240,7 @@ def _lora_lesson(values: ExperimentValues, lang: str) -> str:
         f"real, the adapter's effect on the text says nothing about a real model.")
 
 
-LORA_ARM = Arm("lora", flags=("--enable-lora", "--max-lora-rank", str(LORA_RANK), "--max-loras", "2"),
+LORA_ARM: Arm = Arm("lora", flags=("--enable-lora", "--max-lora-rank", str(LORA_RANK), "--max-loras", "2"),
                env=RUNTIME_LORA, label_zh=f"--enable-lora，适配器 {STATIC}；运行时加载 {HOT}",
                label_en=f"--enable-lora, adapter {STATIC}; {HOT} loaded at run time",
                prepare=lambda lab, values: prepare_lora(lab, LORA_ARM, values))
@@ -357,7 +357,7 @@ def _spec_lesson(values: ExperimentValues, lang: str) -> str:
 SPEC_OFF = Arm("off", label_zh="不推测", label_en="no speculation")
 SPEC_NGRAM = Arm("ngram", flags=("--speculative-config", json.dumps(NGRAM)),
                  label_zh=f"n-gram 推测 {NUM_SPEC} 个 token", label_en=f"n-gram, {NUM_SPEC} tokens")
-SPEC_DRAFT = Arm("draft", label_zh="草稿模型 Qwen2.5-0.5B 架构", label_en="draft model (Qwen2.5-0.5B architecture)",
+SPEC_DRAFT: Arm = Arm("draft", label_zh="草稿模型 Qwen2.5-0.5B 架构", label_en="draft model (Qwen2.5-0.5B architecture)",
                  optional=True, prepare=lambda lab, values: prepare_draft(lab, SPEC_DRAFT, values))
 
 SPECULATIVE = Experiment(
@@ -489,7 +489,7 @@ TTFT_C1_P = M.latency("ttft_ms", "median", "c1")
 
 
 def _parallel_lesson(values: ExperimentValues, lang: str) -> str:
-    rows = []
+    rows: list[tuple[str, float | None, float | None, float | None, float | None, float | None]] = []
     for a in values.arms:
         if a.name in values.skipped_arms:
             rows.append((a.name, None, None, None, None, None))
