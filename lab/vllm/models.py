@@ -67,13 +67,15 @@ DRAFT_CONFIGS = {
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
-def adapter_dir(models_dir: Path, model: str, rank: int, seed: int) -> Path:
-    """Where the adapter of rank `rank` (random weights from `seed`) for `model` lives."""
-    return models_dir / "lora" / f"{Path(model).name}-r{rank}-s{seed}"
+def adapter_dir(models_dir: Path, model: str, rank: int, seed: int, std: float = 0.02) -> Path:
+    """Where the adapter of rank `rank` (random weights from `seed`, of std `std`) for
+    `model` lives."""
+    return models_dir / "lora" / f"{Path(model).name}-r{rank}-s{seed}-std{std:g}"
 
 
 def ensure_adapter(env: VllmEnv, model: str, out: Path, *, rank: int, seed: int,
-                   targets: str = "q_proj,v_proj", timeout_s: float = 600) -> dict:
+                   std: float = 0.02, targets: str = "q_proj,v_proj",
+                   timeout_s: float = 600) -> dict:
     """Build a LoRA adapter (peft, random weights) for the model folder `model` at `out`,
     unless one is there. Returns what was done (built, seconds, the script's answer).
 
@@ -86,7 +88,7 @@ def ensure_adapter(env: VllmEnv, model: str, out: Path, *, rank: int, seed: int,
     data, _ = env.run_json_script(
         "build_lora_adapter.py",
         ["--model", model, "--out", str(out), "--rank", str(rank), "--seed", str(seed),
-         "--targets", targets],
+         "--std", str(std), "--targets", targets],
         what=f"building the rank-{rank} LoRA adapter", timeout_s=timeout_s)
     return {**data, "built": True, "path": str(out),
             "build_s": round(time.monotonic() - started, 2)}

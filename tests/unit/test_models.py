@@ -109,7 +109,7 @@ def adapter_script(tmp_path, monkeypatch):
 
 def test_an_adapter_is_built_once_per_model_rank_and_seed(tmp_path, adapter_script):
     out = models.adapter_dir(tmp_path / "models", "/m/tiny-qwen2", rank=8, seed=1)
-    assert out == tmp_path / "models" / "lora" / "tiny-qwen2-r8-s1"
+    assert out == tmp_path / "models" / "lora" / "tiny-qwen2-r8-s1-std0.02"
     done = models.ensure_adapter(adapter_script, "/m/tiny-qwen2", out, rank=8, seed=1)
     assert done["built"] is True and done["rank"] == 8 and done["build_s"] >= 0
     args = json.loads((out / "adapter_config.json").read_text())["args"]

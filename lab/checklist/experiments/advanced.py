@@ -57,6 +57,9 @@ OUT_C64 = M.throughput("c64")
 #: The adapters: one served from the start (`--lora-modules`), one loaded at run time.
 STATIC, HOT = "a1", "a2"
 LORA_RANK = 8
+#: The random A and B values' standard deviation: large enough that the adapter visibly
+#: changes a random model's greedy reply (at 0.02, the tiny model's own init, it did not).
+LORA_STD = 0.1
 RUNTIME_LORA = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
 
 
@@ -68,8 +71,9 @@ def prepare_lora(lab: Any, arm: Arm, values: ArmValues) -> Arm:
     models.ensure_model(lab.env, prof)
     root = lab.data_dir / "models"
     for name, seed in ((STATIC, 1), (HOT, 2)):
-        out = models.adapter_dir(root, prof.model, LORA_RANK, seed)
-        done = models.ensure_adapter(lab.env, prof.model, out, rank=LORA_RANK, seed=seed)
+        out = models.adapter_dir(root, prof.model, LORA_RANK, seed, LORA_STD)
+        done = models.ensure_adapter(lab.env, prof.model, out, rank=LORA_RANK, seed=seed,
+                                     std=LORA_STD)
         values.artefacts.append(Artefact("lora-adapter", name, str(out), bool(done["built"]),
                                          done.get("build_s"), LORA_RANK, done.get("params"),
                                          done.get("bytes")))
@@ -540,5 +544,6 @@ PARALLELISM = Experiment(
 # The measurements these experiments name (lab.checklist.experiments.measures.MEASURES).
 measures.MEASURES.update({"lora": measure_lora, "speculative": measure_speculative,
                           "parallelism": measure_parallel})
+measures.USES_LOAD.update({"lora", "speculative", "parallelism"})
 
 EXPERIMENTS = (LORA, SPECULATIVE, QUANTIZATION, PARALLELISM)

@@ -153,7 +153,8 @@ def run_experiment(lab: Lab, exp: Experiment, rounds: int | None = None, *,
     results: list[StepResult] = []
     load = exp.load_for(profile)
     values = ExperimentValues(name=exp.name, profile=profile, rounds=rounds,
-                              workload=load.describe("en") if exp.measure is None else "")
+                              workload=load.describe("en")
+                              if (exp.measure or "load") in measures.USES_LOAD else "")
     try:
         if profile in exp.skip:
             values.skipped = exp.skip[profile]
