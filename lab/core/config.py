@@ -115,6 +115,9 @@ DEFAULTS: dict[str, Any] = {
     "gpu": {
         "vllm": "vllm",
     },
+    # Installed into the vLLM env beside vLLM (space-separated): peft writes the LoRA
+    # adapters of `invoke experiment lora` (lab/vllm/scripts/build_lora_adapter.py).
+    "vllm_extras": "peft",
 }
 
 PROFILES = ("gpu", "cpu", "rehearsal")

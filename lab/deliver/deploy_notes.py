@@ -18,7 +18,7 @@ from typing import Any
 
 from lab.deliver.gather import LabData
 from lab.deliver.jinja import fmt_ts, render_to
-from lab.explain.flags import ALIASES, ENV_VARS, PARAMS, NoteText
+from lab.explain.flags import ALIASES, ENV_VARS, PARAMS, RECIPES, NoteText
 from lab.record.queries import Server
 from lab.record.values import DownloadValues, ServeValues
 from lab.vllm.launch import redact_argv, redact_env, shell_line
@@ -150,7 +150,9 @@ def deploy_view(data: LabData, lang: str) -> dict[str, Any]:
             "generated_at": fmt_ts(data.now),
             "reference": [(flag, note.text(lang), flag in used) for flag, note in PARAMS.items()],
             "env_reference": [(name, note.text(lang), name in used_env)
-                              for name, note in ENV_VARS.items()]}
+                              for name, note in ENV_VARS.items()],
+            # the advanced features' commands (`invoke experiment lora|speculative|…`)
+            "recipes": [r.text(lang) for r in RECIPES]}
 
 
 def cell(text: Any) -> str:

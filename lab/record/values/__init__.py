@@ -89,6 +89,13 @@ from lab.record.values.experiments import (
                                       Finding,
                                       ProbeResult,
 )
+from lab.record.values.features import (
+                                      Artefact,
+                                      LoraReadings,
+                                      ModelCard,
+                                      RankMemory,
+                                      SpecReadings,
+)
 
 #: Step key -> the type of its values.
 TYPES: dict[str, type[StepValues]] = {cls.KEY: cls for cls in (
@@ -110,6 +117,11 @@ __all__ = [
                                       "TYPES",
                                       "UPGRADES",
                                       "ApiTestValues",
+                                      "Artefact",
+                                      "LoraReadings",
+                                      "ModelCard",
+                                      "RankMemory",
+                                      "SpecReadings",
                                       "ArmInfo",
                                       "ArmStat",
                                       "ArmValues",
