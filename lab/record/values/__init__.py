@@ -67,6 +67,20 @@ from lab.record.values.day4 import (
                                       TpSide,
 )
 from lab.record.values.download import DownloadValues
+# Day 6: one model across several nodes (issue 12).
+from lab.record.values.day6 import (
+                                      CompareNodesValues,
+                                      NodeGpu,
+                                      NodeInfo,
+                                      NodeLayout,
+                                      NodeProc,
+                                      NodesSide,
+                                      NodeShare,
+                                      NodeShareValues,
+                                      NodesValues,
+                                      NodeValues,
+                                      ServeNodesValues,
+)
 from lab.record.values.day5 import (
                                       BatchRow,
                                       EngineInfo,
@@ -85,7 +99,9 @@ from lab.record.values.day5 import (
 TYPES: dict[str, type[StepValues]] = {cls.KEY: cls for cls in (
     GpusValues, InstallValues, ToolsValues, DownloadValues, ServeValues, MonitorValues, ApiTestValues,
     MetricsValues, BalanceValues, BenchValues, CompareValues, CompareTpValues, OfflineValues,
-    KvCacheValues, MemoryValues, ParamsValues)}
+    KvCacheValues, MemoryValues, ParamsValues,
+    # Day 6 (issue 12)
+    NodesValues, NodeValues, ServeNodesValues, NodeShareValues, CompareNodesValues)}
 
 #: Type name (as stored in steps.value_type) -> type.
 BY_NAME: dict[str, type[StepValues]] = {cls.__name__: cls for cls in TYPES.values()}
@@ -150,4 +166,16 @@ __all__ = [
                                       "VllmVersions",
                                       "bench_figures",
                                       "cost_side",
+                                      # Day 6 (issue 12)
+                                      "CompareNodesValues",
+                                      "NodeGpu",
+                                      "NodeInfo",
+                                      "NodeLayout",
+                                      "NodeProc",
+                                      "NodeShare",
+                                      "NodeShareValues",
+                                      "NodeValues",
+                                      "NodesSide",
+                                      "NodesValues",
+                                      "ServeNodesValues",
 ]
