@@ -15,8 +15,14 @@ import psutil
 import pytest
 
 from integration.conftest import ROOT, free_port, invoke, logged_steps, vllm_processes
-from lab.record.values import (ApiTestValues, BenchValues, CompareNodesValues, NodeShareValues,
-                               NodesValues, ServeNodesValues)
+from lab.record.values import (
+    ApiTestValues,
+    BenchValues,
+    CompareNodesValues,
+    NodeShareValues,
+    NodesValues,
+    ServeNodesValues,
+)
 
 pytestmark = pytest.mark.vllm
 

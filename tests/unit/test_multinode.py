@@ -22,7 +22,7 @@ def test_layout_defaults_pp_across_two_nodes():
     assert layout.world_size == 2 and layout.per_node == 1 and layout.local
     assert layout.flags(0) == ["--pipeline-parallel-size", "2", "--nnodes", "2", "--node-rank", "0",
                                "--master-addr", "127.0.0.1", "--master-port", "29555"]
-    assert layout.flags(1)[-1] == "--headless" and "1" == layout.flags(1)[5]
+    assert layout.flags(1)[-1] == "--headless" and layout.flags(1)[5] == "1"
 
 
 def test_layout_tp_within_node_pp_across():
@@ -177,7 +177,7 @@ def test_day6_is_a_lab_defined_day_citing_seeds_001_and_003():
     for key in day.plan:
         assert key in days.FUNCS["day6"]
     for key in ("nodes", "node", "serve-nodes", "node-share", "compare-nodes"):
-        assert key in TYPES and TYPES[key].KEY == key
+        assert key in TYPES and key == TYPES[key].KEY
     assert {a.step for a in day.acceptance} <= {s.key for s in day.steps}
 
 

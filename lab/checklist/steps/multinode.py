@@ -12,7 +12,7 @@ import functools
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from lab.core import units
 from lab.core.errors import LabError, ServerDied, ServerTimeout
@@ -27,9 +27,9 @@ from lab.record.values import (
     NodeInfo,
     NodeLayout,
     NodeProc,
-    NodesSide,
     NodeShare,
     NodeShareValues,
+    NodesSide,
     NodesValues,
     NodeValues,
     ServeNodesValues,
@@ -38,6 +38,8 @@ from lab.record.values import (
 from lab.vllm import launch, nodes
 from lab.vllm import process as server
 from lab.vllm.nodes import Layout
+
+T = TypeVar("T")
 
 #: Seconds `invoke node` waits for the headless rank to say it launched its executor.
 NODE_START_TIMEOUT_S = 180.0
@@ -452,12 +454,12 @@ def node_share(lab: Lab, ctx: StepContext) -> Outcome:
 
 
 # ------------------------------------------------------------------------------ the watch
-def watched(fn: Callable[..., Outcome]) -> Callable[..., Outcome]:
+def watched(fn: Callable[..., T]) -> Callable[..., T]:
     """Run step `fn` while the local node ranks are watched: when one dies the head is
     stopped at once (its requests would hang: a pipeline with a missing stage never answers)
     and the step fails with one line naming the rank."""
     @functools.wraps(fn)
-    def run(lab: Lab, ctx: StepContext, *args: Any, **kwargs: Any) -> Outcome:
+    def run(lab: Lab, ctx: StepContext, *args: Any, **kwargs: Any) -> T:
         def on_death(_death: nodes.NodeDeath) -> None:
             server.stop(lab.state_path, grace_s=5)
 

@@ -66,21 +66,6 @@ from lab.record.values.day4 import (
                                       TpRatios,
                                       TpSide,
 )
-from lab.record.values.download import DownloadValues
-# Day 6: one model across several nodes (issue 12).
-from lab.record.values.day6 import (
-                                      CompareNodesValues,
-                                      NodeGpu,
-                                      NodeInfo,
-                                      NodeLayout,
-                                      NodeProc,
-                                      NodesSide,
-                                      NodeShare,
-                                      NodeShareValues,
-                                      NodesValues,
-                                      NodeValues,
-                                      ServeNodesValues,
-)
 from lab.record.values.day5 import (
                                       BatchRow,
                                       EngineInfo,
@@ -94,6 +79,22 @@ from lab.record.values.day5 import (
                                       ParamReading,
                                       ParamsValues,
 )
+
+# Day 6: one model across several nodes (issue 12).
+from lab.record.values.day6 import (
+                                      CompareNodesValues,
+                                      NodeGpu,
+                                      NodeInfo,
+                                      NodeLayout,
+                                      NodeProc,
+                                      NodeShare,
+                                      NodeShareValues,
+                                      NodesSide,
+                                      NodesValues,
+                                      NodeValues,
+                                      ServeNodesValues,
+)
+from lab.record.values.download import DownloadValues
 
 #: Step key -> the type of its values.
 TYPES: dict[str, type[StepValues]] = {cls.KEY: cls for cls in (
@@ -121,6 +122,7 @@ __all__ = [
                                       "BenchMetrics",
                                       "BenchValues",
                                       "ClientTotals",
+                                      "CompareNodesValues",
                                       "CompareSide",
                                       "CompareTpValues",
                                       "CompareValues",
@@ -143,6 +145,15 @@ __all__ = [
                                       "MetricsDelta",
                                       "MetricsValues",
                                       "MonitorValues",
+                                      "NodeGpu",
+                                      "NodeInfo",
+                                      "NodeLayout",
+                                      "NodeProc",
+                                      "NodeShare",
+                                      "NodeShareValues",
+                                      "NodeValues",
+                                      "NodesSide",
+                                      "NodesValues",
                                       "OfflineMemory",
                                       "OfflineRequest",
                                       "OfflineRun",
@@ -153,6 +164,7 @@ __all__ = [
                                       "SampleSummary",
                                       "SamplerStats",
                                       "SeriesReading",
+                                      "ServeNodesValues",
                                       "ServeValues",
                                       "ServerMeans",
                                       "Speedup",
@@ -166,16 +178,4 @@ __all__ = [
                                       "VllmVersions",
                                       "bench_figures",
                                       "cost_side",
-                                      # Day 6 (issue 12)
-                                      "CompareNodesValues",
-                                      "NodeGpu",
-                                      "NodeInfo",
-                                      "NodeLayout",
-                                      "NodeProc",
-                                      "NodeShare",
-                                      "NodeShareValues",
-                                      "NodeValues",
-                                      "NodesSide",
-                                      "NodesValues",
-                                      "ServeNodesValues",
 ]
