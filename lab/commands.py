@@ -194,7 +194,9 @@ def run_cluster(lab: Lab, layout: Any, model: str | None = None) -> int:
                    kwargs={"nodes": {"layout": layout},
                            "serve-nodes": {"layout": layout, "model": model, "adopt": False}},
                    options={"layout": layout.public(), "model": model})
-    if code:
+    if code:  # nothing half-started is left behind
+        from lab.vllm import process as server
+        server.stop(lab.state_path)
         nodes.stop_local(lab.state_path)
     return code
 

@@ -178,3 +178,21 @@ def test_node_killed_mid_benchmark_fails_the_step_on_the_head_within_15_s(node_e
                      "order by id desc").fetchone()
     assert cmp["status"] == "pending" and "bench" in cmp["reason"]
     assert "node rank 1" in (logbook / "day6.md").read_text()
+
+
+def test_a_node_that_never_joins_fails_with_its_rank_and_command(node_env):
+    """The head alone (no `invoke node` anywhere): after the startup timeout, one line names
+    the missing rank and the command that starts it; nothing is left running."""
+    port = free_port()
+    proc = invoke(["serve", "--nnodes", "2", "--node-rank", "0", "--master-addr", "127.0.0.1",
+                   "--master-port", str(port), "--pp", "2", "--timeout", "25"], node_env,
+                  timeout_s=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-3000:]
+    assert "Traceback" not in out
+    step = _db(node_env).execute("select * from steps where key = 'serve-nodes'").fetchone()
+    assert step["status"] == "fail"
+    assert step["reason"].startswith("node rank 1 did not join within 25 s"), step["reason"]
+    assert (f"`invoke node --node-rank 1 --nnodes 2 --master-addr 127.0.0.1 --master-port {port} "
+            "--tp 1 --pp 2 --profile cpu`") in step["reason"]
+    assert not _gone(node_env)
