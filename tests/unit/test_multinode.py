@@ -216,3 +216,67 @@ def test_deploy_notes_list_every_node_command(fresh_db, tmp_path):
     assert "- node 0 (head):" in text and "- node 1 (headless):" in text
     for flag in ("--nnodes", "--node-rank", "--master-addr", "--master-port", "--headless"):
         assert f"| `{flag}` |" in text, flag
+
+
+def _gpu(index: int, free_mib: float, used_mib: float, pids=()):
+    from lab.measure.nvml import GpuInfo, GpuProcess
+    return GpuInfo(index=index, name="NVIDIA H200", uuid=None, memory_total_mib=143771,
+                   memory_used_mib=used_mib, memory_free_mib=free_mib, utilization_gpu_pct=0,
+                   utilization_memory_pct=0, driver_version="580",
+                   processes=[GpuProcess(pid, "python3", 120000) for pid in pids])
+
+
+def _gpu_lab(tmp_path):
+    from lab.record.session import Lab
+    return Lab.from_config({"profile": "rehearsal", "logbook_dir": str(tmp_path), "lang": "en"})
+
+
+def test_nodes_on_a_local_two_gpu_cluster_check_each_ranks_gpu(tmp_path, monkeypatch):
+    from lab.checklist.steps import multinode
+    from lab.measure import nvml
+    from lab.record.runner import verdict
+    monkeypatch.setattr(nvml, "query_gpus", lambda: [_gpu(0, 130000, 1000), _gpu(1, 2000, 1000)])
+    out = multinode.nodes_step(_gpu_lab(tmp_path), None, Layout(nnodes=2, pp=2))
+    assert [(n.rank, n.source, n.devices, n.ready_gpus) for n in out.values.nodes] == [
+        (0, "nvml", [0], 1), (1, "nvml", [1], 0)]
+    assert [c.status for c in out.criteria] == ["pass", "fail"]   # GPU1 has 2 GB free
+    assert verdict(out.criteria)[0] == "fail"
+
+
+def test_nodes_on_a_real_host_leave_the_other_ranks_to_their_hosts(tmp_path, monkeypatch):
+    from lab.checklist.steps import multinode
+    from lab.measure import nvml
+    monkeypatch.setattr(nvml, "query_gpus", lambda: [_gpu(0, 130000, 1000)])
+    out = multinode.nodes_step(_gpu_lab(tmp_path), None,
+                               Layout(nnodes=2, pp=2, master_addr="10.0.0.1"))
+    assert [(n.rank, n.source) for n in out.values.nodes] == [(0, "nvml"), (1, "remote")]
+    assert [c.status for c in out.criteria] == ["pass", "skipped"]
+
+
+def test_node_share_on_gpus_is_the_spread_of_each_ranks_memory(tmp_path, monkeypatch):
+    from lab.checklist.steps import multinode
+    from lab.measure import nvml
+    lab = _gpu_lab(tmp_path)
+    head = server.ServerState(pid=__import__("os").getpid(), pgid=0, host="127.0.0.1", port=8000,
+                              model="m", log_path="x", started_at=time.time(), argv=[])
+    monkeypatch.setattr(server, "require_running", lambda path: head)
+    nodes.save_cluster(lab.state_path, Layout(nnodes=2, pp=2))
+    monkeypatch.setattr(nvml, "query_gpus", lambda: [_gpu(0, 10000, 123405), _gpu(1, 8000, 126947)])
+    out = multinode.node_share(lab, None)
+    assert [(n.rank, n.used_mib, n.devices) for n in out.values.nodes] == [
+        (0, 123405, [0]), (1, 126947, [1])]
+    spread = next(c for c in out.criteria if c.key == "spread_pct")
+    assert spread.status == "pass" and spread.measured == pytest.approx(2.79, abs=0.01)
+    monkeypatch.setattr(nvml, "query_gpus", lambda: [_gpu(0, 10000, 60000), _gpu(1, 8000, 126947)])
+    assert next(c for c in multinode.node_share(lab, None).criteria
+                if c.key == "spread_pct").status == "fail"
+
+
+def test_ray_on_the_cpu_profile_is_skipped_with_vllms_reason(tmp_path):
+    from lab.checklist.steps import multinode
+    from lab.record.runner import verdict
+    from lab.record.session import Lab
+    lab = Lab.from_config({"profile": "cpu", "logbook_dir": str(tmp_path)})
+    layout = Layout(nnodes=2, pp=2, executor="ray").validate()
+    for out in (multinode.nodes_step(lab, None, layout), multinode.serve_nodes(lab, None, layout)):
+        assert verdict(out.criteria) == ("skipped", "current platform cpu does not support ray")
