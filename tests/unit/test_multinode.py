@@ -280,3 +280,27 @@ def test_ray_on_the_cpu_profile_is_skipped_with_vllms_reason(tmp_path):
     layout = Layout(nnodes=2, pp=2, executor="ray").validate()
     for out in (multinode.nodes_step(lab, None, layout), multinode.serve_nodes(lab, None, layout)):
         assert verdict(out.criteria) == ("skipped", "current platform cpu does not support ray")
+
+
+def test_nodes_under_a_running_cluster_use_the_figures_measured_before_it(tmp_path, monkeypatch):
+    """NVML may not show the cluster's pids (another pid namespace): then the free memory
+    recorded by `invoke cluster` before it started is used, and said so."""
+    from lab.checklist.steps import multinode
+    from lab.measure import nvml
+    from lab.record.runner import StepContext, StepSpec
+    lab = _gpu_lab(tmp_path)
+    run = lab.book.start_run("day6", task="cluster", profile="rehearsal", lang="en", options={})
+    step = lab.book.start_step(run, "nodes", title="t", command="c", expected="")
+    monkeypatch.setattr(nvml, "query_gpus", lambda: [_gpu(0, 130000, 1000), _gpu(1, 130000, 1000)])
+    before = multinode.nodes_step(lab, StepContext(lab.book, run, step, StepSpec("nodes", 1, "", "", "")),
+                                  Layout(nnodes=2, pp=2))
+    lab.book.end_step(step, status="pass", values=before.values)
+    monkeypatch.setattr(multinode.server, "is_alive", lambda state: True)
+    monkeypatch.setattr(multinode.server, "load", lambda path: object())
+    monkeypatch.setattr(multinode, "_our_pids", lambda lab: {4242})
+    monkeypatch.setattr(nvml, "query_gpus", lambda: [_gpu(0, 9000, 125000, pids=[77]),
+                                                     _gpu(1, 9000, 125000, pids=[78])])
+    out = multinode.nodes_step(lab, None, Layout(nnodes=2, pp=2))
+    assert out.values.cluster_running and out.values.before_start
+    assert [c.status for c in out.criteria] == ["pass", "pass"]
+    assert out.actual.endswith("(measured before the cluster started)")

@@ -112,10 +112,24 @@ def _ranks_here(layout: Layout) -> list[int]:
     return list(range(layout.nnodes)) if layout.local else [layout.node_rank]
 
 
+def _before_start(lab: Lab) -> dict[int, NodeInfo]:
+    """The GPUs of each rank as the last `nodes` step measured them with no cluster running
+    (`invoke cluster` records it before starting): used when NVML cannot tell which processes
+    on a GPU are ours (their pids are not visible in this pid namespace)."""
+    for row in reversed(lab.book.steps()):
+        v = row["values"]
+        if row["key"] == "nodes" and isinstance(v, NodesValues) and not v.cluster_running \
+                and any(n.source == "nvml" for n in v.nodes):
+            return {n.rank: n for n in v.nodes}
+    return {}
+
+
 def _nodes_gpu(lab: Lab, layout: Layout, values: NodesValues, th: float) -> Outcome:
     from lab.measure import nvml
     found = {g.index: g for g in nvml.query_gpus()}
     ours = _our_pids(lab)
+    seen_ours = any(p.pid in ours for g in found.values() for p in g.processes)
+    before = _before_start(lab) if values.cluster_running and not seen_ours else {}
     crits: list[Criterion] = []
     parts = []
     for rank in range(layout.nnodes):
@@ -134,6 +148,9 @@ def _nodes_gpu(lab: Lab, layout: Layout, values: NodesValues, th: float) -> Outc
                 continue
             mine = sum(p.used_mib or 0 for p in g.processes if p.pid in ours)
             gpus.append(NodeGpu(i, g.name, g.memory_total_mib, g.memory_free_mib, mine))
+        if rank in before:  # measured before the cluster started (see _before_start)
+            gpus = before[rank].gpus
+            values.before_start = True
         ready = sum(1 for g in gpus if g.memory_free_mib is not None and
                     mib_to_gib(g.memory_free_mib + (g.memory_ours_mib or 0)) > th)
         values.nodes.append(NodeInfo(rank=rank, host=layout.master_addr if rank == 0 else "this host",
@@ -146,7 +163,8 @@ def _nodes_gpu(lab: Lab, layout: Layout, values: NodesValues, th: float) -> Outc
             f"GPU{g.index} {fixed(mib_to_gib(g.memory_free_mib))} GiB free"
             + (f" (+{fixed(mib_to_gib(g.memory_ours_mib))} GiB ours)" if g.memory_ours_mib else "")
             for g in gpus))
-    return Outcome(crits, "; ".join(parts), values,
+    note = " (measured before the cluster started)" if values.before_start else ""
+    return Outcome(crits, "; ".join(parts) + note, values,
                    command="nvidia-smi --query-gpu=index,name,memory.total,memory.free --format=csv")
 
 

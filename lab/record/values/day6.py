@@ -58,6 +58,9 @@ class NodesValues(StepValues):
     nodes: list[NodeInfo] = field(default_factory=list)
     free_gib_threshold: float | None = None
     cluster_running: bool = False
+    #: The GPU figures were measured before the running cluster started (NVML could not tell
+    #: which processes were the cluster's).
+    before_start: bool = False
     ray_error: str | None = None
 
 
