@@ -92,7 +92,8 @@ def test_cluster_then_day6_every_step_passed_or_skipped_and_stop_leaves_nothing(
     runs = [dict(r) for r in db.execute("select id, day, task, status from runs")]
     assert [(r["task"], r["status"]) for r in runs] == [("cluster", "pass"), ("day6", "pass")]
     day6 = runs[1]["id"]
-    steps = {r["key"]: r for r in db.execute("select * from steps where run_id = ?", [day6])}
+    steps = {r["key"]: r for r in db.execute("select * from steps where run_id = ? order by id",
+                                                   [day6])}
     assert list(steps) == ["nodes", "serve-nodes", "node-share", "api-test", "bench", "compare-nodes"]
     for key in ("nodes", "node-share"):   # GPU criteria: skipped on cpu, never passed
         assert steps[key]["status"] == "skipped", dict(steps[key])
