@@ -97,13 +97,31 @@ from lab.record.values.features import (
                                       SpecReadings,
 )
 
+# Day 6: one model across several nodes (issue 12).
+from lab.record.values.day6 import (
+                                      CompareNodesValues,
+                                      NodeGpu,
+                                      NodeInfo,
+                                      NodeLayout,
+                                      NodeProc,
+                                      NodeShare,
+                                      NodeShareValues,
+                                      NodesSide,
+                                      NodesValues,
+                                      NodeValues,
+                                      ServeNodesValues,
+)
+from lab.record.values.download import DownloadValues
+
 #: Step key -> the type of its values.
 TYPES: dict[str, type[StepValues]] = {cls.KEY: cls for cls in (
     GpusValues, InstallValues, ToolsValues, DownloadValues, ServeValues, MonitorValues, ApiTestValues,
     MetricsValues, BalanceValues, BenchValues, CompareValues, CompareTpValues, OfflineValues,
     KvCacheValues, MemoryValues, ParamsValues,
     # experiments (lab.checklist.experiments)
-    ArmValues, ExperimentValues)}
+    ArmValues, ExperimentValues,
+    # Day 6 (issue 12)
+    NodesValues, NodeValues, ServeNodesValues, NodeShareValues, CompareNodesValues)}
 
 #: Type name (as stored in steps.value_type) -> type.
 BY_NAME: dict[str, type[StepValues]] = {cls.__name__: cls for cls in TYPES.values()}
@@ -131,6 +149,7 @@ __all__ = [
                                       "BenchMetrics",
                                       "BenchValues",
                                       "ClientTotals",
+                                      "CompareNodesValues",
                                       "CompareSide",
                                       "CompareTpValues",
                                       "CompareValues",
@@ -156,6 +175,15 @@ __all__ = [
                                       "MetricsDelta",
                                       "MetricsValues",
                                       "MonitorValues",
+                                      "NodeGpu",
+                                      "NodeInfo",
+                                      "NodeLayout",
+                                      "NodeProc",
+                                      "NodeShare",
+                                      "NodeShareValues",
+                                      "NodeValues",
+                                      "NodesSide",
+                                      "NodesValues",
                                       "OfflineMemory",
                                       "OfflineRequest",
                                       "OfflineRun",
@@ -167,6 +195,7 @@ __all__ = [
                                       "SampleSummary",
                                       "SamplerStats",
                                       "SeriesReading",
+                                      "ServeNodesValues",
                                       "ServeValues",
                                       "ServerFailure",
                                       "ServerMeans",
