@@ -79,23 +79,6 @@ from lab.record.values.day5 import (
                                       ParamReading,
                                       ParamsValues,
 )
-from lab.record.values.download import DownloadValues
-from lab.record.values.lifecycle import FixApplied, ServerFailure, StartupPhase, StopRecord
-from lab.record.values.experiments import (
-                                      ArmInfo,
-                                      ArmStat,
-                                      ArmValues,
-                                      ExperimentValues,
-                                      Finding,
-                                      ProbeResult,
-)
-from lab.record.values.features import (
-                                      Artefact,
-                                      LoraReadings,
-                                      ModelCard,
-                                      RankMemory,
-                                      SpecReadings,
-)
 
 # Day 6: one model across several nodes (issue 12).
 from lab.record.values.day6 import (
@@ -112,6 +95,22 @@ from lab.record.values.day6 import (
                                       ServeNodesValues,
 )
 from lab.record.values.download import DownloadValues
+from lab.record.values.experiments import (
+                                      ArmInfo,
+                                      ArmStat,
+                                      ArmValues,
+                                      ExperimentValues,
+                                      Finding,
+                                      ProbeResult,
+)
+from lab.record.values.features import (
+                                      Artefact,
+                                      LoraReadings,
+                                      ModelCard,
+                                      RankMemory,
+                                      SpecReadings,
+)
+from lab.record.values.lifecycle import FixApplied, ServerFailure, StartupPhase, StopRecord
 
 #: Step key -> the type of its values.
 TYPES: dict[str, type[StepValues]] = {cls.KEY: cls for cls in (
@@ -135,14 +134,10 @@ __all__ = [
                                       "TYPES",
                                       "UPGRADES",
                                       "ApiTestValues",
-                                      "Artefact",
-                                      "LoraReadings",
-                                      "ModelCard",
-                                      "RankMemory",
-                                      "SpecReadings",
                                       "ArmInfo",
                                       "ArmStat",
                                       "ArmValues",
+                                      "Artefact",
                                       "BalanceDevice",
                                       "BalanceValues",
                                       "BatchRow",
@@ -158,9 +153,9 @@ __all__ = [
                                       "CostSide",
                                       "DownloadValues",
                                       "EngineInfo",
-                                      "FixApplied",
                                       "ExperimentValues",
                                       "Finding",
+                                      "FixApplied",
                                       "GpuMemory",
                                       "GpusValues",
                                       "InstallValues",
@@ -171,9 +166,11 @@ __all__ = [
                                       "LevelSummary",
                                       "LoadPlan",
                                       "LoadSummary",
+                                      "LoraReadings",
                                       "MemoryValues",
                                       "MetricsDelta",
                                       "MetricsValues",
+                                      "ModelCard",
                                       "MonitorValues",
                                       "NodeGpu",
                                       "NodeInfo",
@@ -192,6 +189,7 @@ __all__ = [
                                       "ParamReading",
                                       "ParamsValues",
                                       "ProbeResult",
+                                      "RankMemory",
                                       "SampleSummary",
                                       "SamplerStats",
                                       "SeriesReading",
@@ -199,6 +197,7 @@ __all__ = [
                                       "ServeValues",
                                       "ServerFailure",
                                       "ServerMeans",
+                                      "SpecReadings",
                                       "Speedup",
                                       "StartupPhase",
                                       "StepValues",
