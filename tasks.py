@@ -294,7 +294,8 @@ def monitor(c: Context, profile: str | None = None, lang: str | None = None,
     """6. Monitor the GPU (nvitop) under load: memory used > 90 %, utilisation > 80 %."""
     from lab.commands import run_step_task
     lab = _lab(c, profile=profile, lang=lang, port=port,
-               **{"monitor.duration_s": duration, "monitor.concurrency": concurrency})
+               **{"monitor.duration_s": duration, "cpu.monitor_duration_s": duration,
+                  "monitor.concurrency": concurrency})
     return run_step_task(lab, "day3", "monitor")
 
 
@@ -335,7 +336,7 @@ def day3(c: Context, profile: str | None = None, lang: str | None = None,
     """Day 3: steps 1-8 in order, stop the server, render logbook/day3.md."""
     from lab.commands import run_day
     lab = _lab(c, profile=profile, lang=lang, port=port, python=python, api_key=api_key,
-               fix=fix, **{"monitor.duration_s": duration})
+               fix=fix, **{"monitor.duration_s": duration, "cpu.monitor_duration_s": duration})
     return run_day(lab, "day3", keep_server=keep_server,
                    kwargs={"install": {"reinstall": reinstall}}, options={"reinstall": reinstall})
 
