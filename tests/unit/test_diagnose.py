@@ -28,6 +28,7 @@ def read(name: str) -> str:
         ("model_path_missing.log", "model_not_found", "config.json"),
         ("model_dir_without_config.log", "model_not_found", "config.json"),
         ("model_repo_offline.log", "model_offline_not_cached", "config.json"),
+        ("cpu_tp2_worker_killed.log", "worker_died", "SIGKILL"),
     ],
 )
 def test_each_real_failure_is_recognised_first(fixture, key, fix_fragment):
