@@ -52,6 +52,7 @@ def _assert_failed_fast(env, proc_out: str, returncode: int, key: str, killed_at
     assert "Traceback" not in proc_out, proc_out[-3000:]
     step = _db(env).execute("select * from steps where key = ? order by id desc", [key]).fetchone()
     assert step["status"] == "fail", dict(step)
+    print(f"\n{key}: SIGKILL -> step failed in {step['ended_at'] - killed_at:.1f} s: {step['reason']}")
     assert step["ended_at"] - killed_at < FAIL_WITHIN_S, (step["ended_at"] - killed_at, step["reason"])
     assert "\n" not in step["reason"] and step["reason"].startswith("vLLM server failed during")
     assert "Worker_TP" in step["reason"] or "died unexpectedly" in step["reason"] \
