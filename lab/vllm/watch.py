@@ -344,6 +344,18 @@ class Watcher:
             return self._declare("fatal_line", now)
         return None
 
+    def settle(self, limit_s: float | None = None) -> Failure | None:
+        """Check once more and, while a fatal line or an exit is settling, until it is
+        declared (at most `limit_s`, default the longer settle time plus a margin): the
+        Failure, or None when the server is fine."""
+        limit = limit_s if limit_s is not None else max(self.settle_s, self.exit_settle_s) + 1.0
+        deadline = time.monotonic() + limit
+        failure = self.check()
+        while failure is None and self.pending and time.monotonic() < deadline:
+            time.sleep(0.1)
+            failure = self.check()
+        return failure
+
     def _read_log(self, now: float) -> None:
         changed = False
         for line in self.log.read():
@@ -419,3 +431,13 @@ def watching(watcher: Watcher, on_failure: Callable[[Failure], None] | None = No
     finally:
         done.set()
         thread.join(timeout=30)
+        # The block may end while a crash is still settling (its requests fail fast when the
+        # engine dies, before the watcher's next poll): finish judging it, so the step gets
+        # the diagnosis, not only its failed requests.
+        if watcher.failure is None:
+            failure = None
+            with contextlib.suppress(Exception):
+                failure = watcher.settle()
+            if failure is not None and on_failure is not None:
+                with contextlib.suppress(Exception):
+                    on_failure(failure)

@@ -198,3 +198,30 @@ def _proc(pid: int) -> psutil.Process | None:
         return psutil.Process(pid)
     except psutil.NoSuchProcess:
         return None
+
+
+def test_a_crash_still_settling_when_the_block_ends_is_judged_before_the_step_reads_it(tmp_path):
+    """Seen on an H100: the engine core was killed mid-bench, every request then failed at
+    once and the bench returned 0.7 s later, before the watcher's next poll; the step must
+    still get the diagnosis (the exit of the engine core), not only its failed requests."""
+    log = tmp_path / "server.log"
+    log.write_text("INFO ready\n")
+    alive = {"root": True}
+    w = watch.Watcher(log, root_alive=lambda: alive["root"], members=lambda: [],
+                      from_start=False, exit_settle_s=0.3)
+    declared = []
+    with watch.watching(w, on_failure=declared.append, poll_s=5.0):
+        time.sleep(0.1)              # the watcher polled once: all fine
+        alive["root"] = False        # the server dies; the block returns at once
+    assert w.failure is not None and w.failure.process == "API server"
+    assert declared == [w.failure]
+
+
+def test_a_block_that_ends_with_the_server_fine_has_no_failure(tmp_path):
+    log = tmp_path / "server.log"
+    log.write_text("INFO ready\n")
+    w = watch.Watcher(log, root_alive=lambda: True, members=lambda: [], from_start=False)
+    started = time.monotonic()
+    with watch.watching(w, poll_s=5.0):
+        pass
+    assert w.failure is None and time.monotonic() - started < 1.0
