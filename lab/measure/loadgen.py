@@ -42,6 +42,14 @@ MAX_CONSECUTIVE_CONN_FAILURES = 3
 DEFAULT_TIMEOUT_S = 600.0
 #: The error text of a request skipped because the server stopped answering.
 NOT_SENT_ERROR = "not sent: server unreachable"
+#: How long an idle pooled connection is kept (s): below the server's HTTP keep-alive, or the
+#: client may send a request on a socket the server has just closed, which fails as
+#: "ServerDisconnectedError"/"Connection reset" without reaching the server (its access log
+#: shows only 200 OK). vLLM's default keep-alive is uvicorn's 5 s; the lab starts its servers
+#: with 60 s (lab.vllm.launch.SERVER_KEEPALIVE_S), which also covers a client that reads the
+#: end of a reply seconds late on a busy machine (the server's keep-alive clock starts when it
+#: wrote the reply, not when we read it).
+CLIENT_KEEPALIVE_S = 4.0
 #: The error text of a request that ran past its timeout.
 TIMEOUT_ERROR = "timeout"
 #: Longest error text kept in a record (a response body can be large).
@@ -321,7 +329,7 @@ async def run_level(base_url: str, model: str, prompts: Sequence[Sequence[int]],
         raise ConfigError("no prompts given")
     lvl = _Level(base_url, model, workload, level or f"c{workload.concurrency}", api_key,
                  on_record, on_progress)
-    connector = aiohttp.TCPConnector(limit=workload.concurrency, keepalive_timeout=60)
+    connector = aiohttp.TCPConnector(limit=workload.concurrency, keepalive_timeout=CLIENT_KEEPALIVE_S)
     async with aiohttp.ClientSession(connector=connector) as session:
         n_warm = workload.warmup_requests
         if n_warm:
