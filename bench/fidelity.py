@@ -1,8 +1,10 @@
 """Does our load generator agree with `vllm bench serve` on the same server?
 
 Against ONE running vLLM server, for each round and each concurrency, runs this project's
-`lab.measure.loadgen.run_level` ("ours") and then `vllm bench serve` ("theirs") with the same
-workload: fixed input/output lengths, `ignore_eos`, the same number of prompts, warm-ups and
+`lab.measure.loadgen.run_level` ("ours") and `vllm bench serve` ("theirs"), ours first in even
+rounds and theirs first in odd ones, with the same workload: fixed input/output lengths,
+`ignore_eos`, greedy sampling (`--temperature 0` for theirs, as ours sends; vLLM's bench
+otherwise leaves it to the server's default), the same number of prompts, warm-ups and
 concurrency cap. Runs alternate (ours, theirs, ours, theirs, ...) so slow drifts on a shared
 box hit both sides; each round uses a new seed on both sides so no prompt repeats across
 rounds (a repeat would hit the prefix cache). Prints per concurrency the median over rounds
@@ -101,6 +103,9 @@ def theirs_argv(args: argparse.Namespace, concurrency: int, seed: int,
             "--ignore-eos", "--max-concurrency", str(concurrency),
             "--num-prompts", str(args.num_prompts), "--num-warmups", str(args.warmup),
             "--seed", str(seed), "--disable-tqdm",
+            # Ours sends temperature 0 (greedy); vllm bench serve leaves it to the server's
+            # default (sampling) unless told: the same request on both sides.
+            *(["--temperature", temp] if (temp := getattr(args, "theirs_temperature", "0")) else []),
             "--save-result", "--result-dir", result_dir, "--result-filename", result_name]
     if args.tokenizer:
         argv += ["--tokenizer", args.tokenizer]
@@ -176,7 +181,7 @@ def report(results: list[SideResult], concurrencies: list[int], dry_run: bool) -
     """Per concurrency: each side's median over rounds and the median paired ratio."""
     print()
     header = (f"{'C':>4}  {'metric':<15} {'ours (median)':>14} {'vLLM (median)':>14} "
-              f"{'ours/vLLM':>10}  rounds")
+              f"{'ours/vLLM':>10} {'ours-vLLM':>10}  rounds")
     print(header)
     print("-" * len(header))
     for conc in concurrencies:
@@ -187,16 +192,19 @@ def report(results: list[SideResult], concurrencies: list[int], dry_run: bool) -
                         if r.figures and r.figures.get(our_key) is not None]
             their_vals = [r.figures[their_key] for r in theirs.values()
                           if r.figures and r.figures.get(their_key) is not None]
-            ratios = []
+            ratios, diffs = [], []
             for rnd, mine in ours.items():
                 other = theirs.get(rnd)
-                paired = ratio((mine.figures or {}).get(our_key),
-                               ((other.figures if other else None) or {}).get(their_key))
+                a = (mine.figures or {}).get(our_key)
+                b = ((other.figures if other else None) or {}).get(their_key)
+                paired = ratio(a, b)
                 if paired is not None:
                     ratios.append(paired)
+                if a is not None and b is not None:
+                    diffs.append(a - b)  # e.g. the TTFT gap in ms, round by round
             print(f"{conc:>4}  {label:<15} {fixed(_median(our_vals), 2):>14} "
-                  f"{fixed(_median(their_vals), 2):>14} {fixed(_median(ratios), 3):>10}  "
-                  f"{len(ratios)}")
+                  f"{fixed(_median(their_vals), 2):>14} {fixed(_median(ratios), 3):>10} "
+                  f"{fixed(_median(diffs), 2):>10}  {len(ratios)}")
     failures = [r for r in results if r.error or r.failed]
     if failures:
         print("\nProblems:")
@@ -214,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", default=None,
                         help="tokenizer for vllm bench serve, when --model is not a path/HF id")
     parser.add_argument("--python", default=None, help="the vLLM env's python")
-    parser.add_argument("--concurrency", default="1,4,16")
+    parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--input-len", type=int, default=64)
     parser.add_argument("--output-len", type=int, default=64)
     parser.add_argument("--num-prompts", type=int, default=64)
@@ -227,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--result-dir", default=None,
                         help="where vllm bench serve writes its JSON (default: a temp dir)")
     parser.add_argument("--json-out", default=None, help="also write every run's figures here")
+    parser.add_argument("--theirs-temperature", default="0",
+                        help="--temperature for vllm bench serve (ours is greedy: 0); '' leaves "
+                             "it to the server's default, as vllm bench serve does by default")
     parser.add_argument("--dry-run", action="store_true",
                         help="run only ours; print the vllm bench serve commands")
     args = parser.parse_args(argv)
@@ -255,21 +266,27 @@ def main(argv: list[str] | None = None) -> int:
     for rnd in range(args.rounds):
         for conc in concurrencies:
             seed = args.seed + 1000 * rnd + conc  # new prompts every run, same on both sides
-            try:
-                ours = run_ours(args, pool, rnd, conc, seed, api_key, max_len)
-            except LabError as err:
-                print(f"error: {err}", file=sys.stderr)
-                return 1
-            results.append(ours)
-            print(f"round {rnd} C={conc} ours:   {ours.figures or ours.error}", flush=True)
-            if args.dry_run:
-                cmd = theirs_argv(args, conc, seed, result_dir, f"theirs-r{rnd}-c{conc}.json")
-                shown = [a if a != THEIRS_CODE else "<patch-and-run-cli>" for a in cmd]
-                print(f"round {rnd} C={conc} theirs: (dry run) {' '.join(shown)}", flush=True)
-                continue
-            theirs = run_theirs(args, rnd, conc, seed, result_dir)
-            results.append(theirs)
-            print(f"round {rnd} C={conc} theirs: {theirs.figures or theirs.error}", flush=True)
+            # Which side goes first alternates by round, so an order effect (a server that
+            # is faster or slower right after the other side's run) hits both sides.
+            sides = ("ours", "theirs") if rnd % 2 == 0 or args.dry_run else ("theirs", "ours")
+            for side in sides:
+                if side == "ours":
+                    try:
+                        ours = run_ours(args, pool, rnd, conc, seed, api_key, max_len)
+                    except LabError as err:
+                        print(f"error: {err}", file=sys.stderr)
+                        return 1
+                    results.append(ours)
+                    print(f"round {rnd} C={conc} ours:   {ours.figures or ours.error}", flush=True)
+                elif args.dry_run:
+                    cmd = theirs_argv(args, conc, seed, result_dir, f"theirs-r{rnd}-c{conc}.json")
+                    shown = [a if a != THEIRS_CODE else "<patch-and-run-cli>" for a in cmd]
+                    print(f"round {rnd} C={conc} theirs: (dry run) {' '.join(shown)}", flush=True)
+                else:
+                    theirs = run_theirs(args, rnd, conc, seed, result_dir)
+                    results.append(theirs)
+                    print(f"round {rnd} C={conc} theirs: {theirs.figures or theirs.error}",
+                          flush=True)
 
     report(results, concurrencies, args.dry_run)
     print(f"\nTotal time: {time.perf_counter() - started:.0f} s; vLLM results in {result_dir}")

@@ -52,7 +52,7 @@ def run_step_task(lab: Lab, day: str, key: str, **kwargs: Any) -> int:
 
 def run_day(lab: Lab, day: str, *, keep_server: bool = False,
             kwargs: dict[str, dict] | None = None, options: dict | None = None,
-            keys: list[str] | None = None) -> int:
+            keys: list[str] | None = None, task: str | None = None) -> int:
     """A whole day in order; stop the server; render <day>.md; print the summary table.
     `kwargs[key]` are extra arguments for that step's function. The steps run are `keys`,
     else the day's plan, else all its steps; a step left out is not recorded (it renders
@@ -65,7 +65,7 @@ def run_day(lab: Lab, day: str, *, keep_server: bool = False,
     specs = the_day.steps if keys is None else [the_day.spec(key) for key in keys]
     plan = [Planned(spec, days.step_fn(day, spec.key, **kwargs.get(spec.key, {})),
                     the_day.needs.get(spec.key, ())) for spec in specs]
-    run_id, results = run_plan(lab, day, plan, task=day, stop_after=not keep_server,
+    run_id, results = run_plan(lab, day, plan, task=task or day, stop_after=not keep_server,
                                options={"keep_server": keep_server, **(options or {})}, **terminal(lab))
     path = day_log.render_day(records(lab), day, lab.lang, lab.logbook_dir, run_id=run_id)
     lab.console.print(tables.summary_table(day, lab.profile_name, lab.lang, results,
@@ -109,6 +109,8 @@ def stop_report(lab: Lab, all_orphans: bool = False) -> tuple[list[int], str]:
         lab = dataclasses.replace(lab, profile_name=state.profile)  # the server's own profile
     report = lab.stop_server(loud=False)
     ended = list(report.pids)
+    from lab.vllm import nodes  # every local node rank too (Day 6's cluster; issue 12)
+    ended += nodes.stop_local(lab.state_path)
     if all_orphans:
         ended += server.stop_orphans(server.find_orphans(lab.state_path))
     line = f"stopped {len(ended)} process(es)" + (f": {', '.join(map(str, ended))}" if ended else "")
@@ -179,3 +181,107 @@ def save_traceback(c: Any) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(traceback.format_exc())
     return str(path)
+
+
+# -- experiments (lab.checklist.experiments) -------------------------------------------------
+def list_experiments(lab: Lab) -> None:
+    """`invoke experiment --list`: name, question, arms and profiles of every experiment."""
+    from lab.checklist import experiments
+    lab.console.print(tables.experiments_table(experiments.all_experiments(), lab.lang))
+
+
+def run_experiment(lab: Lab, name: str, rounds: Any = None, arms: str | None = None,
+                   num_requests: Any = None) -> int:
+    """`invoke experiment NAME`: run it on the session's profile, record it, render
+    experiments.md; 0 when every arm and the verdict passed (or were honestly skipped)."""
+    from lab.checklist import experiments
+    from lab.checklist.experiments.runner import run_experiment as run
+    from lab.deliver import experiments as experiments_doc
+    from lab.record.plan import exit_code
+    exp = experiments.get(name)
+    n = int(number(rounds, "--rounds", low=1, integer=True)) if rounds not in (None, "") else None
+    if arms:
+        exp = experiments.only_arms(exp, [a.strip() for a in arms.split(",") if a.strip()],
+                                    lab.profile_name)
+    if num_requests not in (None, ""):
+        exp = experiments.with_requests(
+            exp, int(number(num_requests, "--num-requests", low=1, integer=True)), lab.profile_name)
+    lab.console.rule(f"[bold]experiment {exp.name}[/] — {exp.question(lab.lang)}")
+    _, values, results = run(lab, exp, n, **terminal(lab))
+    from lab.checklist.experiments.verdict import verdict_line
+    lab.console.print(f"verdict: {verdict_line(values, exp.metrics, lab.lang)}", markup=False)
+    lesson = values.lesson_zh if lab.lang == "zh" else values.lesson_en
+    if lesson:
+        lab.console.print(f"lesson: {lesson}", markup=False)
+    paths = experiments_doc.render_experiments(records_with_measurements(lab), lab.lang,
+                                               lab.logbook_dir)
+    lab.console.print(f"experiments: {paths[0]}")
+    return exit_code(results)
+
+
+def records_with_measurements(lab: Lab) -> LabData:
+    """The logbook's records with measurements (what experiments.md reads)."""
+    return gather(lab.book, now=time.time(), measurements=True)
+# ------------------------------------------------------------------------------------------
+# Day 6: one model across several nodes (issue 12)
+# ------------------------------------------------------------------------------------------
+def layout_from(lab: Lab, *, nnodes: int | None = None, node_rank: int = 0,
+                master_addr: str | None = None, master_port: int | None = None,
+                tp: int | None = None, pp: int | None = None, dp: int | None = None,
+                executor: str | None = None, running: bool = True) -> Any:
+    """The node layout from the flags; flags left out come from the running local cluster
+    (`running`), else the defaults: 2 nodes, PP = nnodes, TP = 1, master 127.0.0.1:29555."""
+    from lab.vllm.nodes import Layout
+    saved = lab_cluster(lab) if running else None
+    base = saved if saved is not None else Layout(nnodes=2, pp=2)
+    n = nnodes if nnodes is not None else base.nnodes
+    layout = Layout(nnodes=n, node_rank=node_rank,
+                    master_addr=master_addr or base.master_addr,
+                    master_port=master_port if master_port is not None else base.master_port,
+                    tp=tp if tp is not None else (base.tp if nnodes is None else 1),
+                    pp=pp if pp is not None else (base.pp if nnodes is None else n),
+                    dp=dp if dp is not None else base.dp,
+                    executor=executor or base.executor)
+    return layout.validate()
+
+
+def lab_cluster(lab: Lab) -> Any:
+    """The layout of the running local cluster, or None."""
+    from lab.vllm import nodes
+    saved = nodes.load_cluster(lab.state_path)
+    return saved[0] if saved is not None else None
+
+
+def run_cluster(lab: Lab, layout: Any, model: str | None = None) -> int:
+    """`invoke cluster --nnodes N`: every node rank on this host, each on its own devices
+    (recorded as Day 6's `nodes` and `serve-nodes`); left running for `invoke day6`."""
+    from lab.vllm import nodes
+    if not layout.local:
+        raise ConfigError(f"`invoke cluster` runs every node rank on this host: --master-addr "
+                          f"must be a loopback address (got {layout.master_addr}); on real hosts "
+                          "run `invoke node` on each and `invoke serve --nnodes …` on the head")
+    code = run_day(lab, "day6", keep_server=True, keys=["nodes", "serve-nodes"], task="cluster",
+                   kwargs={"nodes": {"layout": layout},
+                           "serve-nodes": {"layout": layout, "model": model, "adopt": False}},
+                   options={"layout": layout.public(), "model": model})
+    if code:  # nothing half-started is left behind
+        from lab.vllm import process as server
+        server.stop(lab.state_path)
+        nodes.stop_local(lab.state_path)
+    return code
+
+
+def run_day6(lab: Lab, layout: Any, *, keep_server: bool = False, model: str | None = None) -> int:
+    """`invoke day6`: the steps on the head; a running local cluster with this layout is used,
+    else it is started (loopback master: every rank here; else the head, waiting for the
+    other hosts' `invoke node`). Every local node rank is stopped at the end."""
+    from lab.vllm import nodes
+    try:
+        return run_day(lab, "day6", keep_server=keep_server,
+                       kwargs={"nodes": {"layout": layout},
+                               "serve-nodes": {"layout": layout, "model": model}},
+                       options={"layout": layout.public(), "model": model,
+                                "keep_server": keep_server})
+    finally:
+        if not keep_server:
+            nodes.stop_local(lab.state_path)

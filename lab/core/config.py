@@ -69,6 +69,11 @@ DEFAULTS: dict[str, Any] = {
         "latency_max_tokens": 256,
         "compare_tp_concurrency": 1,  # `day4 --compare-tp`: the level run on TP=1 and TP=2
         "kv_poll_s": 0.5,         # how often /metrics is read for the peak KV-cache usage
+        # Arrivals and targets, as `vllm bench serve` (--request-rate, --burstiness, --goodput):
+        "request_rate": "inf",    # requests/s per level; "inf" sends them all at once
+        "burstiness": 1.0,        # gamma shape of the arrival gaps (1 = Poisson)
+        "goodput": "",            # latency targets in ms, e.g. "ttft:500 tpot:50"
+        "save_result": False,     # also write each level as `vllm bench serve` JSON
     },
     "compare": {                  # Day 4 `compare`: vLLM against a HuggingFace baseline
         "num_prompts": 16,        # chats sent to both sides (the same prompts)
@@ -110,6 +115,9 @@ DEFAULTS: dict[str, Any] = {
     "gpu": {
         "vllm": "vllm",
     },
+    # Installed into the vLLM env beside vLLM (space-separated): peft writes the LoRA
+    # adapters of `invoke experiment lora` (lab/vllm/scripts/build_lora_adapter.py).
+    "vllm_extras": "peft",
 }
 
 PROFILES = ("gpu", "cpu", "rehearsal")
@@ -280,7 +288,40 @@ def validate_bench(b: dict[str, Any], max_model_len: int) -> dict[str, Any]:
     b["kv_poll_s"] = number(b["kv_poll_s"], "bench kv_poll_s", low=0.05)
     if not str(b["latency_prompt"]).strip():
         raise ConfigError("bench latency_prompt is empty")
+    b["request_rate"] = number(b["request_rate"], "bench request_rate (req/s)", low=1e-6)
+    b["burstiness"] = number(b["burstiness"], "bench burstiness", low=1e-6)
+    try:
+        b["goodput"] = parse_goodput(b["goodput"])
+    except ValueError as err:
+        raise ConfigError(f"bench goodput: {err}") from None
+    b["save_result"] = str(b["save_result"]).lower() in ("1", "true", "yes", "on")
     return b
+
+
+#: The latency targets `--goodput` accepts (vllm/benchmarks/serve.py), in ms.
+GOODPUT_KEYS = ("ttft", "tpot", "e2el")
+
+
+def parse_goodput(text: object) -> dict[str, float]:
+    """`"ttft:500 tpot:50"` (or comma-separated) as {"ttft": 500.0, "tpot": 50.0}: the syntax
+    of `vllm bench serve --goodput`. A dict passes through (already parsed). ValueError (one
+    line) for a bad pair."""
+    if isinstance(text, Mapping):
+        return {str(k): float(v) for k, v in text.items()}
+    out: dict[str, float] = {}
+    for pair in str(text or "").replace(",", " ").split():
+        key, sep, value = pair.partition(":")
+        if not sep or key not in GOODPUT_KEYS:
+            raise ValueError(f"targets are KEY:MS with KEY one of {', '.join(GOODPUT_KEYS)}; "
+                             f"got {pair!r}")
+        try:
+            ms = float(value)
+        except ValueError:
+            raise ValueError(f"{pair!r}: {value!r} is not a number") from None
+        if ms < 0:
+            raise ValueError(f"{pair!r} must be >= 0 ms")
+        out[key] = ms
+    return out
 
 
 def data_dir(cfg: Mapping[str, Any]) -> Path:

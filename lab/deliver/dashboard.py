@@ -88,4 +88,15 @@ def render_dashboard(data: LabData, lang: str, out_dir: Path,
     if plots is None:
         plots = report.make_plots(data, lang, out_dir)
     return render_to(out_dir, "dashboard.html", "dashboard.html.j2",
-                     **dashboard_view(data, lang, plots))
+                     **dashboard_view(data, lang, plots),
+                     experiments=experiment_entries(data, lang, out_dir))
+
+
+def experiment_entries(data: LabData, lang: str, out_dir: Path) -> list[Any]:
+    """experiments.md's entries (lab.deliver.experiments), each plot inlined as a data URI."""
+    from lab.deliver import experiments
+    found = experiments.entries(data, lang, out_dir)
+    for e in found:
+        path = out_dir / e.plot if e.plot else None
+        e.plot_uri = data_uri(path) if path and path.exists() else None
+    return found

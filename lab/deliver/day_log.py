@@ -25,6 +25,7 @@ from lab.record.values import (
     ApiTestValues,
     BalanceValues,
     BenchValues,
+    CompareNodesValues,
     CompareSide,
     CompareTpValues,
     CompareValues,
@@ -38,8 +39,12 @@ from lab.record.values import (
     MemoryValues,
     MetricsValues,
     MonitorValues,
+    NodeShareValues,
+    NodesValues,
+    NodeValues,
     OfflineValues,
     ParamsValues,
+    ServeNodesValues,
     ServerMeans,
     ServeValues,
 )
@@ -213,7 +218,15 @@ def _details(key: str, step: Step, lang: str, rec: Records) -> tuple[str | None,
         return "memory", MemoryView.of(v, rec.runs.get(step.run_id))
     if isinstance(v, ParamsValues) and v.rows:
         return "params", _params(v, lang)
-    return None, None
+    # Day 6 (issue 12): the block of each multi-node step is its typed values as they are.
+    day6 = {NodesValues: "nodes", NodeValues: "node", ServeNodesValues: "serve-nodes",
+            NodeShareValues: "node-share", CompareNodesValues: "compare-nodes"}
+    kind = day6.get(type(v))
+    if kind == "compare-nodes" and not getattr(v, "sides", None):
+        kind = None
+    if kind == "node" and getattr(v, "node", None) is None:
+        kind = None
+    return (kind, v) if kind else (None, None)
 
 
 @dataclass

@@ -245,3 +245,25 @@ def offline(batches: Sequence[BatchRow], path: Path, lang: str = "zh") -> Path |
     ax.set_title(t("离线 LLM.generate：batch size 与吞吐", "Offline LLM.generate: throughput by batch size"))
     ax.grid(True, alpha=0.3)
     return _save(fig, t, path)
+
+
+# ----------------------------------------------------------------------------- experiments
+def experiment_arms(panels: Sequence[tuple[str, str, str, Sequence[tuple[str, float | None, float | None, float | None]]]],
+                    path: Path, lang: str = "zh") -> Path | None:
+    """One panel per metric: a bar per arm at its median over rounds, the min–max as an
+    error bar. `panels`: (label zh, label en, unit, [(arm, median, min, max), ...]).
+    None when no arm measured anything."""
+    panels = [p for p in panels if any(m is not None for _, m, _, _ in p[3])]
+    if not panels:
+        return None
+    labels = _Labels(lang)
+    fig, axes = _figure(1, len(panels), size=(4.0 * len(panels), 3.6))
+    for ax, (zh, en, unit, rows) in zip(axes, panels, strict=False):
+        names = [r[0] for r in rows]
+        med = _nan(r[1] for r in rows)
+        lo = [m - (r[2] if r[2] is not None else m) for m, r in zip(med, rows, strict=True)]
+        hi = [(r[3] if r[3] is not None else m) - m for m, r in zip(med, rows, strict=True)]
+        ax.bar(names, med, yerr=[lo, hi], capsize=4, color="#4c72b0")
+        ax.set_title(labels(zh, en) + (f" ({unit})" if unit else ""), fontsize=10)
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    return _save(fig, labels, path)

@@ -85,6 +85,27 @@ def evidence_state(ev: Evidence, rec: Records, lang: str) -> EvidenceState:
     return EvidenceState(status, text, None, step.run_id)
 
 
+def experiment_evidence(item_id: str, rec: Records, lang: str) -> EvidenceState | None:
+    """The newest passed, measured verdict of an experiment that ticks `item_id`
+    (roadmap.experiments_for), with its lesson and a link to experiments.md; None if none."""
+    from lab.checklist.roadmap import experiments_for
+    from lab.record.values import ExperimentValues
+    names = experiments_for(item_id)
+    if not names:
+        return None
+    step = rec.latest("experiment", day="experiment",
+                      where=lambda s: s.status == PASS and isinstance(s.values, ExperimentValues)
+                      and s.values.name in names and not s.values.skipped)
+    if step is None:
+        return None
+    v = step.values
+    assert isinstance(v, ExperimentValues)
+    lesson = pick(lang, v.lesson_zh, v.lesson_en)
+    text = (f"run #{step.run_id} experiment {v.name} ({v.profile}, experiments.md#{v.name})"
+            + (f": {lesson}" if lesson else ""))
+    return EvidenceState(PASS, text, None, step.run_id)
+
+
 def item_state(item: Item, rec: Records, notes: dict[str, NoteRow], lang: str) -> ItemState:
     """An item's state: done only from a recorded pass (step items) or a note (note items)."""
     if item.manual:
@@ -94,6 +115,10 @@ def item_state(item: Item, rec: Records, notes: dict[str, NoteRow], lang: str) -
                                       f"tick it by hand: `invoke done {item.id} --note \"...\"`")
         evidence = [EvidenceState(PASS if done else PENDING, note.note if note else "", hint, None)]
         status, at, run_ids = (PASS if done else PENDING), (note.at if note else None), []
+        measured = experiment_evidence(item.id, rec, lang)
+        if measured is not None and not done:  # ticked from a measured experiment
+            evidence, done, status, run_ids = [measured], True, PASS, [measured.run_id or 0]
+            at = None
     else:
         evidence = [evidence_state(ev, rec, lang) for ev in item.evidence]
         bad = [s for s in evidence if s.status != PASS]

@@ -53,6 +53,13 @@ class BenchPlan:
     latency_max_tokens: int
     timeout_s: float = loadgen.DEFAULT_TIMEOUT_S
     kv_poll_s: float = 0.5
+    #: Arrivals per level (req/s; inf: all at once) and their gamma burstiness, and the
+    #: goodput targets in ms ({"ttft": 500}), as `vllm bench serve` takes them.
+    request_rate: float = float("inf")
+    burstiness: float = 1.0
+    goodput: dict[str, float] = field(default_factory=dict)
+    #: Also write each level as `vllm bench serve --save-result` JSON (lab.measure.export).
+    save_result: bool = False
 
     @classmethod
     def from_cfg(cls, cfg: dict[str, Any]) -> BenchPlan:
@@ -62,13 +69,18 @@ class BenchPlan:
                    warmup=b["warmup"], duration_s=b["duration_s"],
                    latency_runs=b["latency_runs"], latency_prompt=b["latency_prompt"],
                    latency_max_tokens=b["latency_max_tokens"],
-                   timeout_s=float(cfg["api"]["timeout_s"]), kv_poll_s=b["kv_poll_s"])
+                   timeout_s=float(cfg["api"]["timeout_s"]), kv_poll_s=b["kv_poll_s"],
+                   request_rate=float(b.get("request_rate", float("inf"))),
+                   burstiness=float(b.get("burstiness", 1.0)),
+                   goodput=dict(b.get("goodput") or {}),
+                   save_result=bool(b.get("save_result", False)))
 
     def workload(self, concurrency: int, seed: int = 0) -> Workload:
         return Workload(input_len=self.input_len, output_len=self.output_len,
                         concurrency=concurrency, num_requests=self.num_requests,
                         duration_s=self.duration_s, warmup_requests=self.warmup,
-                        timeout_s=self.timeout_s, seed=seed)
+                        timeout_s=self.timeout_s, seed=seed, request_rate=self.request_rate,
+                        burstiness=self.burstiness)
 
     def public(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -81,7 +93,17 @@ class BenchPlan:
                 f"vllm bench serve --base-url {base_url} --dataset-name random "
                 f"--random-input-len {self.input_len} --random-output-len {self.output_len} "
                 f"--ignore-eos --max-concurrency {{{','.join(map(str, self.levels))}}} "
-                f"--num-warmups {self.warmup}{limit}")
+                f"--num-warmups {self.warmup}{self._arrivals()}{limit}")
+
+    def _arrivals(self) -> str:
+        out = ""
+        if self.request_rate != float("inf"):
+            out += f" --request-rate {self.request_rate:g} --burstiness {self.burstiness:g}"
+        if self.goodput:
+            out += " --goodput " + " ".join(f"{k}:{v:g}" for k, v in self.goodput.items())
+        if self.save_result:
+            out += " --save-result"
+        return out
 
 
 @dataclass
@@ -171,7 +193,8 @@ def run_level(base_url: str, model: str, plan: BenchPlan, concurrency: int, pool
 
     before = _try_fetch(base_url, api_key)
     res = loadgen.run_level_sync(base_url, model, plist, w, api_key=api_key,
-                                 on_record=on_record, level=level or f"c{concurrency}")
+                                 on_record=on_record, level=level or f"c{concurrency}",
+                                 goodput=plan.goodput or None)
     after = _try_fetch(base_url, api_key) if before is not None else None
     return {"concurrency": concurrency, "level": level or f"c{concurrency}", **res.summary,
             "server": server_view(before, after)}

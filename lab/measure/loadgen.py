@@ -22,16 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import aiohttp
+import numpy as np
 import requests
 
 from lab.core.errors import ConfigError
 from lab.core.net import api_root
+from lab.measure import stats
 from lab.measure.stats import summarize
 from lab.vllm import api
 from lab.vllm.sse import StreamTiming, apayloads
@@ -103,8 +106,14 @@ class Workload:
     duration_s: float | None = None
     warmup_requests: int = 0
     timeout_s: float = DEFAULT_TIMEOUT_S
-    #: Seed for `lab.measure.prompts.synthetic_prompts`; run_level itself draws nothing at random.
+    #: Seed for `lab.measure.prompts.synthetic_prompts` and for the arrival times.
     seed: int = 0
+    #: Arrivals (requests/s): inf sends every request at once (the concurrency cap holds
+    #: them back); a finite rate spaces them as `vllm bench serve --request-rate` does.
+    request_rate: float = math.inf
+    #: Gamma shape of the gaps between arrivals (`--burstiness`): 1 is Poisson, < 1
+    #: burstier, > 1 more even.
+    burstiness: float = 1.0
 
 
 @dataclass
@@ -138,6 +147,34 @@ def validate_workload(w: Workload, max_model_len: int | None = None) -> None:
         raise ConfigError(f"warmup_requests must be >= 0, got {w.warmup_requests}")
     if w.timeout_s <= 0:
         raise ConfigError(f"timeout_s must be > 0, got {w.timeout_s}")
+    if not w.request_rate > 0:
+        raise ConfigError(f"request_rate must be > 0 (inf: all at once), got {w.request_rate}")
+    if not w.burstiness > 0:
+        raise ConfigError(f"burstiness must be > 0, got {w.burstiness}")
+    if not math.isinf(w.request_rate) and w.num_requests is None:
+        raise ConfigError("a request rate needs num_requests (a timed level sends at once)")
+
+
+def arrival_offsets(n: int, request_rate: float, burstiness: float = 1.0,
+                    seed: int = 0) -> list[float]:
+    """When each of `n` requests arrives, in seconds from the start, as `vllm bench serve`
+    draws them (`get_request` in vllm/benchmarks/serve.py): gaps from a gamma distribution
+    of shape `burstiness` and scale 1 / (rate × burstiness) (Poisson for burstiness 1),
+    summed, then scaled so the last arrival is at n / rate exactly. An infinite rate: all 0.
+    """
+    if n <= 0:
+        return []
+    if math.isinf(request_rate):
+        return [0.0] * n
+    if math.isinf(burstiness):
+        gaps = np.full(n, 1.0 / request_rate)
+    else:
+        rng = np.random.default_rng(seed)
+        gaps = rng.gamma(shape=burstiness, scale=1.0 / (request_rate * burstiness), size=n)
+    offsets = np.cumsum(gaps)
+    if offsets[-1] > 0:
+        offsets = offsets * ((n / request_rate) / offsets[-1])
+    return [float(x) for x in offsets]
 
 
 def prompts_needed(w: Workload) -> int | None:
@@ -202,8 +239,9 @@ class _Level:
     def unreachable(self) -> bool:
         return self.conn_failures_in_a_row >= MAX_CONSECUTIVE_CONN_FAILURES
 
-    def new_record(self, idx: int, warmup: bool, prompt: Sequence[int]) -> RequestRecord:
-        return RequestRecord(idx=idx, level=self.level, concurrency=self.w.concurrency,
+    def new_record(self, idx: int, warmup: bool, prompt: Sequence[int],
+                   label: str | None = None) -> RequestRecord:
+        return RequestRecord(idx=idx, level=label or self.level, concurrency=self.w.concurrency,
                              warmup=warmup, input_tokens=len(prompt))
 
     def finish(self, rec: RequestRecord) -> None:
@@ -217,12 +255,12 @@ class _Level:
                 self.on_progress(self.done_measured, self.total_measured)
 
     async def send(self, session: aiohttp.ClientSession, rec: RequestRecord,
-                   prompt: Sequence[int]) -> None:
+                   prompt: Sequence[int], output_len: int | None = None) -> None:
         """POST one streamed completion and fill `rec` in place. Never raises for faults."""
         payload = {
             "model": self.model,
             "prompt": list(prompt),
-            "max_tokens": self.w.output_len,
+            "max_tokens": output_len or self.w.output_len,
             "temperature": 0.0,
             "ignore_eos": True,
             "stream": True,
@@ -260,35 +298,48 @@ class _Level:
                 self.last_finish = max(self.last_finish or now, now)
 
     async def run_phase(self, session: aiohttp.ClientSession, prompts: Sequence[Sequence[int]],
-                        count: int | None, duration_s: float | None, warmup: bool) -> None:
+                        count: int | None, duration_s: float | None, warmup: bool,
+                        output_lens: Sequence[int] | None = None,
+                        labels: Sequence[str] | None = None) -> None:
         """Send `count` requests (or until `duration_s` passes), at most C at a time.
 
         A slot is taken before a request's task is created, so at most C requests exist in
-        flight. queue_s is measured from the request's arrival: the phase start for a fixed
-        count (all requests are queued at once, as in `vllm bench serve`), or the moment the
-        previous request was launched for a timed phase.
+        flight. queue_s is measured from the request's arrival: its arrival time for a fixed
+        count (at once, as in `vllm bench serve`, or at the workload's request rate), or the
+        moment the previous request was launched for a timed phase. `output_lens` and
+        `labels` (parallel to `prompts`) give a request its own max_tokens and record label.
         """
         sem = asyncio.Semaphore(self.w.concurrency)
         tasks: set[asyncio.Task] = set()
         phase_start = time.perf_counter()
         deadline = phase_start + duration_s if duration_s is not None else None
         indices = range(count) if count is not None else itertools.count()
+        rate = math.inf if warmup else self.w.request_rate
+        offsets = arrival_offsets(count, rate, self.w.burstiness, self.w.seed) \
+            if count is not None else []
         for idx in indices:
-            arrival = phase_start if count is not None else time.perf_counter()
+            if count is not None:
+                arrival = phase_start + offsets[idx]
+                if arrival > time.perf_counter():
+                    await asyncio.sleep(arrival - time.perf_counter())
+            else:
+                arrival = time.perf_counter()
             await sem.acquire()
             if deadline is not None and time.perf_counter() >= deadline:
                 sem.release()
                 break
             prompt = prompts[idx % len(prompts)]
-            rec = self.new_record(idx, warmup, prompt)
-            rec.queue_s = time.perf_counter() - arrival
+            rec = self.new_record(idx, warmup, prompt,
+                                  labels[idx % len(labels)] if labels else None)
+            out_len = output_lens[idx % len(output_lens)] if output_lens else None
+            rec.queue_s = max(0.0, time.perf_counter() - arrival)
             if self.unreachable:
                 sem.release()
                 if count is None:  # a timed phase has no list of unsent requests to record
                     break
                 self._mark_not_sent(rec)
                 continue
-            task = asyncio.create_task(self._guarded(session, rec, prompt, sem))
+            task = asyncio.create_task(self._guarded(session, rec, prompt, sem, out_len))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         if tasks:
@@ -299,12 +350,12 @@ class _Level:
         rec.error = NOT_SENT_ERROR
         self.finish(rec)
 
-    async def _guarded(self, session, rec, prompt, sem) -> None:
+    async def _guarded(self, session, rec, prompt, sem, output_len=None) -> None:
         try:
             if self.unreachable:  # the server died while this one waited to start
                 self._mark_not_sent(rec)
                 return
-            await self.send(session, rec, prompt)
+            await self.send(session, rec, prompt, output_len)
             self.finish(rec)
         finally:
             sem.release()
@@ -314,14 +365,19 @@ async def run_level(base_url: str, model: str, prompts: Sequence[Sequence[int]],
                     workload: Workload, *, api_key: str | None = None,
                     on_record: Callable[[RequestRecord], None] | None = None,
                     on_progress: Callable[[int, int | None], None] | None = None,
-                    level: str | None = None) -> LevelResult:
+                    level: str | None = None, output_lens: Sequence[int] | None = None,
+                    labels: Sequence[str] | None = None,
+                    goodput: dict[str, float] | None = None) -> LevelResult:
     """Run one level: warm-up requests, then the measured ones, capped at C in flight.
 
     Prompts are used in order: the first `warmup_requests` for the warm-up, the rest for
     the measured requests (cycled if too few; see `prompts_needed`). `on_record(rec)` is
     called as each request finishes, warm-ups included (they carry `warmup=True`);
     `on_progress(done, total)` counts measured requests (`total` is None for a timed
-    level). `level` labels the records (default `c<concurrency>`). Raises ConfigError for
+    level). `level` labels the records (default `c<concurrency>`). `output_lens` and
+    `labels`, parallel to `prompts`, give each request its own max_tokens and record label
+    (a mixed load); `goodput` ({"ttft": ms, "tpot": ms, "e2el": ms}) adds
+    `request_goodput` to the summary (lab.measure.stats.goodput). Raises ConfigError for
     a bad workload; never raises for server faults.
     """
     validate_workload(workload)
@@ -333,15 +389,24 @@ async def run_level(base_url: str, model: str, prompts: Sequence[Sequence[int]],
     async with aiohttp.ClientSession(connector=connector) as session:
         n_warm = workload.warmup_requests
         if n_warm:
-            await lvl.run_phase(session, prompts[:n_warm], n_warm, None, warmup=True)
-        measured_prompts = prompts[n_warm:] or prompts
+            await lvl.run_phase(session, prompts[:n_warm], n_warm, None, warmup=True,
+                                output_lens=output_lens[:n_warm] if output_lens else None,
+                                labels=labels[:n_warm] if labels else None)
+        rest = prompts[n_warm:]
+        measured_prompts = rest or prompts
         await lvl.run_phase(session, measured_prompts, workload.num_requests,
-                            workload.duration_s, warmup=False)
+                            workload.duration_s, warmup=False,
+                            output_lens=(output_lens[n_warm:] if rest else output_lens)
+                            if output_lens else None,
+                            labels=(labels[n_warm:] if rest else labels) if labels else None)
     if lvl.first_send is not None and lvl.last_finish is not None:
         wall_s = lvl.last_finish - lvl.first_send
     else:
         wall_s = 0.0
-    return LevelResult(records=lvl.records, wall_s=wall_s, summary=summarize(lvl.records, wall_s))
+    summary = summarize(lvl.records, wall_s)
+    if goodput:
+        summary["request_goodput"] = stats.goodput(lvl.records, goodput, wall_s)
+    return LevelResult(records=lvl.records, wall_s=wall_s, summary=summary)
 
 
 def run_level_sync(base_url: str, model: str, prompts: Sequence[Sequence[int]],

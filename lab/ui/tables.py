@@ -135,3 +135,34 @@ def summary_table(day: str, profile: str, lang: str, results: list[StepResult],
 def print_step_start(console: Any, spec: StepSpec, lang: str) -> None:
     """The rule above a step: "4. 单卡部署 7B 模型"."""
     console.rule(f"[bold]{spec.number}. {escape(pick(lang, spec.title_zh, spec.title_en))}")
+
+
+def experiments_table(experiments: list[Any], lang: str) -> Table:
+    """`invoke experiment --list`: name, question, arms (per profile kind) and profiles."""
+    table = Table(title=pick(lang, "实验", "Experiments"), show_lines=True)
+    for col in (pick(lang, "名称", "name"), pick(lang, "问题", "question"),
+                pick(lang, "组（arm）", "arms"), pick(lang, "配置", "profiles")):
+        table.add_column(col, overflow="fold")
+    for exp in experiments:
+        arms = []
+        for kind, profile in (("cpu", "cpu"), ("gpu", "rehearsal")):
+            if profile in exp.skip and (kind == "cpu" or "gpu" in exp.skip):
+                continue
+            shown = "; ".join(f"{a.name}: {arm_flags(a)}" for a in exp.arms_for(profile))
+            arms.append(f"{kind}: {shown}")
+        profiles = ", ".join(exp.runs_on())
+        skipped = "; ".join(f"{p}: {why}" for p, why in exp.skip.items())
+        table.add_row(exp.name, escape(exp.question(lang)), escape("\n".join(arms)),
+                      escape(profiles + (f"\n({pick(lang, '跳过', 'skipped')} {skipped})" if skipped else "")))
+    return table
+
+
+def arm_flags(arm: Any) -> str:
+    """An arm's serve flags as a learner would type them: its lab options as flags
+    (gpu_memory_utilization 0.5 → --gpu-memory-utilization 0.5), its flags, its variables."""
+    parts = [f"--{k.replace('_', '-')} {v}" for k, v in arm.cfg.items()]
+    parts += list(arm.flags)
+    if arm.api_key:
+        parts.append("--api-key ***")
+    parts += [f"{k}={v}" for k, v in arm.env.items()]
+    return " ".join(parts) or "—"

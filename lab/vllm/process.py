@@ -767,9 +767,10 @@ def _looks_like_vllm(name: str, cmdline: list[str]) -> bool:
         return True
     if any(VLLM_MODULE in arg for arg in cmdline):
         return True
-    # The console script: `.../bin/vllm serve MODEL`, possibly run through python.
+    # The console script: `.../bin/vllm serve MODEL`, possibly run through python; or the
+    # lab's launcher of the same CLI (multi-node: lab/vllm/scripts/vllm_cli.py serve MODEL).
     for i, arg in enumerate(cmdline[:-1]):
-        if os.path.basename(arg) == "vllm" and cmdline[i + 1] == "serve":
+        if os.path.basename(arg) in ("vllm", "vllm_cli.py") and cmdline[i + 1] == "serve":
             return True
     return False
 

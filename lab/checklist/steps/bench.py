@@ -37,6 +37,8 @@ def bench_step(lab: Lab, ctx: StepContext) -> Outcome:
                                  is_alive=lambda: server.is_alive(state), start_phase=start_phase,
                                  seed=ctx.step_id)
     values = bench_values(result, model=model, tp=state.tp, profile=lab.profile_name)
+    if plan.save_result and values.plan is not None:
+        values.plan.exported = export_levels(lab, ctx, plan, model)
     if result.died_during:
         _raise_died(state, f"during the benchmark ({result.died_during})", values,
                     lab.book.requests(ctx.step_id))
@@ -52,6 +54,23 @@ def name_errors(crits: list[Criterion], rows: list[dict]) -> None:
     for c in crits:
         if c.key == "no_errors" and c.status == "fail":
             c.reason = f"{c.reason}: {errors_line(r for r in rows if r['error'] != 'timeout')}"
+def export_levels(lab: Lab, ctx: StepContext, plan: BenchPlan, model: str) -> list[str]:
+    """Each level of the sweep as `vllm bench serve --save-result` JSON (its field names),
+    from the requests recorded: logbook/bench/run<R>-c<C>.json. Returns the paths."""
+    from lab.measure import export
+    rows = lab.book.requests(ctx.step_id, phase="sweep")
+    out = []
+    for c in plan.levels:
+        level = [r for r in rows if r["concurrency"] == c]
+        if not level:
+            continue
+        path = lab.logbook_dir / "bench" / f"run{ctx.run_id}-c{c}.json"
+        export.write(path, export.bench_serve_json(
+            level, None, model_id=model, num_prompts=plan.num_requests,
+            request_rate=plan.request_rate, burstiness=plan.burstiness, max_concurrency=c,
+            goodput=plan.goodput or None, label="vllm-lab bench"))
+        out.append(str(path))
+    return out
 
 
 def sweep_plan(plan: BenchPlan) -> SweepPlan:
@@ -61,7 +80,9 @@ def sweep_plan(plan: BenchPlan) -> SweepPlan:
                      warmup_requests=plan.warmup, duration_s=plan.duration_s,
                      latency_runs=plan.latency_runs, latency_prompt=plan.latency_prompt,
                      latency_max_tokens=plan.latency_max_tokens, timeout_s=plan.timeout_s,
-                     kv_poll_s=plan.kv_poll_s)
+                     kv_poll_s=plan.kv_poll_s,
+                     request_rate=None if plan.request_rate == float("inf") else plan.request_rate,
+                     burstiness=plan.burstiness, goodput_ms=dict(plan.goodput))
 
 
 def bench_values(result: BenchResult, *, model: str | None, tp: int,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from lab.core.errors import LabError
@@ -24,9 +25,17 @@ from lab.vllm import process as server
 
 
 def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
-                   model: str | None = None, extra: list[str] | None = None) -> Outcome:
+                   model: str | None = None, extra: list[str] | None = None,
+                   env_extra: dict[str, str] | None = None, *,
+                   argv_of: Callable[[list[str]], list[str]] | None = None,
+                   env_of: Callable[[dict[str, str]], dict[str, str]] | None = None,
+                   while_waiting: Callable[[], None] | None = None) -> Outcome:
     """Start the server and wait for /health. Any server we tracked before is stopped
-    first, so the startup figures are this start's own."""
+    first, so the startup figures are this start's own. `env_extra` is set for the server
+    on top of the profile's variables (an experiment's arm). `argv_of` and `env_of` rewrite
+    the command and the variables the lab sets (multi-node: vLLM's `serve` entry point, each
+    node rank's devices); `while_waiting` runs on every poll and may raise to give up (a node
+    rank that died)."""
     from lab.vllm import logparse, metrics
 
     prof = lab.profile(day, tp=tp, model=model)
@@ -40,7 +49,11 @@ def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
     if warning:
         lab.console.print(f"[yellow]warning:[/] {warning}")
     argv = lab.serve_argv(prof, tp, extra)
-    env = {**launch.server_env(prof, tp), **lab.fix_env}
+    env = {**launch.server_env(prof, tp), **lab.fix_env, **(env_extra or {})}
+    if argv_of is not None:
+        argv = argv_of(argv)
+    if env_of is not None:
+        env = env_of(env)
     shown = launch.shell_line(argv, env, python_as="python")
     log_path = lab.logbook_dir / "logs" / f"server-{ctx.run_id}-{ctx.step_id}.log"
     server_id = lab.book.add_server(
@@ -66,11 +79,13 @@ def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
                    profile=prof.name, server_id=server_id, fix=fix)
     try:
         with status(lab.console, f"starting vLLM ({name}, TP={tp}); log: {log_path}") as update:
-            ready_s = server.wait_ready(
-                state, timeout_s, watcher=watcher, wait_released=lab.release_wait(),
-                on_tick=lambda s: update(f"starting vLLM ({name}, TP={tp}): "
-                                         f"{watcher.phases.describe(lab.lang)} · {s:.0f} s elapsed "
-                                         f"(log: {log_path})"))
+            def tick(s: float) -> None:
+                update(f"starting vLLM ({name}, TP={tp}): "
+                       f"{watcher.phases.describe(lab.lang)} · {s:.0f} s elapsed (log: {log_path})")
+                if while_waiting is not None:
+                    while_waiting()
+            ready_s = server.wait_ready(state, timeout_s, watcher=watcher,
+                                        wait_released=lab.release_wait(), on_tick=tick)
     except LabError as err:
         failure = getattr(err, "failure", None)
         report = getattr(err, "stop_report", None)

@@ -79,14 +79,48 @@ from lab.record.values.day5 import (
                                       ParamReading,
                                       ParamsValues,
 )
+
+# Day 6: one model across several nodes (issue 12).
+from lab.record.values.day6 import (
+                                      CompareNodesValues,
+                                      NodeGpu,
+                                      NodeInfo,
+                                      NodeLayout,
+                                      NodeProc,
+                                      NodeShare,
+                                      NodeShareValues,
+                                      NodesSide,
+                                      NodesValues,
+                                      NodeValues,
+                                      ServeNodesValues,
+)
 from lab.record.values.download import DownloadValues
+from lab.record.values.experiments import (
+                                      ArmInfo,
+                                      ArmStat,
+                                      ArmValues,
+                                      ExperimentValues,
+                                      Finding,
+                                      ProbeResult,
+)
+from lab.record.values.features import (
+                                      Artefact,
+                                      LoraReadings,
+                                      ModelCard,
+                                      RankMemory,
+                                      SpecReadings,
+)
 from lab.record.values.lifecycle import FixApplied, ServerFailure, StartupPhase, StopRecord
 
 #: Step key -> the type of its values.
 TYPES: dict[str, type[StepValues]] = {cls.KEY: cls for cls in (
     GpusValues, InstallValues, ToolsValues, DownloadValues, ServeValues, MonitorValues, ApiTestValues,
     MetricsValues, BalanceValues, BenchValues, CompareValues, CompareTpValues, OfflineValues,
-    KvCacheValues, MemoryValues, ParamsValues)}
+    KvCacheValues, MemoryValues, ParamsValues,
+    # experiments (lab.checklist.experiments)
+    ArmValues, ExperimentValues,
+    # Day 6 (issue 12)
+    NodesValues, NodeValues, ServeNodesValues, NodeShareValues, CompareNodesValues)}
 
 #: Type name (as stored in steps.value_type) -> type.
 BY_NAME: dict[str, type[StepValues]] = {cls.__name__: cls for cls in TYPES.values()}
@@ -100,12 +134,17 @@ __all__ = [
                                       "TYPES",
                                       "UPGRADES",
                                       "ApiTestValues",
+                                      "ArmInfo",
+                                      "ArmStat",
+                                      "ArmValues",
+                                      "Artefact",
                                       "BalanceDevice",
                                       "BalanceValues",
                                       "BatchRow",
                                       "BenchMetrics",
                                       "BenchValues",
                                       "ClientTotals",
+                                      "CompareNodesValues",
                                       "CompareSide",
                                       "CompareTpValues",
                                       "CompareValues",
@@ -114,6 +153,8 @@ __all__ = [
                                       "CostSide",
                                       "DownloadValues",
                                       "EngineInfo",
+                                      "ExperimentValues",
+                                      "Finding",
                                       "FixApplied",
                                       "GpuMemory",
                                       "GpusValues",
@@ -125,10 +166,21 @@ __all__ = [
                                       "LevelSummary",
                                       "LoadPlan",
                                       "LoadSummary",
+                                      "LoraReadings",
                                       "MemoryValues",
                                       "MetricsDelta",
                                       "MetricsValues",
+                                      "ModelCard",
                                       "MonitorValues",
+                                      "NodeGpu",
+                                      "NodeInfo",
+                                      "NodeLayout",
+                                      "NodeProc",
+                                      "NodeShare",
+                                      "NodeShareValues",
+                                      "NodeValues",
+                                      "NodesSide",
+                                      "NodesValues",
                                       "OfflineMemory",
                                       "OfflineRequest",
                                       "OfflineRun",
@@ -136,12 +188,16 @@ __all__ = [
                                       "OldNameReading",
                                       "ParamReading",
                                       "ParamsValues",
+                                      "ProbeResult",
+                                      "RankMemory",
                                       "SampleSummary",
                                       "SamplerStats",
                                       "SeriesReading",
+                                      "ServeNodesValues",
                                       "ServeValues",
                                       "ServerFailure",
                                       "ServerMeans",
+                                      "SpecReadings",
                                       "Speedup",
                                       "StartupPhase",
                                       "StepValues",

@@ -62,6 +62,8 @@ class LevelSummary:
     requests_per_s: float | None = None
     output_tok_s: float | None = None
     total_tok_s: float | None = None
+    #: Requests per second that met every goodput target (`request_goodput`), when set.
+    goodput_per_s: float | None = None
     ttft_ms: LatencyStats = field(default_factory=LatencyStats)
     tpot_ms: LatencyStats = field(default_factory=LatencyStats)
     itl_ms: LatencyStats = field(default_factory=LatencyStats)
@@ -85,6 +87,7 @@ class LevelSummary:
             requests_per_s=summary.get("request_throughput"),
             output_tok_s=summary.get("output_throughput"),
             total_tok_s=summary.get("total_token_throughput"),
+            goodput_per_s=summary.get("request_goodput"),
             ttft_ms=LatencyStats.of(summary.get("ttft_ms")),
             tpot_ms=LatencyStats.of(summary.get("tpot_ms")),
             itl_ms=LatencyStats.of(summary.get("itl_ms")),

@@ -67,6 +67,12 @@ class SweepPlan:
     latency_max_tokens: int
     timeout_s: float | None = None
     kv_poll_s: float | None = None
+    #: Arrivals (req/s; None: all at once), their gamma burstiness, the goodput targets (ms).
+    request_rate: float | None = None
+    burstiness: float | None = None
+    goodput_ms: dict[str, float] = field(default_factory=dict)
+    #: The `vllm bench serve --save-result` JSON written per level (`--save-result`).
+    exported: list[str] = field(default_factory=list)
 
 
 @dataclass
