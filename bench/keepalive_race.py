@@ -15,7 +15,11 @@ this project's load generator (lab.measure.loadgen) whose event loop is blocked 
 seconds once mid-load (as a starved client is). It prints the failed requests by error for
 each server keep-alive.
 
-    python bench/keepalive_race.py --python .lab/venv-cpu/bin/python --keepalive 5 60 --lag 6
+    python bench/keepalive_race.py --python .lab/venv-cpu/bin/python --keepalive 5 60 --lag 6 [--no-retry]
+
+The client now sends a request that failed on a stale connection again (lab.measure.loadgen
+`_stale_connection`), and the lab starts vLLM with a 60 s keep-alive; `--no-retry` shows the
+client as it was.
 """
 from __future__ import annotations
 
@@ -116,7 +120,12 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-retry", action="store_true",
+                    help="the client as before issue 9: a request on a stale connection fails")
     args = ap.parse_args()
+    if args.no_retry:
+        from lab.measure import loadgen
+        loadgen._stale_connection = lambda err, rec: False  # type: ignore[assignment]
     for keepalive in args.keepalive:
         for r in range(1, args.rounds + 1):
             counts = one(args.python, keepalive, args.lag, args.concurrency, args.requests, args.tokens)

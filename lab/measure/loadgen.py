@@ -197,6 +197,15 @@ def _one_line(err: BaseException | str) -> str:
     return " ".join(text.split())[:MAX_ERROR_CHARS]
 
 
+def _stale_connection(err: BaseException, rec: RequestRecord) -> bool:
+    """A failure on a reused connection before any reply: the server had closed it (its
+    keep-alive ran out while a busy client read the previous reply late). A refused connect
+    (ClientConnectorError: no server) is not one. bench/keepalive_race.py reproduces it."""
+    if rec.http_status is not None or isinstance(err, aiohttp.ClientConnectorError):
+        return False
+    return isinstance(err, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError))
+
+
 def _fill(rec: RequestRecord, timing: StreamTiming) -> None:
     """Copy a finished stream's outcome and timings into the record."""
     rec.ttft_s, rec.itls_s = timing.ttft_s, timing.itls_s
@@ -267,6 +276,24 @@ class _Level:
             "stream_options": {"include_usage": True},
         }
         timeout = aiohttp.ClientTimeout(total=self.w.timeout_s)
+        try:
+            # A kept-alive connection the server closed meanwhile fails before any reply:
+            # the request never reached the server, so it is sent again. Each stale
+            # connection is dropped as it fails; the pool holds at most C of them.
+            for tries_left in range(self.w.concurrency, -1, -1):
+                if not await self._attempt(session, rec, payload, timeout,
+                                           retry_stale=tries_left > 0):
+                    break
+        finally:
+            if not rec.warmup:
+                now = time.perf_counter()
+                self.last_finish = max(self.last_finish or now, now)
+
+    async def _attempt(self, session: aiohttp.ClientSession, rec: RequestRecord,
+                       payload: dict[str, Any], timeout: aiohttp.ClientTimeout,
+                       retry_stale: bool) -> bool:
+        """One POST; fills `rec`. True when it failed on a stale kept-alive connection before
+        any reply (and `retry_stale`): the caller sends it again."""
         st = time.perf_counter()
         rec.sent_at_s = st - self.t0
         if not rec.warmup and self.first_send is None:
@@ -280,7 +307,7 @@ class _Level:
                     body = await resp.text()
                     rec.error = _one_line(f"HTTP {resp.status}: {body}")
                     self.conn_failures_in_a_row = 0
-                    return
+                    return False
                 async for data in apayloads(resp.content.iter_any()):
                     timing.on_data(data)
             self.conn_failures_in_a_row = 0
@@ -288,14 +315,13 @@ class _Level:
         except asyncio.TimeoutError:
             rec.error = TIMEOUT_ERROR
         except _CONNECTION_ERRORS as err:
+            if retry_stale and _stale_connection(err, rec):
+                return True
             self.conn_failures_in_a_row += 1
             rec.error = _one_line(err)
         except (ValueError, aiohttp.ClientError) as err:  # bad JSON, bad response
             rec.error = _one_line(err)
-        finally:
-            if not rec.warmup:
-                now = time.perf_counter()
-                self.last_finish = max(self.last_finish or now, now)
+        return False
 
     async def run_phase(self, session: aiohttp.ClientSession, prompts: Sequence[Sequence[int]],
                         count: int | None, duration_s: float | None, warmup: bool,
