@@ -196,7 +196,11 @@ def test_a_fatal_line_mid_step_fails_the_step_with_the_diagnosis_keeping_what_it
                               str(port), "--startup-s", "0.1", "--spawn-children", "1"],
                              log_path=tmp_path / "s.log", state_path=lab.state_path,
                              port=port, model="fake-model")
-        server.wait_ready(state, 20, poll_s=0.1)
+        try:
+            server.wait_ready(state, 20, poll_s=0.1)
+        except Exception:
+            server.stop(lab.state_path, grace_s=1)  # never leave a fake behind
+            raise
 
         def crash():
             time.sleep(1.0)
@@ -205,8 +209,12 @@ def test_a_fatal_line_mid_step_fails_the_step_with_the_diagnosis_keeping_what_it
                           "WorkerProc hit an exception.\n")
         threading.Thread(target=crash, daemon=True).start()
         t0 = time.monotonic()
-        code = run_step_task(lab, "day3", "monitor")
-        took = time.monotonic() - t0
+        try:
+            code = run_step_task(lab, "day3", "monitor")
+            took = time.monotonic() - t0
+            handed_back = not server.is_alive(state) and server.load(lab.state_path) is None
+        finally:
+            server.stop(lab.state_path, grace_s=1)
     assert code == 1 and took < 15
     row = [s for s in lab.book.steps() if s["key"] == "monitor"][-1]
     assert row["status"] == FAIL
@@ -214,7 +222,7 @@ def test_a_fatal_line_mid_step_fails_the_step_with_the_diagnosis_keeping_what_it
     assert "WorkerProc hit an exception" in row["reason"] and "what the step measured is kept" in row["reason"]
     assert isinstance(row["values"], MonitorValues) and row["values"].load.completed > 0
     assert lab.book.requests(row["id"], "monitor")                       # every request recorded
-    assert not server.is_alive(state) and server.load(lab.state_path) is None
+    assert handed_back                                  # the watcher ended the failed server
 
 
 @pytest.mark.parametrize("fake", [FakeConfig(first_token_s=0.005, itl_s=0.002,
