@@ -375,7 +375,7 @@ class Watcher:
         if not self.root_alive():
             return self.root
         for title, proc in self.members():
-            self.seen.setdefault(proc.pid, (title, proc))
+            self.seen[proc.pid] = (title, proc)  # the latest title: vLLM sets it in steps
         for pid, (title, proc) in list(self.seen.items()):
             if _exited(proc):
                 del self.seen[pid]
