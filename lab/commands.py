@@ -73,6 +73,10 @@ def run_day(lab: Lab, day: str, *, keep_server: bool = False,
     tables.print_fixes(lab.console, results, lab.lang)
     if lab.last_stop is not None and lab.last_stop.pids:
         tables.print_stop(lab.console, lab.last_stop, lab.lang)
+        if not lab.last_stop.clean:  # not handed back: fail loudly, naming what holds on
+            from lab.core.errors import GpuMemoryHeld
+            from lab.record.session import held_message
+            raise GpuMemoryHeld(held_message(lab.last_stop))
     lab.console.print(f"execution log: {path}")
     return exit_code(results)
 

@@ -30,7 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "max_model_len": 2048,
     "extra_args": "",             # more vLLM flags, split like a shell would
     "fix": "auto",                # auto: retry a known failure once with its fix | off: only report
-    "release_timeout_s": 60,      # stop: how long to wait for NVML to show GPU memory released
+    "release_timeout_s": 120,     # stop: how long to wait for NVML to show GPU memory released
     "models": {
         "day3": "Qwen/Qwen2.5-7B-Instruct",
         "day4": "Qwen/Qwen2.5-14B-Instruct",

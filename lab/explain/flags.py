@@ -429,6 +429,17 @@ _ENV_VARS: dict[str, dict[str, Any]] = {
         "memory": ("无", "none"),
         "speed": ("绑核避免线程互相抢占；每个 rank 的核数决定其算力。", "Binding keeps threads from fighting; each rank's core count is its compute."),
     },
+    "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": {
+        "seed": "—",
+        "default": ("5 秒（uvicorn 的默认值）", "5 s (uvicorn's default)"),
+        "meaning": ("API 服务关闭空闲 HTTP 连接前等待的秒数。本工具设为 60，高于压测客户端连接池的保活时间：否则客户端可能在服务端刚关闭的连接上发请求，请求没到服务端就失败（ServerDisconnectedError）。",
+                    "Seconds the API server keeps an idle HTTP connection open. The lab sets 60, "
+                    "above its load generator's pool keep-alive: otherwise the client may send on "
+                    "a connection the server has just closed, and the request fails "
+                    "(ServerDisconnectedError) without reaching the server."),
+        "memory": ("无", "none"),
+        "speed": ("无（避免重连与偶发失败）", "none (saves reconnects and stray failures)"),
+    },
     "VLLM_ALLOW_RUNTIME_LORA_UPDATING": {
         "seed": "001",
         "default": ("False", "False"),

@@ -45,6 +45,14 @@ MAX_CONSECUTIVE_CONN_FAILURES = 3
 DEFAULT_TIMEOUT_S = 600.0
 #: The error text of a request skipped because the server stopped answering.
 NOT_SENT_ERROR = "not sent: server unreachable"
+#: How long an idle pooled connection is kept (s): below the server's HTTP keep-alive, or the
+#: client may send a request on a socket the server has just closed, which fails as
+#: "ServerDisconnectedError"/"Connection reset" without reaching the server (its access log
+#: shows only 200 OK). vLLM's default keep-alive is uvicorn's 5 s; the lab starts its servers
+#: with 60 s (lab.vllm.launch.SERVER_KEEPALIVE_S), which also covers a client that reads the
+#: end of a reply seconds late on a busy machine (the server's keep-alive clock starts when it
+#: wrote the reply, not when we read it).
+CLIENT_KEEPALIVE_S = 4.0
 #: The error text of a request that ran past its timeout.
 TIMEOUT_ERROR = "timeout"
 #: Longest error text kept in a record (a response body can be large).
@@ -189,6 +197,15 @@ def _one_line(err: BaseException | str) -> str:
     return " ".join(text.split())[:MAX_ERROR_CHARS]
 
 
+def _stale_connection(err: BaseException, rec: RequestRecord) -> bool:
+    """A failure on a reused connection before any reply: the server had closed it (its
+    keep-alive ran out while a busy client read the previous reply late). A refused connect
+    (ClientConnectorError: no server) is not one. bench/keepalive_race.py reproduces it."""
+    if rec.http_status is not None or isinstance(err, aiohttp.ClientConnectorError):
+        return False
+    return isinstance(err, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError))
+
+
 def _fill(rec: RequestRecord, timing: StreamTiming) -> None:
     """Copy a finished stream's outcome and timings into the record."""
     rec.ttft_s, rec.itls_s = timing.ttft_s, timing.itls_s
@@ -259,6 +276,24 @@ class _Level:
             "stream_options": {"include_usage": True},
         }
         timeout = aiohttp.ClientTimeout(total=self.w.timeout_s)
+        try:
+            # A kept-alive connection the server closed meanwhile fails before any reply:
+            # the request never reached the server, so it is sent again. Each stale
+            # connection is dropped as it fails; the pool holds at most C of them.
+            for tries_left in range(self.w.concurrency, -1, -1):
+                if not await self._attempt(session, rec, payload, timeout,
+                                           retry_stale=tries_left > 0):
+                    break
+        finally:
+            if not rec.warmup:
+                now = time.perf_counter()
+                self.last_finish = max(self.last_finish or now, now)
+
+    async def _attempt(self, session: aiohttp.ClientSession, rec: RequestRecord,
+                       payload: dict[str, Any], timeout: aiohttp.ClientTimeout,
+                       retry_stale: bool) -> bool:
+        """One POST; fills `rec`. True when it failed on a stale kept-alive connection before
+        any reply (and `retry_stale`): the caller sends it again."""
         st = time.perf_counter()
         rec.sent_at_s = st - self.t0
         if not rec.warmup and self.first_send is None:
@@ -272,7 +307,7 @@ class _Level:
                     body = await resp.text()
                     rec.error = _one_line(f"HTTP {resp.status}: {body}")
                     self.conn_failures_in_a_row = 0
-                    return
+                    return False
                 async for data in apayloads(resp.content.iter_any()):
                     timing.on_data(data)
             self.conn_failures_in_a_row = 0
@@ -280,14 +315,13 @@ class _Level:
         except asyncio.TimeoutError:
             rec.error = TIMEOUT_ERROR
         except _CONNECTION_ERRORS as err:
+            if retry_stale and _stale_connection(err, rec):
+                return True
             self.conn_failures_in_a_row += 1
             rec.error = _one_line(err)
         except (ValueError, aiohttp.ClientError) as err:  # bad JSON, bad response
             rec.error = _one_line(err)
-        finally:
-            if not rec.warmup:
-                now = time.perf_counter()
-                self.last_finish = max(self.last_finish or now, now)
+        return False
 
     async def run_phase(self, session: aiohttp.ClientSession, prompts: Sequence[Sequence[int]],
                         count: int | None, duration_s: float | None, warmup: bool,
@@ -377,7 +411,7 @@ async def run_level(base_url: str, model: str, prompts: Sequence[Sequence[int]],
         raise ConfigError("no prompts given")
     lvl = _Level(base_url, model, workload, level or f"c{workload.concurrency}", api_key,
                  on_record, on_progress)
-    connector = aiohttp.TCPConnector(limit=workload.concurrency, keepalive_timeout=60)
+    connector = aiohttp.TCPConnector(limit=workload.concurrency, keepalive_timeout=CLIENT_KEEPALIVE_S)
     async with aiohttp.ClientSession(connector=connector) as session:
         n_warm = workload.warmup_requests
         if n_warm:

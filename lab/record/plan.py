@@ -115,6 +115,8 @@ def _remedy(lab: Lab, res: StepResult) -> FixApplied | None:
     v = res.values
     if not isinstance(v, ServeValues) or v.remedy is None or v.fix is not None:
         return None  # no known fix, or this already was the retry
+    if v.stop is not None and (v.stop.held or v.stop.survivors):
+        return None  # the failed server was not handed back: a retry would not fit
     return dataclasses.replace(v.remedy, failed_step_id=res.step_id, failed=v.failure,
                                failed_stop=v.stop)
 
@@ -126,7 +128,7 @@ def run_plan(lab: Lab, day: str, plan: list[Planned], *, task: str,
              on_retry: OnRetry | None = None) -> tuple[int, list[StepResult]]:
     """Run `plan` as one recorded run of `day`. Ctrl-C/SIGTERM stops the server, marks the
     step interrupted and re-raises; `stop_after` stops the server when the plan ends (and
-    waits for its GPU memory: GpuMemoryHeld when it stays held).
+    waits for its GPU memory; `lab.last_stop` says how it went).
     A failed start with a known safe fix is run once more with it (`--fix auto`); the
     failed attempt stays in the logbook, and the returned results hold the retry in its
     place. `on_start`, `on_result` and `on_retry` let the terminal show each step (lab.ui);
@@ -170,7 +172,8 @@ def run_plan(lab: Lab, day: str, plan: list[Planned], *, task: str,
         raise
     book.end_run(run_id, FAIL if any(r.status == FAIL for r in results) else PASS)
     if stop_after:
-        lab.stop_server(why="end of day")  # GpuMemoryHeld (one line, non-zero exit) if not handed back
+        # Not loud here: the caller renders the day first, then fails on `lab.last_stop`.
+        lab.stop_server(why="end of day", loud=False)
     return run_id, results
 
 

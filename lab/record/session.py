@@ -155,7 +155,7 @@ class Lab:
         if not self.has_gpu:
             return None
         from lab.measure import nvml
-        timeout_s = float(self.cfg.get("release_timeout_s", 60))
+        timeout_s = float(self.cfg.get("release_timeout_s", 120))
 
         def wait(state: Any) -> tuple[float | None, list[str]]:
             baseline = state.gpu_baseline_mib or {}

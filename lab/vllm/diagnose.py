@@ -151,6 +151,18 @@ SIGNATURES: tuple[Signature, ...] = (
         "seed 000 Q1, seed 004 Q2",
     ),
     _sig(
+        "worker_died",
+        # vllm/v1/executor/multiproc_executor.py: "Worker proc %s died unexpectedly (exit code:
+        # %s), shutting down executor." Last of the runtime failures: an OOM or CUDA error
+        # that killed the worker is the more specific diagnosis.
+        r"Worker proc \S+ died unexpectedly",
+        "vLLM 的一个 worker 进程意外退出（引擎随之关闭）",
+        "A vLLM worker process died unexpectedly (the engine shuts down)",
+        "退出码 -9 即 SIGKILL：多半是内核 OOM killer（看 `dmesg`）或被手动杀掉；释放内存或降低 `--gpu-memory-utilization` / `--max-num-seqs` 后重新启动",
+        "Exit code -9 is SIGKILL: the kernel's OOM killer (see `dmesg`) or a kill by hand; free memory or lower `--gpu-memory-utilization` / `--max-num-seqs`, then start again",
+        "vLLM 0.32 source: v1/executor/multiproc_executor.py; seen on this machine (tests/fixtures/cpu_tp2_worker_killed.log)",
+    ),
+    _sig(
         "model_offline_not_cached",
         # huggingface_hub with HF_HUB_OFFLINE=1 and a repo id that is not in the local cache.
         r"LocalEntryNotFoundError|outgoing traffic has been disabled",

@@ -49,9 +49,17 @@ def build_argv(python: str, prof: Profile, *, host: str, port: int, max_model_le
     return argv + list(extra)
 
 
+#: The server's HTTP keep-alive (s): above the load generator's pool keep-alive
+#: (lab.measure.loadgen.CLIENT_KEEPALIVE_S), so the client never reuses a connection the server
+#: has closed. vLLM's default is uvicorn's 5 s (VLLM_HTTP_TIMEOUT_KEEP_ALIVE).
+SERVER_KEEPALIVE_S = 60
+
+
 def server_env(prof: Profile, tp: int) -> dict[str, str]:
     """The variables the lab sets for the server (beside the inherited environment)."""
     env = dict(prof.env)
+    if "VLLM_HTTP_TIMEOUT_KEEP_ALIVE" not in os.environ:
+        env["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"] = str(SERVER_KEEPALIVE_S)
     if prof.has_gpu and "CUDA_VISIBLE_DEVICES" not in os.environ:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(tp))
     if prof.name == "rehearsal":

@@ -97,16 +97,19 @@ class Phase:
 
 #: Phase key -> (zh, en) label.
 PHASE_LABELS: dict[str, tuple[str, str]] = {
+    "engine": ("启动引擎（进程、分布式初始化）", "starting the engine (processes, distributed init)"),
     "loading": ("加载权重", "loading weights"),
     "profiling": ("显存 profiling", "profiling memory"),
     "compiling": ("torch.compile 编译", "compiling (torch.compile)"),
     "kv_cache": ("分配 KV Cache", "allocating the KV cache"),
     "cuda_graphs": ("捕获 CUDA Graph", "capturing CUDA graphs"),
+    "warmup": ("预热（捕获之后）", "warming up (after the capture)"),
     "api_server": ("启动 API 服务", "starting the API server"),
     "ready": ("就绪", "ready"),
 }
 
-# (pattern, phase key). Texts of vLLM 0.32 (and 0.26 where it differs):
+# (pattern, phase key). Texts of vLLM 0.32 (and 0.26 where it differs): v1/engine/core.py
+# "Initializing a V1 LLM engine (v…) with config"; older "Initializing an LLM engine";
 # v1/worker/gpu_model_runner.py "Starting to load model %s..."; model_loader/default_loader.py
 # "Loading weights took %.2f seconds"; gpu_model_runner "Model loading took …";
 # compilation/backends.py "Dynamo bytecode transform time", "Compiling a graph for dynamic
@@ -116,12 +119,14 @@ PHASE_LABELS: dict[str, tuple[str, str]] = {
 # and "Graph capturing finished in %.0f secs"; v1/engine/core.py "init engine (…) took";
 # uvicorn "Application startup complete.".
 _PHASE_RULES: tuple[tuple[re.Pattern, str], ...] = (
-    (re.compile(r"Starting to load model|Loading safetensors checkpoint shards|Loading weights\b(?! took)"), "loading"),
+    (re.compile(r"Initializing a V1 LLM engine|Initializing an LLM engine"), "engine"),
+    (re.compile(r"Starting to load model|Loading model from scratch|Loading safetensors checkpoint shards|Loading weights\b(?! took)"), "loading"),
     (re.compile(r"Model loading took|Loading weights took"), "profiling"),
     (re.compile(r"Dynamo bytecode transform time|Compiling a graph for|for vLLM's torch\.compile|torch\.compile (?:takes|took|and initial)|Warming up model for the compilation"), "compiling"),
     (re.compile(r"Available KV cache memory|(?:[A-Z]{2,5}) KV cache size: |Auto set \(|Explicitly set \("), "kv_cache"),
     (re.compile(r"Capturing (?:CUDA graphs|cudagraphs)"), "cuda_graphs"),
-    (re.compile(r"init engine \(profile, create kv cache, warmup model\) took|Graph capturing finished"), "api_server"),
+    (re.compile(r"Graph capturing finished"), "warmup"),
+    (re.compile(r"init engine \(profile, create kv cache, warmup model\) took"), "api_server"),
     (re.compile(r"Application startup complete"), "ready"),
 )
 _GRAPH_PROGRESS_RE = re.compile(r"(\d+)/(\d+) \[")
@@ -370,7 +375,7 @@ class Watcher:
         if not self.root_alive():
             return self.root
         for title, proc in self.members():
-            self.seen.setdefault(proc.pid, (title, proc))
+            self.seen[proc.pid] = (title, proc)  # the latest title: vLLM sets it in steps
         for pid, (title, proc) in list(self.seen.items()):
             if _exited(proc):
                 del self.seen[pid]

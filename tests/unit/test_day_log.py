@@ -29,7 +29,7 @@ def test_a_step_view_says_what_was_recorded(fresh_db):
     assert (view.icon, view.recorded, view.reason) == ("❌", True, "too slow")
     assert view.command == seeds.DAY3.spec("serve").command     # none recorded: the seed's
     assert view.criteria[0].expected == "< 900 s" and view.criteria[0].result == "❌ fail"
-    assert view.kind == "serve" and view.details.ready_s == 12.0
+    assert view.kind == "serve" and view.details.v.ready_s == 12.0
     missing = day_log.step_view(seeds.DAY3.spec("tools"), None, "zh", Records(fresh_db))
     assert (missing.icon, missing.recorded, missing.actual) == ("⬜", False, "待记录")
 

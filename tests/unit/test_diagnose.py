@@ -28,6 +28,7 @@ def read(name: str) -> str:
         ("model_path_missing.log", "model_not_found", "config.json"),
         ("model_dir_without_config.log", "model_not_found", "config.json"),
         ("model_repo_offline.log", "model_offline_not_cached", "config.json"),
+        ("cpu_tp2_worker_killed.log", "worker_died", "SIGKILL"),
     ],
 )
 def test_each_real_failure_is_recognised_first(fixture, key, fix_fragment):
@@ -130,3 +131,28 @@ def test_a_gpu_without_a_reading_is_left_out():
     assert diagnose_balance({0: 100_000, 1: None}) is None
     d = diagnose_balance({0: 80_000, 1: None, 2: 100_000}, lang="en")
     assert d is not None and "GPU2" in d.title and "GPU1" not in d.matched_line
+
+
+# -- remedies: the safe fix `--fix auto` retries with ----------------------------------------
+def test_remedies_of_the_known_failures():
+    from lab.vllm.diagnose import remedy_for
+    eager = remedy_for("cuda_graph_tp_crash", ["vllm", "--tensor-parallel-size", "2"], tp=2)
+    assert eager.args == ("--enforce-eager",) and eager.min_tp == 2 and "29 ms" in eager.cost_en
+    oom = remedy_for("cuda_oom", ["vllm", "--gpu-memory-utilization", "0.9", "--max-model-len", "2048"])
+    assert oom.settings == {"gpu_memory_utilization": 0.7} and oom.shown == "--gpu-memory-utilization 0.7"
+    floor = remedy_for("cuda_oom", ["vllm", "--gpu-memory-utilization", "0.6", "--max-model-len", "2048"])
+    assert floor.settings == {"max_model_len": 1024}
+    log = "ValueError: … the estimated maximum model length is 1,536. Try increasing …"
+    kv = remedy_for("kv_cache_too_small_for_max_len", ["vllm", "--max-model-len", "4096"], log_text=log)
+    assert kv.settings == {"max_model_len": 1536}
+    numa = remedy_for("cpu_numa_bind", ["python"], {}, tp=2)
+    assert numa.env == (("VLLM_CPU_OMP_THREADS_BIND", "0|1"),) and numa.shown == "VLLM_CPU_OMP_THREADS_BIND='0|1'"
+
+
+def test_no_remedy_when_the_fix_is_already_there_or_unsafe():
+    from lab.vllm.diagnose import remedy_for
+    assert remedy_for("cuda_graph_tp_crash", ["vllm", "--enforce-eager"]) is None
+    assert remedy_for("cpu_numa_bind", [], {"VLLM_CPU_OMP_THREADS_BIND": "0|1"}, tp=2) is None
+    assert remedy_for("cuda_oom", ["vllm", "--gpu-memory-utilization", "0.6", "--max-model-len", "256"]) is None
+    for key in ("port_in_use", "model_not_found", "startup_memory_taken", "unknown_fatal"):
+        assert remedy_for(key, ["vllm"]) is None

@@ -196,7 +196,11 @@ def test_a_fatal_line_mid_step_fails_the_step_with_the_diagnosis_keeping_what_it
                               str(port), "--startup-s", "0.1", "--spawn-children", "1"],
                              log_path=tmp_path / "s.log", state_path=lab.state_path,
                              port=port, model="fake-model")
-        server.wait_ready(state, 20, poll_s=0.1)
+        try:
+            server.wait_ready(state, 20, poll_s=0.1)
+        except Exception:
+            server.stop(lab.state_path, grace_s=1)  # never leave a fake behind
+            raise
 
         def crash():
             time.sleep(1.0)
@@ -205,8 +209,12 @@ def test_a_fatal_line_mid_step_fails_the_step_with_the_diagnosis_keeping_what_it
                           "WorkerProc hit an exception.\n")
         threading.Thread(target=crash, daemon=True).start()
         t0 = time.monotonic()
-        code = run_step_task(lab, "day3", "monitor")
-        took = time.monotonic() - t0
+        try:
+            code = run_step_task(lab, "day3", "monitor")
+            took = time.monotonic() - t0
+            handed_back = not server.is_alive(state) and server.load(lab.state_path) is None
+        finally:
+            server.stop(lab.state_path, grace_s=1)
     assert code == 1 and took < 15
     row = [s for s in lab.book.steps() if s["key"] == "monitor"][-1]
     assert row["status"] == FAIL
@@ -214,7 +222,7 @@ def test_a_fatal_line_mid_step_fails_the_step_with_the_diagnosis_keeping_what_it
     assert "WorkerProc hit an exception" in row["reason"] and "what the step measured is kept" in row["reason"]
     assert isinstance(row["values"], MonitorValues) and row["values"].load.completed > 0
     assert lab.book.requests(row["id"], "monitor")                       # every request recorded
-    assert not server.is_alive(state) and server.load(lab.state_path) is None
+    assert handed_back                                  # the watcher ended the failed server
 
 
 @pytest.mark.parametrize("fake", [FakeConfig(first_token_s=0.005, itl_s=0.002,
@@ -253,3 +261,26 @@ def test_the_tp_crash_fix_holds_for_tp2_starts_only(tmp_path):
     assert "--enforce-eager" in lab.extra_args(2)
     assert "--enforce-eager" not in lab.extra_args(1)  # --compare-tp's TP=1 keeps its graphs
     assert remedy_of("cuda_graph_tp_crash", ["python", "--enforce-eager"], {}, 2, "") is None
+
+
+def test_end_of_day_memory_still_held_renders_the_day_then_fails_loudly(tmp_path, monkeypatch):
+    from lab.vllm import env as vllm_env
+    from lab.vllm import metrics, models
+    port = free_port()
+    lab, _ = make_lab(tmp_path, port, profile="rehearsal", release_timeout_s="1")
+    monkeypatch.setitem(sys.modules, "pynvml", ReleasingNvml(lab.state_path, never=True))
+    monkeypatch.setattr(vllm_env.VllmEnv, "probe", lambda self, timeout_s=300: {"vllm": "0.26.0"})
+    monkeypatch.setattr(models, "ensure_model", lambda env, prof: {})
+    monkeypatch.setattr(models, "check_model", lambda prof: None)
+    monkeypatch.setattr(metrics, "scrape", lambda *a, **kw: (FIXTURES / "metrics_vllm_0_32.txt").read_text())
+    monkeypatch.setattr(Lab, "serve_argv", lambda self, prof, tp=1, extra=None: [
+        sys.executable, str(FAKE_VLLM), "--host", "127.0.0.1", "--port", str(port), "--startup-s", "0.1"])
+    try:
+        with pytest.raises(GpuMemoryHeld) as info:
+            run_day(lab, "day3", keys=["serve"])
+    finally:
+        server.stop(lab.state_path, grace_s=1)
+    assert "GPU memory still held: GPU0: 130,949 MiB used" in str(info.value)
+    assert (lab.logbook_dir / "day3.md").exists()                          # rendered first
+    (srv,) = lab.book.servers()
+    assert srv["stopped_at"] and srv["facts"].stop.why == "end of day" and srv["facts"].stop.held

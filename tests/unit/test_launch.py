@@ -44,11 +44,17 @@ def test_cpu_argv_has_no_gpu_memory_flag_and_tp1_no_tp_flag():
 
 def test_server_env(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert launch.server_env(Profile("gpu", "m"), tp=2) == {"CUDA_VISIBLE_DEVICES": "0,1"}
+    monkeypatch.delenv("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", raising=False)
+    ka = {"VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "60"}  # above the client's pool keep-alive
+    assert launch.server_env(Profile("gpu", "m"), tp=2) == {"CUDA_VISIBLE_DEVICES": "0,1", **ka}
     assert launch.server_env(Profile("rehearsal", "m"), tp=1) == {
-        "CUDA_VISIBLE_DEVICES": "0", "HF_HUB_OFFLINE": "1"}
+        "CUDA_VISIBLE_DEVICES": "0", "HF_HUB_OFFLINE": "1", **ka}
     cpu = Profile("cpu", "m", env={"VLLM_CPU_KVCACHE_SPACE": "1"}, has_gpu=False)
-    assert launch.server_env(cpu, tp=2) == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    assert launch.server_env(cpu, tp=2) == {"VLLM_CPU_KVCACHE_SPACE": "1", **ka}
+    from lab.measure.loadgen import CLIENT_KEEPALIVE_S
+    assert CLIENT_KEEPALIVE_S < 5 < launch.SERVER_KEEPALIVE_S  # below vLLM's default and ours
+    monkeypatch.setenv("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "7")     # a user's own value is kept
+    assert "VLLM_HTTP_TIMEOUT_KEEP_ALIVE" not in launch.server_env(cpu, tp=1)
     # A user's own CUDA_VISIBLE_DEVICES is respected: the lab does not override it.
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert "CUDA_VISIBLE_DEVICES" not in launch.server_env(Profile("gpu", "m"), tp=2)

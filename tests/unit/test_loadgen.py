@@ -256,3 +256,39 @@ def test_fidelity_dry_run_against_fake(fake, capsys, monkeypatch):
     assert argv[:2] == ["/venv/bin/python", "-c"] and argv[3:5] == ["bench", "serve"]
     assert argv[argv.index("--random-input-len") + 1] == "64"
     assert argv[argv.index("--base-url") + 1] == "http://h:1"
+
+
+def _level_with_stale_connections(monkeypatch, fake, retry: bool):
+    """32 requests where the 2nd and 6th POST go out on a kept-alive socket the server has
+    already closed (aiohttp raises before any reply; bench/keepalive_race.py shows it happen
+    on uvicorn when a busy client reads a reply's end later than vLLM's 5 s keep-alive)."""
+    import aiohttp
+
+    from lab.measure import loadgen
+    if not retry:
+        monkeypatch.setattr(loadgen, "_stale_connection", lambda err, rec: False)
+    real_post = aiohttp.ClientSession.post
+    calls = {"n": 0}
+
+    def post(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] in (2, 6):
+            raise aiohttp.ServerDisconnectedError()
+        return real_post(self, *args, **kwargs)
+
+    monkeypatch.setattr(aiohttp.ClientSession, "post", post)
+    return run_level_sync(fake.base_url, "fake-model", PROMPTS,
+                          _workload(concurrency=4, num_requests=32, output_len=4)).records
+
+
+def test_a_request_on_a_connection_the_server_closed_is_sent_again_not_failed(monkeypatch, fake):
+    """Issue 9's lost monitor requests: they failed on stale kept-alive sockets and never
+    reached the server (its access log showed only 200 OK)."""
+    kept = _level_with_stale_connections(monkeypatch, fake, retry=True)
+    assert [r.error for r in kept if not r.ok] == [] and len(kept) == 32
+    assert fake.stats.completions_finished == 32          # the stale attempts never arrived
+
+
+def test_without_the_retry_those_requests_are_lost(monkeypatch, fake):
+    lost = [r for r in _level_with_stale_connections(monkeypatch, fake, retry=False) if not r.ok]
+    assert [r.error for r in lost] == ["ServerDisconnectedError: Server disconnected"] * 2

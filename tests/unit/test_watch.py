@@ -60,6 +60,7 @@ def test_line_time_reads_vllms_stamp_else_when_seen():
 def test_phases_of_a_gpu_start_in_order_with_graph_progress():
     tracker = watch.PhaseTracker()
     lines = [
+        "(EngineCore_DP0 pid=2) INFO 11-21 14:02:12 [core.py:133] Initializing a V1 LLM engine (v0.26.0) with config: model='/m'",
         "(Worker_TP0 pid=1) INFO 11-21 14:02:20 [gpu_model_runner.py:1] Starting to load model /m...",
         "(Worker_TP0 pid=1) INFO 11-21 14:02:58 [gpu_model_runner.py:2] Model loading took 14.29 GiB and 3.25 seconds",
         "(Worker_TP0 pid=1) INFO 11-21 14:03:10 [backends.py:1] Dynamo bytecode transform time: 5.1 s",
@@ -67,6 +68,7 @@ def test_phases_of_a_gpu_start_in_order_with_graph_progress():
         "(EngineCore pid=2) INFO 11-21 14:05:21 [kv_cache_utils.py:1087] GPU KV cache size: 1,041,472 tokens",
         "(Worker_TP0 pid=1) Capturing CUDA graphs (mixed prefill-decode, PIECEWISE):  12%|█ | 8/67 [00:01<00:09]",
         "(Worker_TP0 pid=1) Capturing CUDA graphs (mixed prefill-decode, PIECEWISE):  45%|█ | 30/67 [00:03<00:04]",
+        "(Worker_TP0 pid=1) INFO 11-21 14:05:30 [gpu_model_runner.py:3] Graph capturing finished in 5 secs, took 0.49 GiB",
         "(Worker_TP1 pid=3) INFO 11-21 14:02:59 [gpu_model_runner.py:2] Model loading took 14.29 GiB and 3.25 seconds",
         "(EngineCore pid=2) INFO 11-21 14:05:40 [core.py:210] init engine (profile, create kv cache, warmup model) took 143.38 s",
         "(APIServer pid=0) INFO:     Application startup complete.",
@@ -74,11 +76,12 @@ def test_phases_of_a_gpu_start_in_order_with_graph_progress():
     for i, line in enumerate(lines):
         tracker.feed(line, 100.0 + i)
     keys = [p.key for p in tracker.phases]
-    assert keys == ["loading", "profiling", "compiling", "kv_cache", "cuda_graphs", "api_server", "ready"]
-    graphs = tracker.phases[4]
-    assert graphs.detail == "30/67" and graphs.duration_s() == 3.0  # 105 -> 108
-    assert tracker.phases[3].detail == "1,041,472 tokens"
-    assert "capturing CUDA graphs 30/67" in watch.PhaseTracker.describe(_at(tracker, 4), "en", now=106)
+    assert keys == ["engine", "loading", "profiling", "compiling", "kv_cache", "cuda_graphs",
+                    "warmup", "api_server", "ready"]
+    graphs = tracker.phases[5]
+    assert graphs.detail == "30/67" and graphs.duration_s() == 2.0  # 106 -> 108 (capture finished)
+    assert tracker.phases[4].detail == "1,041,472 tokens"
+    assert "capturing CUDA graphs 30/67" in watch.PhaseTracker.describe(_at(tracker, 5), "en", now=107)
 
 
 def _at(tracker: watch.PhaseTracker, i: int) -> watch.PhaseTracker:

@@ -23,10 +23,13 @@ def compare_tp(lab: Lab, ctx: StepContext, concurrency: int | None = None) -> Ou
     by_tp = {s.tp: s.summary for s in values.sides}
     r = values.ratios
     assert r is not None
+    from lab.measure.stats import errors_line
+    rows = lab.book.requests(ctx.step_id)
     crits = [require(f"tp{tp}", f"TP={tp} 的档位测得且无失败", f"TP={tp} level measured with no failure",
                      (by_tp[tp].completed or 0) > 0 and by_tp[tp].failed == 0,
                      f"{by_tp[tp].completed} ok, {by_tp[tp].failed} failed",
-                     reason="requests failed") for tp in (2, 1)]
+                     reason=f"requests failed: {errors_line(r for r in rows if (r['level'] or '').startswith(f'tp{tp}-'))}")
+             for tp in (2, 1)]
     actual = "; ".join(
         f"TP={tp}: {fixed(s.output_tok_s)} out tok/s, TTFT p50 "
         f"{fixed(s.ttft_ms.median)} ms, server TPOT "
