@@ -169,8 +169,10 @@ def test_node_killed_mid_benchmark_fails_the_step_on_the_head_within_15_s(node_e
     db = _db(node_env)
     step = db.execute("select * from steps where key = 'bench' order by id desc").fetchone()
     assert step["status"] == "fail"
-    assert step["reason"].startswith(f"node rank 1 (pid {node1.pid}) exited during the step; "
-                                     "the head was stopped"), step["reason"]
+    # The node watch names the rank; the server watcher (lab.vllm.watch) may put its own
+    # diagnosis of the head's log ("Connection closed by peer") first.
+    assert (f"node rank 1 (pid {node1.pid}) exited during the step; the head was stopped"
+            in step["reason"]), step["reason"]
     assert step["ended_at"] - killed_at < 15, step["ended_at"] - killed_at
     ok, failed = db.execute("select sum(ok), sum(1 - ok) from requests where step_id = ? "
                             "and phase = 'sweep'", [step["id"]]).fetchone()
