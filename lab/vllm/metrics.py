@@ -356,3 +356,89 @@ def sample_usage(base_url: str, *, api_key: str | None = None, timeout_s: float 
         watch -n 0.5 "curl -s 127.0.0.1:8000/metrics | grep -E '^vllm:(kv_cache_usage_perc|num_requests_)'"
     """
     return usage_row(fetch(base_url, timeout_s=timeout_s, api_key=api_key))
+
+
+# --------------------------------------------------------------------------- speculative decoding
+
+#: The counters of speculative decoding (vllm/v1/spec_decode/metrics.py, 0.32), per engine;
+#: `…_per_pos` carries a `position` label (0 … num_speculative_tokens − 1).
+SPEC_DECODE = ("vllm:spec_decode_num_drafts", "vllm:spec_decode_num_draft_tokens",
+               "vllm:spec_decode_num_accepted_tokens")
+SPEC_DECODE_PER_POS = "vllm:spec_decode_num_accepted_tokens_per_pos"
+
+
+@dataclass
+class SpecDecodeCounts:
+    """The speculative-decoding counters (or their change between two scrapes)."""
+    drafts: float
+    draft_tokens: float
+    accepted_tokens: float
+    accepted_per_pos: list[float] = field(default_factory=list)
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        """Accepted ÷ proposed draft tokens (vLLM's own dashboard formula)."""
+        return self.accepted_tokens / self.draft_tokens if self.draft_tokens > 0 else None
+
+    @property
+    def mean_acceptance_length(self) -> float | None:
+        """Tokens emitted per verification step: 1 (the target's own) + accepted per draft."""
+        return 1 + self.accepted_tokens / self.drafts if self.drafts > 0 else None
+
+    def minus(self, before: SpecDecodeCounts) -> SpecDecodeCounts | None:
+        """The change since `before`; None when a counter went down (the server restarted)."""
+        diffs = [self.drafts - before.drafts, self.draft_tokens - before.draft_tokens,
+                 self.accepted_tokens - before.accepted_tokens]
+        if min(diffs) < 0:
+            return None
+        pos = [a - (before.accepted_per_pos[i] if i < len(before.accepted_per_pos) else 0.0)
+               for i, a in enumerate(self.accepted_per_pos)]
+        return SpecDecodeCounts(diffs[0], diffs[1], diffs[2], accepted_per_pos=pos)
+
+
+def spec_decode(snap: Snapshot) -> SpecDecodeCounts | None:
+    """The `vllm:spec_decode_*` counters summed over engines; None when the server does not
+    speculate (they are only exported with `--speculative-config`).
+
+    Command line equivalent: `curl -s 127.0.0.1:8000/metrics | grep '^vllm:spec_decode'`
+    """
+    values = [snap.value(name) for name in SPEC_DECODE]
+    if any(v is None for v in values):
+        return None
+    drafts, draft_tokens, accepted = (float(v or 0.0) for v in values)
+    per_pos = snap.by_label(SPEC_DECODE_PER_POS, "position")
+    positions = sorted(per_pos, key=lambda p: int(p) if p.isdigit() else 0)
+    return SpecDecodeCounts(drafts, draft_tokens, accepted, [per_pos[p] for p in positions])
+
+
+# --------------------------------------------------------------------------- LoRA
+
+
+@dataclass
+class LoraInfo:
+    """`vllm:lora_requests_info`: a gauge vLLM sets to the current time under labels that
+    name the adapters running and waiting (comma-separated) and `max_lora`; the label set
+    with the latest time is the present state."""
+    max_lora: int | None
+    running: list[str]
+    waiting: list[str]
+    at_s: float
+
+
+def lora_info(snap: Snapshot) -> LoraInfo | None:
+    """The latest state of `vllm:lora_requests_info`; None when the server has no LoRA
+    (the series exists only with `--enable-lora`) or has not set it yet.
+
+    Command line equivalent: `curl -s 127.0.0.1:8000/metrics | grep '^vllm:lora_requests_info'`
+    """
+    rows = snap.samples.get("vllm:lora_requests_info", [])
+    if not rows:
+        return None
+    labels, at = max(rows, key=lambda row: row[1])
+
+    def names(key: str) -> list[str]:
+        return [n for n in labels.get(key, "").split(",") if n]
+
+    max_lora = labels.get("max_lora", "")
+    return LoraInfo(int(max_lora) if max_lora.isdigit() else None,
+                    names("running_lora_adapters"), names("waiting_lora_adapters"), at)

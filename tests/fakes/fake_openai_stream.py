@@ -70,6 +70,15 @@ class FakeConfig:
     metrics: bool = False
     #: Like `vllm serve --api-key`: /v1 routes answer 401 without `Authorization: Bearer KEY`.
     api_key: str | None = None
+    #: LoRA adapters served from the start (`--lora-modules NAME=PATH`), listed by
+    #: /v1/models with the base model as parent; a completion for an unknown model is a 404.
+    lora_modules: tuple[str, ...] = ()
+    #: Like VLLM_ALLOW_RUNTIME_LORA_UPDATING=True: /v1/load_lora_adapter and
+    #: /v1/unload_lora_adapter exist (404 otherwise, like vLLM without it).
+    runtime_lora: bool = False
+    #: Export vLLM's `vllm:spec_decode_*` counters (one draft of 3 tokens per 4 tokens
+    #: written, 2 of them accepted), like a server started with --speculative-config.
+    spec_decode: bool = False
 
 
 @dataclass
@@ -87,6 +96,8 @@ class FakeStats:
     tokens_written: int = 0
     auth_headers: list[str] = field(default_factory=list)
     last_payload: dict | None = None
+    #: Completions per requested model name (base or adapter).
+    by_model: dict[str, int] = field(default_factory=dict)
 
 
 def _token_text(k: int) -> str:
@@ -103,6 +114,8 @@ class FakeApp:
         self.dead = False
         self._transports: set[asyncio.BaseTransport] = set()
         self._listeners: list = []  # aiohttp sites, closed on death
+        self.adapters: dict[str, str] = {name: f"/adapters/{name}" for name in config.lora_modules}
+        self.running_adapters: list[str] = []
 
     # ---- helpers -------------------------------------------------------------------
 
@@ -150,9 +163,35 @@ class FakeApp:
         if (denied := self._unauthorized(request)) is not None:
             return denied
         cfg = self.config
-        card = {"id": cfg.model, "object": "model", "root": cfg.model,
+        card = {"id": cfg.model, "object": "model", "root": cfg.model, "parent": None,
                 "owned_by": "vllm", "max_model_len": cfg.max_model_len}
-        return web.json_response({"object": "list", "data": [card]})
+        adapters = [{"id": name, "object": "model", "root": path, "parent": cfg.model,
+                     "owned_by": "vllm", "max_model_len": None}
+                    for name, path in self.adapters.items()]
+        return web.json_response({"object": "list", "data": [card, *adapters]})
+
+    async def load_lora(self, request: web.Request) -> web.Response:
+        """vLLM's runtime LoRA loading: 400 when the name is taken, else 200 with a line."""
+        self._refuse_if_dead(request)
+        if not self.config.runtime_lora:
+            return web.json_response({"detail": "Not Found"}, status=404)
+        body = await request.json()
+        name = body.get("lora_name", "")
+        if name in self.adapters:
+            return web.json_response({"error": {"message": f"The lora adapter '{name}' has "
+                                                "already been loaded.", "code": 400}}, status=400)
+        self.adapters[name] = body.get("lora_path", "")
+        return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
+
+    async def unload_lora(self, request: web.Request) -> web.Response:
+        self._refuse_if_dead(request)
+        if not self.config.runtime_lora:
+            return web.json_response({"detail": "Not Found"}, status=404)
+        name = (await request.json()).get("lora_name", "")
+        if self.adapters.pop(name, None) is None:
+            return web.json_response({"error": {"message": f"The lora adapter '{name}' cannot "
+                                                "be found.", "code": 404}}, status=404)
+        return web.Response(text=f"Success: LoRA adapter '{name}' removed successfully.")
 
     async def tokenize(self, request: web.Request) -> web.Response:
         self._refuse_if_dead(request)
@@ -180,6 +219,17 @@ class FakeApp:
             "# TYPE vllm:generation_tokens counter",
             f"vllm:generation_tokens_total{labels} {self.stats.tokens_written}",
         ]
+        if self.config.spec_decode:
+            drafts = self.stats.tokens_written // 4
+            for name, value in (("drafts", drafts), ("draft_tokens", 3 * drafts),
+                                ("accepted_tokens", 2 * drafts)):
+                lines += [f"# TYPE vllm:spec_decode_num_{name} counter",
+                          f"vllm:spec_decode_num_{name}_total{labels} {value}"]
+        if self.config.lora_modules or self.config.runtime_lora:
+            running = ",".join(sorted(set(self.running_adapters)))
+            lines += ["# TYPE vllm:lora_requests_info gauge",
+                      f'vllm:lora_requests_info{{max_lora="2",running_lora_adapters="{running}",'
+                      f'waiting_lora_adapters=""}} {time.time()}']
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def fake_stats(self, request: web.Request) -> web.Response:
@@ -221,11 +271,20 @@ class FakeApp:
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
         if request.transport is not None:
             self._transports.add(request.transport)
+        model: str | None = None
         try:
             if (denied := self._unauthorized(request)) is not None:
                 return denied
             body = await request.json()
             stats.last_payload = body
+            model = str(body.get("model", cfg.model))
+            if (cfg.lora_modules or cfg.runtime_lora) and model != cfg.model \
+                    and model not in self.adapters:
+                return web.json_response({"error": {"message": f"The model `{model}` does not "
+                                                    "exist.", "code": 404}}, status=404)
+            stats.by_model[model] = stats.by_model.get(model, 0) + 1
+            if model in self.adapters:
+                self.running_adapters.append(model)
             if cfg.hang_all or index in cfg.hang_indices:
                 await asyncio.Event().wait()  # never set: the client must time out
             if index in cfg.http_error_indices:
@@ -242,6 +301,8 @@ class FakeApp:
                 asyncio.get_running_loop().create_task(self._die())
             return resp
         finally:
+            if model in self.running_adapters:
+                self.running_adapters.remove(model)
             stats.in_flight -= 1
             if request.transport is not None:
                 self._transports.discard(request.transport)
@@ -311,6 +372,8 @@ class FakeApp:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/fake/stats", self.fake_stats)
+        app.router.add_post("/v1/load_lora_adapter", self.load_lora)
+        app.router.add_post("/v1/unload_lora_adapter", self.unload_lora)
         return app
 
 

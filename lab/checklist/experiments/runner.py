@@ -71,6 +71,9 @@ def run_arm(lab: Lab, ctx: StepContext, exp: Experiment, arm: Arm, rnd: int) -> 
     key = secrets.token_urlsafe(24) if arm.api_key else None  # never stored or shown
     alab = arm_lab(lab, arm, key)
     values = ArmValues(experiment=exp.name, arm=arm.name, round=rnd, env=dict(arm.env))
+    if arm.prepare is not None:  # build what the arm serves; its real flags come back
+        arm = arm.prepare(alab, values)
+        values.env = dict(arm.env)
     try:
         started = start_and_wait(alab, ctx, exp.model_of, 1, extra=list(arm.flags),
                                  env_extra=dict(arm.env))
@@ -166,8 +169,10 @@ def run_experiment(lab: Lab, exp: Experiment, rounds: int | None = None, *,
     results: list[StepResult] = []
     load = exp.load_for(profile)
     values = ExperimentValues(name=exp.name, profile=profile, rounds=rounds,
-                              workload=load.describe("en") if exp.measure is None else "",
-                              workload_zh=load.describe("zh") if exp.measure is None else "")
+                              workload=load.describe("en")
+                              if (exp.measure or "load") in measures.USES_LOAD else "",
+                              workload_zh=load.describe("zh")
+                              if (exp.measure or "load") in measures.USES_LOAD else "")
     try:
         if profile in exp.skip:
             values.skipped = exp.skip[profile]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from lab.record.values.common import LevelSummary, StepValues
 from lab.record.values.day3 import ServeValues
+from lab.record.values.features import Artefact, LoraReadings, RankMemory, SpecReadings
 
 
 @dataclass
@@ -47,6 +48,13 @@ class ArmValues(StepValues):
     figures: dict[str, float | None] = field(default_factory=dict)
     #: The `vllm bench serve --save-result` JSON written for this arm, if any.
     export_path: str | None = None
+    # -- advanced features (issue 11; lab.record.values.features) --------------------------
+    #: What was built offline for this arm (LoRA adapters, a draft model).
+    artefacts: list[Artefact] = field(default_factory=list)
+    lora: LoraReadings | None = None
+    spec: SpecReadings | None = None
+    #: Memory per parallel rank (GPU, or worker process RSS on CPU).
+    ranks: list[RankMemory] = field(default_factory=list)
 
 
 @dataclass

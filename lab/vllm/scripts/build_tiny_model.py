@@ -1,10 +1,13 @@
 """Build a model folder offline, run by the vLLM env's python (it imports torch/transformers).
 
-Two uses:
+Three uses:
 - cpu profile: a tiny Qwen2-architecture model with random weights (head_dim 64, because
   vLLM's CPU attention rejects smaller heads) and a tokenizer trained here.
 - rehearsal: a real architecture's config.json (shipped in models/) plus the same kind of
   tokenizer padded to the config's vocab_size, for `--load-format dummy` (no weights).
+- a draft model for speculative decoding (`--tokenizer-from TARGET`): an architecture's
+  config with the target's vocab_size and the target's tokenizer files copied, because vLLM
+  requires the draft's vocabulary size to equal the target's.
 
 The tokenizer is a ByteLevel BPE trained locally with `tokenizers`. With random weights a
 model emits ids across the whole vocabulary, so when the vocab is larger than what was
@@ -12,6 +15,7 @@ trained, it is padded with decodable filler entries: every id must decode. It lo
 Qwen2Tokenizer beside a `model_type: qwen2` config, for both chat and completions.
 
     python build_tiny_model.py --out DIR [--config real/config.json] [--bpe-size 4096]
+    python build_tiny_model.py --out DRAFT --config draft/config.json --tokenizer-from TARGET
 """
 from __future__ import annotations
 
@@ -135,8 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, help="a real architecture's config.json (rehearsal: no weights)")
     ap.add_argument("--bpe-size", type=int, default=4096)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tokenizer-from", type=Path,
+                    help="a built model folder: copy its tokenizer and take its vocab_size (a draft model)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.tokenizer_from:
+        return build_draft(args)
 
     config = json.loads(args.config.read_text()) if args.config else dict(TINY_CONFIG)
     tok = train_tokenizer(args.bpe_size)
@@ -162,6 +170,32 @@ def main(argv: list[str] | None = None) -> int:
                       "hidden_size": config["hidden_size"],
                       "head_dim": config["hidden_size"] // config["num_attention_heads"],
                       "weights": not args.config}))
+    return 0
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.json", "merges.txt", "generation_config.json")
+
+
+def build_draft(args) -> int:
+    """A config-only draft model (served with the target's `--load-format dummy`): the draft
+    architecture's config with the target's vocab_size and eos, and the target's tokenizer."""
+    import shutil
+    if not args.config:
+        raise SystemExit("--tokenizer-from needs --config (the draft's architecture)")
+    target = json.loads((args.tokenizer_from / "config.json").read_text())
+    config = json.loads(args.config.read_text())
+    config["vocab_size"] = target["vocab_size"]
+    for key in ("bos_token_id", "eos_token_id"):
+        config[key] = target.get(key)
+    for name in TOKENIZER_FILES:
+        if (args.tokenizer_from / name).exists():
+            shutil.copy2(args.tokenizer_from / name, args.out / name)
+    (args.out / "config.json").write_text(json.dumps(config, indent=2))
+    print(json.dumps({"out": str(args.out), "vocab_size": config["vocab_size"],
+                      "hidden_size": config["hidden_size"],
+                      "num_hidden_layers": config["num_hidden_layers"],
+                      "tokenizer_from": str(args.tokenizer_from), "weights": False}))
     return 0
 
 
