@@ -106,15 +106,16 @@ class LabTask(Task):
         return opts
 
     def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
-        args = [_TypedArgument(names=a.names, kind=a.kind, default=a.default, help=a.help,
+        typed = [_TypedArgument(names=a.names, kind=a.kind, default=a.default, help=a.help,
                                positional=a.positional, optional=a.optional,
                                incrementable=a.incrementable, attr_name=a.attr_name,
                                cast=a.kind if a.kind in (int, float) else None,
                                label=self.labels.get(a.name or ""))
                 for a in super().get_arguments(ignore_unknown_help)]
-        by_name = {a.name: a for a in args}
+        by_name = {a.name: a for a in typed}
         for positional, flag in self.waived_by.items():
             by_name[positional].waiver = by_name[flag]
+        args: list[Argument] = list(typed)
         return args
 
 
@@ -234,20 +235,51 @@ def download(c: Context, profile: str | None = None, lang: str | None = None,
                          local_dir=local_dir)
 
 
+#: Day 6's node flags (issue 12): `serve --nnodes …`, `cluster`, `node`, `day6`.
+NODE_HELP = {
+    "nnodes": "number of nodes (hosts) the model spans (day6/cluster default 2)",
+    "node_rank": "this host's node rank: 0 is the head (API server), others run headless",
+    "master_addr": "the head's address every node reaches (default 127.0.0.1: a local cluster)",
+    "master_port": "torch.distributed port on the head (default 29555)",
+    "tp": "tensor-parallel size (within a node)",
+    "pp": "pipeline-parallel size (stages across nodes; day6/cluster default: nnodes)",
+    "dp": "data-parallel size (one node only)",
+    "executor": "mp: vLLM's multi-node launcher | ray: an existing Ray cluster "
+                "(--distributed-executor-backend ray)",
+    "model": "model id or local path (default: the Day 4 model; cpu: the tiny model)",
+}
+
+
 @task(help={**COMMON_HELP, "tp": "tensor-parallel size (day 4: 2)", "model": "model id or local path",
             "host": "bind address (default 127.0.0.1; 0.0.0.0 warns without --api-key)",
             "api_key": "API key passed to vLLM (never stored)",
             "python": "an existing vLLM interpreter", "timeout": "startup timeout, s",
-            "extra_args": "more vLLM flags, e.g. \"--enforce-eager\""})
+            "extra_args": "more vLLM flags, e.g. \"--enforce-eager\"",
+            "fix": "auto (default): a known failure (CUDA-graph crash, OOM at startup, CPU NUMA binding) is retried once with its fix | off: only report it",
+            **{k: v for k, v in NODE_HELP.items() if k not in ("model", "tp")}},
+      auto_shortflags=False)
 @_guard
 def serve(c: Context, profile: str | None = None, lang: str | None = None,
           port: int | None = None, tp: int = 1, model: str | None = None, host: str | None = None,
           api_key: str | None = None, python: str | None = None, timeout: float | None = None,
-          extra_args: str | None = None) -> int:
+          extra_args: str | None = None, fix: str | None = None, nnodes: int = 1, node_rank: int = 0,
+          master_addr: str | None = None, master_port: int | None = None, pp: int = 1,
+          dp: int = 1, executor: str = "mp") -> int:
     """5. Serve the model in the background and wait for /health (stop it with `invoke stop`)."""
     from lab.commands import run_step_task
     lab = _lab(c, profile=profile, lang=lang, port=port, host=host, api_key=api_key,
-               python=python, startup_timeout_s=timeout, extra_args=extra_args)
+               python=python, startup_timeout_s=timeout, extra_args=extra_args, fix=fix)
+    if nnodes > 1 or pp > 1 or dp > 1 or executor != "mp":  # Day 6: across nodes (issue 12)
+        from lab.commands import layout_from
+        layout = layout_from(lab, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
+                             master_port=master_port, tp=tp, pp=pp, dp=dp, executor=executor,
+                             running=False)
+        if layout.node_rank != 0:
+            from lab.core.errors import ConfigError
+            raise ConfigError(f"node rank {layout.node_rank} runs headless: use `invoke node "
+                              f"--node-rank {layout.node_rank} …` on that host")
+        return run_step_task(lab, "day6", "serve-nodes", layout=layout, model=model,
+                             start_local_ranks=False, adopt=False)
     tp = _at_least_one(tp, "--tp")
     day = "day4" if tp > 1 else "day3"  # TP>1 is Day 4's step (recorded in day4.md)
     return run_step_task(lab, day, "serve", tp=tp, model_of=day, model=model)
@@ -286,24 +318,24 @@ def metrics(c: Context, profile: str | None = None, lang: str | None = None,
 @_guard
 def stop(c: Context, all: bool = False) -> None:
     """Stop the vLLM server and all its children (no orphan keeps GPU memory)."""
-    from lab.commands import stop as stop_server
-    ended = stop_server(_lab(c, profile="cpu"), all_orphans=all)
-    print(f"stopped {len(ended)} process(es)" + (f": {', '.join(map(str, ended))}" if ended else ""))
+    from lab.commands import stop_report
+    print(stop_report(_lab(c, profile="cpu"), all_orphans=all)[1])
 
 
 @task(help={**COMMON_HELP, "keep_server": "leave the server running at the end",
             "reinstall": "pip-install the managed vLLM env again",
             "python": "an existing vLLM interpreter", "api_key": "API key passed to vLLM (never stored)",
-            "duration": "monitor: seconds of load"})
+            "duration": "monitor: seconds of load",
+            "fix": "auto (default): a known failure (CUDA-graph crash, OOM at startup, CPU NUMA binding) is retried once with its fix | off: only report it",})
 @_guard
 def day3(c: Context, profile: str | None = None, lang: str | None = None,
          port: int | None = None, keep_server: bool = False, reinstall: bool = False,
          python: str | None = None, api_key: str | None = None,
-         duration: float | None = None) -> int:
+         duration: float | None = None, fix: str | None = None) -> int:
     """Day 3: steps 1-8 in order, stop the server, render logbook/day3.md."""
     from lab.commands import run_day
     lab = _lab(c, profile=profile, lang=lang, port=port, python=python, api_key=api_key,
-               **{"monitor.duration_s": duration})
+               fix=fix, **{"monitor.duration_s": duration})
     return run_day(lab, "day3", keep_server=keep_server,
                    kwargs={"install": {"reinstall": reinstall}}, options={"reinstall": reinstall})
 
@@ -366,7 +398,8 @@ def bench(c: Context, profile: str | None = None, lang: str | None = None,
 @task(help={**COMMON_HELP, **BENCH_HELP, "keep_server": "leave the server running at the end",
             "compare_tp": "also run one benchmark level on TP=2 and TP=1, side by side",
             "python": "an existing vLLM interpreter", "api_key": "API key passed to vLLM (never stored)",
-            "extra_args": "more vLLM flags, e.g. \"--enforce-eager\" (TP=2 on some GPUs needs it)"},
+            "extra_args": "more vLLM flags, e.g. \"--enforce-eager\" (TP=2 on some GPUs needs it)",
+            "fix": "auto (default): a known failure (CUDA-graph crash, OOM at startup, CPU NUMA binding) is retried once with its fix | off: only report it",},
       auto_shortflags=False)  # too many options for one letter each
 @_guard
 def day4(c: Context, profile: str | None = None, lang: str | None = None,
@@ -374,12 +407,13 @@ def day4(c: Context, profile: str | None = None, lang: str | None = None,
          python: str | None = None, api_key: str | None = None, extra_args: str | None = None,
          concurrency: str | None = None, num_requests: str | None = None,
          input_len: int | None = None, output_len: int | None = None, warmup: int | None = None,
-         duration: float | None = None, latency_runs: int | None = None) -> int:
+         duration: float | None = None, latency_runs: int | None = None,
+         fix: str | None = None) -> int:
     """Day 4: GPUs, download, serve TP=2, balance, API test, benchmark, metrics; renders logbook/day4.md."""
     from lab.checklist.seeds import day4_plan
     from lab.commands import run_day
     lab = _lab(c, profile=profile, lang=lang, port=port, python=python, api_key=api_key,
-               extra_args=extra_args,
+               extra_args=extra_args, fix=fix,
                **_bench(concurrency, num_requests, input_len, output_len, warmup, duration,
                         latency_runs))
     return run_day(lab, "day4", keep_server=keep_server, keys=day4_plan(compare_tp),
@@ -494,6 +528,83 @@ def experiment(c: Context, name: str | None = None, list: bool = False, profile:
         list_experiments(lab)
         return None
     return run_experiment(lab, name, rounds=rounds, arms=arms, num_requests=num_requests)
+# ------------------------------------------------------------------------------------------
+# Day 6: one model across several nodes (issue 12)
+# ------------------------------------------------------------------------------------------
+
+
+def _node_help(*without: str) -> dict[str, str]:
+    return {k: v for k, v in NODE_HELP.items() if k not in without}
+
+
+def _layout(c: Context, lab: Any, nnodes: int | None, node_rank: int, master_addr: str | None,
+            master_port: int | None, tp: int | None, pp: int | None, dp: int | None,
+            executor: str | None, running: bool = True) -> Any:
+    from lab.commands import layout_from
+    return layout_from(lab, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
+                       master_port=master_port, tp=tp, pp=pp, dp=dp, executor=executor,
+                       running=running)
+
+
+@task(help={**COMMON_HELP, **_node_help("node_rank", "master_addr", "dp"),
+            "python": "an existing vLLM interpreter",
+            "timeout": "startup timeout, s", "extra_args": "more vLLM flags for every node"},
+      auto_shortflags=False)
+@_guard
+def cluster(c: Context, profile: str | None = None, lang: str | None = None,
+            port: int | None = None, nnodes: int = 2, master_port: int | None = None,
+            tp: int | None = None, pp: int | None = None, executor: str | None = None,
+            model: str | None = None, python: str | None = None, timeout: float | None = None,
+            extra_args: str | None = None) -> int:
+    """Day 6: every node rank on this host, each on its own GPUs (cpu: its own cores); left running."""
+    from lab.commands import run_cluster
+    lab = _lab(c, profile=profile, lang=lang, port=port, python=python,
+               startup_timeout_s=timeout, extra_args=extra_args)
+    layout = _layout(c, lab, nnodes, 0, "127.0.0.1", master_port, tp, pp, None, executor,
+                     running=False)
+    return run_cluster(lab, layout, model)
+
+
+@task(help={**COMMON_HELP, **_node_help("dp"), "python": "an existing vLLM interpreter",
+            "extra_args": "more vLLM flags (the same on every node)"},
+      auto_shortflags=False)
+@_guard
+def node(c: Context, node_rank: int, master_addr: str, profile: str | None = None,
+         lang: str | None = None, port: int | None = None, nnodes: int = 2,
+         master_port: int | None = None, tp: int = 1, pp: int | None = None,
+         executor: str | None = None, model: str | None = None, python: str | None = None,
+         extra_args: str | None = None) -> int:
+    """Day 6: start this host's headless node rank (vLLM `serve --headless`); it waits for the head."""
+    from lab.commands import run_step_task
+    lab = _lab(c, profile=profile, lang=lang, port=port, python=python, extra_args=extra_args)
+    layout = _layout(c, lab, nnodes, node_rank, master_addr, master_port, tp, pp, None, executor,
+                     running=False)
+    return run_step_task(lab, "day6", "node", layout=layout, model=model)
+
+
+@task(help={**COMMON_HELP, **BENCH_HELP, **_node_help("node_rank", "dp"), "keep_server": "leave the server running at the end",
+            "python": "an existing vLLM interpreter", "api_key": "API key passed to vLLM (never stored)",
+            "timeout": "startup timeout, s",
+            "extra_args": "more vLLM flags, e.g. \"--enforce-eager\""},
+      auto_shortflags=False)
+@_guard
+def day6(c: Context, profile: str | None = None, lang: str | None = None,
+         port: int | None = None, keep_server: bool = False, nnodes: int | None = None,
+         master_addr: str | None = None, master_port: int | None = None, tp: int | None = None,
+         pp: int | None = None, executor: str | None = None, model: str | None = None,
+         python: str | None = None, api_key: str | None = None, timeout: float | None = None,
+         extra_args: str | None = None, concurrency: str | None = None,
+         num_requests: str | None = None, input_len: int | None = None,
+         output_len: int | None = None, warmup: int | None = None,
+         duration: float | None = None, latency_runs: int | None = None) -> int:
+    """Day 6: nodes, serve across nodes, each node's share, API test, benchmark, one node vs several; logbook/day6.md."""
+    from lab.commands import run_day6
+    lab = _lab(c, profile=profile, lang=lang, port=port, python=python, api_key=api_key,
+               startup_timeout_s=timeout, extra_args=extra_args,
+               **_bench(concurrency, num_requests, input_len, output_len, warmup, duration,
+                        latency_runs))
+    layout = _layout(c, lab, nnodes, 0, master_addr, master_port, tp, pp, None, executor)
+    return run_day6(lab, layout, keep_server=keep_server, model=model)
 
 
 # Every @task above, with every config key defaulted (so INVOKE_LAB_* can override it).

@@ -181,7 +181,7 @@ def report(results: list[SideResult], concurrencies: list[int], dry_run: bool) -
     """Per concurrency: each side's median over rounds and the median paired ratio."""
     print()
     header = (f"{'C':>4}  {'metric':<15} {'ours (median)':>14} {'vLLM (median)':>14} "
-              f"{'ours/vLLM':>10}  rounds")
+              f"{'ours/vLLM':>10} {'ours-vLLM':>10}  rounds")
     print(header)
     print("-" * len(header))
     for conc in concurrencies:
@@ -192,16 +192,19 @@ def report(results: list[SideResult], concurrencies: list[int], dry_run: bool) -
                         if r.figures and r.figures.get(our_key) is not None]
             their_vals = [r.figures[their_key] for r in theirs.values()
                           if r.figures and r.figures.get(their_key) is not None]
-            ratios = []
+            ratios, diffs = [], []
             for rnd, mine in ours.items():
                 other = theirs.get(rnd)
-                paired = ratio((mine.figures or {}).get(our_key),
-                               ((other.figures if other else None) or {}).get(their_key))
+                a = (mine.figures or {}).get(our_key)
+                b = ((other.figures if other else None) or {}).get(their_key)
+                paired = ratio(a, b)
                 if paired is not None:
                     ratios.append(paired)
+                if a is not None and b is not None:
+                    diffs.append(a - b)  # e.g. the TTFT gap in ms, round by round
             print(f"{conc:>4}  {label:<15} {fixed(_median(our_vals), 2):>14} "
-                  f"{fixed(_median(their_vals), 2):>14} {fixed(_median(ratios), 3):>10}  "
-                  f"{len(ratios)}")
+                  f"{fixed(_median(their_vals), 2):>14} {fixed(_median(ratios), 3):>10} "
+                  f"{fixed(_median(diffs), 2):>10}  {len(ratios)}")
     failures = [r for r in results if r.error or r.failed]
     if failures:
         print("\nProblems:")
@@ -219,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", default=None,
                         help="tokenizer for vllm bench serve, when --model is not a path/HF id")
     parser.add_argument("--python", default=None, help="the vLLM env's python")
-    parser.add_argument("--concurrency", default="1,4,16")
+    parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--input-len", type=int, default=64)
     parser.add_argument("--output-len", type=int, default=64)
     parser.add_argument("--num-prompts", type=int, default=64)

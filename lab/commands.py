@@ -34,7 +34,8 @@ def records(lab: Lab) -> LabData:
 def terminal(lab: Lab) -> dict:
     """The terminal callbacks of run_plan."""
     return {"on_start": lambda spec: tables.print_step_start(lab.console, spec, lab.lang),
-            "on_result": lambda res: tables.print_result(lab.console, res)}
+            "on_result": lambda res: tables.print_result(lab.console, res),
+            "on_retry": lambda res, fix: tables.print_retry(lab.console, fix, lab.lang)}
 
 
 def run_step_task(lab: Lab, day: str, key: str, **kwargs: Any) -> int:
@@ -51,7 +52,7 @@ def run_step_task(lab: Lab, day: str, key: str, **kwargs: Any) -> int:
 
 def run_day(lab: Lab, day: str, *, keep_server: bool = False,
             kwargs: dict[str, dict] | None = None, options: dict | None = None,
-            keys: list[str] | None = None) -> int:
+            keys: list[str] | None = None, task: str | None = None) -> int:
     """A whole day in order; stop the server; render <day>.md; print the summary table.
     `kwargs[key]` are extra arguments for that step's function. The steps run are `keys`,
     else the day's plan, else all its steps; a step left out is not recorded (it renders
@@ -64,11 +65,14 @@ def run_day(lab: Lab, day: str, *, keep_server: bool = False,
     specs = the_day.steps if keys is None else [the_day.spec(key) for key in keys]
     plan = [Planned(spec, days.step_fn(day, spec.key, **kwargs.get(spec.key, {})),
                     the_day.needs.get(spec.key, ())) for spec in specs]
-    run_id, results = run_plan(lab, day, plan, task=day, stop_after=not keep_server,
+    run_id, results = run_plan(lab, day, plan, task=task or day, stop_after=not keep_server,
                                options={"keep_server": keep_server, **(options or {})}, **terminal(lab))
     path = day_log.render_day(records(lab), day, lab.lang, lab.logbook_dir, run_id=run_id)
     lab.console.print(tables.summary_table(day, lab.profile_name, lab.lang, results,
                                            the_day.specs()))
+    tables.print_fixes(lab.console, results, lab.lang)
+    if lab.last_stop is not None and lab.last_stop.pids:
+        tables.print_stop(lab.console, lab.last_stop, lab.lang)
     lab.console.print(f"execution log: {path}")
     return exit_code(results)
 
@@ -83,11 +87,36 @@ def render_log(lab: Lab, day: str, run_id: int | None) -> Path:
 
 def stop(lab: Lab, all_orphans: bool = False) -> list[int]:
     """End the tracked server tree (and, with all_orphans, any untracked vLLM server)."""
+    return stop_report(lab, all_orphans)[0]
+
+
+def stop_report(lab: Lab, all_orphans: bool = False) -> tuple[list[int], str]:
+    """`invoke stop`: end the tracked server tree (and, with all_orphans, any untracked vLLM
+    server), wait until its processes are gone and, for a server started on a GPU profile,
+    until NVML shows its memory released. Returns (pids ended, one line saying how long it
+    took). GpuMemoryHeld (naming what still holds memory) when it was not handed back."""
+    import dataclasses
+
+    from lab.core.errors import GpuMemoryHeld
+    from lab.record.session import held_message
     from lab.vllm import process as server
-    ended = server.stop(lab.state_path)
+    state = server.load(lab.state_path)
+    if state is not None and state.profile in ("gpu", "rehearsal") and not lab.has_gpu:
+        lab = dataclasses.replace(lab, profile_name=state.profile)  # the server's own profile
+    report = lab.stop_server(loud=False)
+    ended = list(report.pids)
+    from lab.vllm import nodes  # every local node rank too (Day 6's cluster; issue 12)
+    ended += nodes.stop_local(lab.state_path)
     if all_orphans:
         ended += server.stop_orphans(server.find_orphans(lab.state_path))
-    return ended
+    line = f"stopped {len(ended)} process(es)" + (f": {', '.join(map(str, ended))}" if ended else "")
+    if report.stop_s is not None and report.pids:
+        line += f" in {report.stop_s:.1f} s"
+    if report.release_s is not None:
+        line += f"; GPU memory released in {report.release_s:.1f} s"
+    if not report.clean:
+        raise GpuMemoryHeld(f"{line}; {held_message(report)}")
+    return ended, line
 
 
 def run_report(lab: Lab, run: Any = None) -> list[Path]:
@@ -189,3 +218,66 @@ def run_experiment(lab: Lab, name: str, rounds: Any = None, arms: str | None = N
 def records_with_measurements(lab: Lab) -> LabData:
     """The logbook's records with measurements (what experiments.md reads)."""
     return gather(lab.book, now=time.time(), measurements=True)
+# ------------------------------------------------------------------------------------------
+# Day 6: one model across several nodes (issue 12)
+# ------------------------------------------------------------------------------------------
+def layout_from(lab: Lab, *, nnodes: int | None = None, node_rank: int = 0,
+                master_addr: str | None = None, master_port: int | None = None,
+                tp: int | None = None, pp: int | None = None, dp: int | None = None,
+                executor: str | None = None, running: bool = True) -> Any:
+    """The node layout from the flags; flags left out come from the running local cluster
+    (`running`), else the defaults: 2 nodes, PP = nnodes, TP = 1, master 127.0.0.1:29555."""
+    from lab.vllm.nodes import Layout
+    saved = lab_cluster(lab) if running else None
+    base = saved if saved is not None else Layout(nnodes=2, pp=2)
+    n = nnodes if nnodes is not None else base.nnodes
+    layout = Layout(nnodes=n, node_rank=node_rank,
+                    master_addr=master_addr or base.master_addr,
+                    master_port=master_port if master_port is not None else base.master_port,
+                    tp=tp if tp is not None else (base.tp if nnodes is None else 1),
+                    pp=pp if pp is not None else (base.pp if nnodes is None else n),
+                    dp=dp if dp is not None else base.dp,
+                    executor=executor or base.executor)
+    return layout.validate()
+
+
+def lab_cluster(lab: Lab) -> Any:
+    """The layout of the running local cluster, or None."""
+    from lab.vllm import nodes
+    saved = nodes.load_cluster(lab.state_path)
+    return saved[0] if saved is not None else None
+
+
+def run_cluster(lab: Lab, layout: Any, model: str | None = None) -> int:
+    """`invoke cluster --nnodes N`: every node rank on this host, each on its own devices
+    (recorded as Day 6's `nodes` and `serve-nodes`); left running for `invoke day6`."""
+    from lab.vllm import nodes
+    if not layout.local:
+        raise ConfigError(f"`invoke cluster` runs every node rank on this host: --master-addr "
+                          f"must be a loopback address (got {layout.master_addr}); on real hosts "
+                          "run `invoke node` on each and `invoke serve --nnodes …` on the head")
+    code = run_day(lab, "day6", keep_server=True, keys=["nodes", "serve-nodes"], task="cluster",
+                   kwargs={"nodes": {"layout": layout},
+                           "serve-nodes": {"layout": layout, "model": model, "adopt": False}},
+                   options={"layout": layout.public(), "model": model})
+    if code:  # nothing half-started is left behind
+        from lab.vllm import process as server
+        server.stop(lab.state_path)
+        nodes.stop_local(lab.state_path)
+    return code
+
+
+def run_day6(lab: Lab, layout: Any, *, keep_server: bool = False, model: str | None = None) -> int:
+    """`invoke day6`: the steps on the head; a running local cluster with this layout is used,
+    else it is started (loopback master: every rank here; else the head, waiting for the
+    other hosts' `invoke node`). Every local node rank is stopped at the end."""
+    from lab.vllm import nodes
+    try:
+        return run_day(lab, "day6", keep_server=keep_server,
+                       kwargs={"nodes": {"layout": layout},
+                               "serve-nodes": {"layout": layout, "model": model}},
+                       options={"layout": layout.public(), "model": model,
+                                "keep_server": keep_server})
+    finally:
+        if not keep_server:
+            nodes.stop_local(lab.state_path)

@@ -19,6 +19,7 @@ from lab.checklist.steps import (
     install,
     metrics,
     monitor,
+    multinode,
     offline,
     serve,
     tools,
@@ -40,6 +41,12 @@ FUNCS: dict[str, dict[str, StepFn]] = {
              "compare-tp": compare_tp.compare_tp, "metrics": metrics.metrics_after_bench},
     "day5": {"install": install.install, "offline": offline.offline,
              "kv-cache": offline.kv_cache, "memory": offline.memory, "params": offline.params},
+    # Day 6 (issue 12): the API test and the benchmark watch the node ranks.
+    "day6": {"nodes": multinode.nodes_step, "node": multinode.node_step,
+             "serve-nodes": multinode.serve_nodes, "node-share": multinode.node_share,
+             "api-test": multinode.watched(api_test.api_test),
+             "bench": multinode.watched(bench.bench_step),
+             "compare-nodes": multinode.compare_nodes},
 }
 
 

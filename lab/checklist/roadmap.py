@@ -15,7 +15,10 @@ TASK_OF = {"gpus": "invoke gpus", "install": "invoke install", "tools": "invoke 
            "serve": "invoke serve", "monitor": "invoke monitor", "api-test": "invoke api-test",
            "metrics": "invoke metrics", "bench": "invoke bench", "compare": "invoke compare",
            "balance": "invoke balance", "compare-tp": "invoke day4 --compare-tp",
-           "offline": "invoke day5"}
+           "offline": "invoke day5",
+           # Day 6 (issue 12)
+           "nodes": "invoke day6", "serve-nodes": "invoke cluster --nnodes 2",
+           "node-share": "invoke day6", "compare-nodes": "invoke day6", "node": "invoke node"}
 
 
 def run_hint(command: str, lang: str) -> str:
@@ -109,13 +112,17 @@ D4_DASHBOARD = _note("d4-dashboard", "（可选）Prometheus + Grafana 监控 Da
 SERVE_ANY = Evidence("serve")
 
 
-def _day_acceptance(day: str, fallback: tuple[Item, ...]) -> tuple[Item, ...]:
+def _day_acceptance(day: str, fallback: tuple[Item, ...], task: str | None = None,
+                    optional: bool = False) -> tuple[Item, ...]:
     """A day's 验收 items: the day module's ACCEPTANCE when the day is registered (the same
-    items its execution log ticks, ids "<d3|d4|d5>-acc-N"), else the seed's list given."""
+    items its execution log ticks, ids "<d3|d4|d5>-acc-N"), else the seed's list given.
+    `task` is what to run for a missing one (default: the step's own task); `optional` keeps
+    a lab-defined day out of the required count."""
     if day not in checklist.DAYS:
         return fallback
     return tuple(_step(f"{day[:1]}{day[3:]}-acc-{i}", a.label_zh, a.label_en,
-                       Evidence(a.step, day=day, criterion=a.criterion))
+                       Evidence(a.step, day=day, criterion=a.criterion, task=task),
+                       optional=optional)
                  for i, a in enumerate(checklist.DAYS[day].acceptance, start=1))
 
 
@@ -233,6 +240,10 @@ def roadmap() -> tuple[Group, ...]:
                         "Deliverable: (optional) monitoring dashboard screenshot (dashboard.html)",
                         optional=True),
               )),
+        # Day 6 is lab-defined (seed 001's pipeline parallelism, seed 003 phase 3): issue 12.
+        Group("d6", "Day 6 验收（实验室自定：多节点部署）", "Day 6 acceptance (lab-defined: across nodes)",
+              "lab (seeds 001, 003 P3)",
+              _day_acceptance("day6", (), task="invoke day6", optional=True)),
         Group("p1", "第一阶段：基础认知 — 搭建与运行", "Phase 1: basics — set up and run", "seed 003", (
             _note("p1-concepts", "vLLM 基本概念：定位、与 HF/DeepSpeed/Triton 的关系、Engine/Worker/Scheduler",
                   "Basic concepts: vLLM's place, vs HF/DeepSpeed/Triton, Engine/Worker/Scheduler"),

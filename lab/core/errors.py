@@ -44,6 +44,10 @@ class ServerDied(LabError):
     """The vLLM server process exited (during startup or later)."""
 
 
+class GpuMemoryHeld(LabError):
+    """A stopped server's processes survived SIGKILL, or its GPU memory stayed held."""
+
+
 class ServerTimeout(LabError):
     """The vLLM server did not become ready before the timeout."""
 

@@ -23,13 +23,14 @@ from lab.record.queries import Records, Run, Step
 from lab.record.runner import StepSpec
 from lab.record.values import (
     ApiTestValues,
-    DownloadValues,
     BalanceValues,
     BenchValues,
+    CompareNodesValues,
     CompareSide,
     CompareTpValues,
     CompareValues,
     CompareWorkload,
+    DownloadValues,
     GpusValues,
     InstallValues,
     KvCacheValues,
@@ -38,8 +39,12 @@ from lab.record.values import (
     MemoryValues,
     MetricsValues,
     MonitorValues,
+    NodeShareValues,
+    NodesValues,
+    NodeValues,
     OfflineValues,
     ParamsValues,
+    ServeNodesValues,
     ServerMeans,
     ServeValues,
 )
@@ -188,7 +193,9 @@ def _details(key: str, step: Step, lang: str, rec: Records) -> tuple[str | None,
     if isinstance(v, DownloadValues) and v.commit is not None:
         return "download", v
     if isinstance(v, ServeValues) and v.ready_s is not None:
-        return "serve", v
+        return "serve", ServeView.of(v, lang)
+    if isinstance(v, ServeValues) and (v.failure is not None or v.stop is not None):
+        return "serve-failed", ServeView.of(v, lang)
     if isinstance(v, MonitorValues) and v.summary:
         return "monitor", v
     if isinstance(v, ApiTestValues) and v.reply is not None:
@@ -211,7 +218,37 @@ def _details(key: str, step: Step, lang: str, rec: Records) -> tuple[str | None,
         return "memory", MemoryView.of(v, rec.runs.get(step.run_id))
     if isinstance(v, ParamsValues) and v.rows:
         return "params", _params(v, lang)
-    return None, None
+    # Day 6 (issue 12): the block of each multi-node step is its typed values as they are.
+    day6 = {NodesValues: "nodes", NodeValues: "node", ServeNodesValues: "serve-nodes",
+            NodeShareValues: "node-share", CompareNodesValues: "compare-nodes"}
+    kind = day6.get(type(v))
+    if kind == "compare-nodes" and not getattr(v, "sides", None):
+        kind = None
+    if kind == "node" and getattr(v, "node", None) is None:
+        kind = None
+    return (kind, v) if kind else (None, None)
+
+
+@dataclass
+class PhaseRow:
+    label: str
+    start_s: float
+    duration_s: float | None
+    detail: str | None
+
+
+@dataclass
+class ServeView:
+    """A server start: its figures, its startup phases (labels in the render's language),
+    and, when it failed or followed a failed attempt, the failure, the hand-back and the fix."""
+    v: ServeValues
+    phases: list[PhaseRow]
+
+    @classmethod
+    def of(cls, v: ServeValues, lang: str) -> ServeView:
+        from lab.vllm.watch import phase_label
+        return cls(v, [PhaseRow(phase_label(p.key, lang), p.start_s, p.duration_s, p.detail)
+                       for p in v.phases])
 
 
 @dataclass

@@ -12,7 +12,7 @@ Command line equivalent: `python -m vllm.entrypoints.openai.api_server --help`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from lab.deliver.gather import LabData
 from lab.deliver.jinja import fmt_ts, render_to
 from lab.explain.flags import ALIASES, ENV_VARS, PARAMS, RECIPES, NoteText
 from lab.record.queries import Server
-from lab.record.values import ServeValues
+from lab.record.values import DownloadValues, ServeValues
 from lab.vllm.launch import redact_argv, redact_env, shell_line
 
 # ------------------------------------------------------------------------------------ redaction
@@ -104,6 +104,14 @@ class ServerNotes:
     envs: list[FlagRow]
     facts: ServeValues | None    # shown when the start recorded its KV-cache capacity
     block_size: int | None       # the block size in effect (from /metrics)
+    #: The start's failure and the known fix it carried, when there was one (`--fix auto`).
+    life: ServeValues | None = None
+    #: Day 6 (issue 12): the node rank this command started, of how many (None: one node),
+    #: and every node's command of the same multi-node server (on the head's entry).
+    node_rank: int | None = None
+    nnodes: int | None = None
+    headless: bool = False
+    node_commands: list[tuple[int, bool, str]] = field(default_factory=list)
 
 
 def server_notes(server: Server, lang: str) -> ServerNotes:
@@ -118,18 +126,50 @@ def server_notes(server: Server, lang: str) -> ServerNotes:
     envs = [FlagRow(k, v, None, ENV_VARS[k].text(lang) if k in ENV_VARS else None)
             for k, v in sorted(env.items())]
     facts = server.facts if server.facts and server.facts.kv_cache_tokens is not None else None
+    given = {f.flag: f.value for f in flags}
+    nnodes = int(given["--nnodes"]) if str(given.get("--nnodes", "")).isdigit() else None
     return ServerNotes(server.id, server.run_id, server.profile, server.model, server.tp,
                        server.host, server.port, server.started_at, server.ready_s,
                        shell_line(argv, server.env), flags, envs, facts,
-                       server.facts.block_size if server.facts else None)
+                       server.facts.block_size if server.facts else None,
+                       life=server.facts if server.facts and (server.facts.failure
+                                                              or server.facts.fix) else None,
+                       node_rank=int(given.get("--node-rank", 0)) if nnodes else None,
+                       nnodes=nnodes, headless=given.get("--headless") == "true")
+
+
+def downloads(data: LabData) -> list[DownloadValues]:
+    """The latest download of each repository that reached the hub (a skipped download
+    fetched nothing and has no command to repeat), oldest first: the deploy notes show the
+    command a learner would type by hand beside what the lab did."""
+    latest: dict[str, DownloadValues] = {}
+    for step in data.records.steps:
+        v = step.values
+        if isinstance(v, DownloadValues) and v.repo_id and v.manual_command and v.commit:
+            latest.pop(v.repo_id, None)
+            latest[v.repo_id] = v
+    return list(latest.values())
+
+
+def _with_node_commands(servers: list[ServerNotes], rows: list[Server]) -> None:
+    """On each multi-node head: the command of every node rank started with it (the rows of
+    the same step), rank order."""
+    step_of = {r.id: (r.run_id, r.step_id) for r in rows}
+    for head in servers:
+        if not head.nnodes or head.headless:
+            continue
+        same = [s for s in servers if s.nnodes and step_of.get(s.id) == step_of.get(head.id)]
+        head.node_commands = sorted((s.node_rank or 0, s.headless, s.command) for s in same)
 
 
 def deploy_view(data: LabData, lang: str) -> dict[str, Any]:
     """What templates/deploy-notes.md.j2 shows."""
     servers = [server_notes(s, lang) for s in data.records.servers]
+    _with_node_commands(servers, data.records.servers)
     used = {f.flag for s in servers for f in s.flags}
     used_env = {e.flag for s in servers for e in s.envs}
-    return {"lang": lang, "servers": servers, "generated_at": fmt_ts(data.now),
+    return {"lang": lang, "servers": servers, "downloads": downloads(data),
+            "generated_at": fmt_ts(data.now),
             "reference": [(flag, note.text(lang), flag in used) for flag, note in PARAMS.items()],
             "env_reference": [(name, note.text(lang), name in used_env)
                               for name, note in ENV_VARS.items()],

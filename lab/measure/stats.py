@@ -120,6 +120,21 @@ def summarize(records: Iterable[Any], wall_s: float | None) -> dict[str, Any]:
     }
 
 
+def error_counts(records: Iterable[Any], n: int = 3) -> list[tuple[str, int]]:
+    """The `n` most frequent errors of the failed requests (warm-ups included), most first:
+    [(error text, count)]. Records or logbook rows."""
+    counts: dict[str, int] = {}
+    for rec in records:
+        if _get(rec, "ok"):
+            continue
+        error = _get(rec, "error") or "unknown error (none recorded)"
+        counts[error] = counts.get(error, 0) + 1
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+
+
+def errors_line(records: Iterable[Any], n: int = 3) -> str:
+    """The top error reasons with their counts, in one line: "timeout ×2; HTTP 500: … ×1"."""
+    return "; ".join(f"{error} ×{count}" for error, count in error_counts(records, n))
 def good_requests(records: Iterable[Any], slo_ms: Mapping[str, float]) -> int:
     """How many successful measured requests met every latency target, as vLLM counts them
     (DistServe's goodput; `calculate_metrics` in vllm/benchmarks/serve.py): TTFT, TPOT and

@@ -120,6 +120,7 @@ class StepResult:
     fix: str | None
     duration_s: float
     values: StepValues | None
+    step_id: int | None = None
 
 
 def run_step(book: Logbook, run_id: int, spec: StepSpec, lang: str,
@@ -159,5 +160,5 @@ def run_step(book: Logbook, run_id: int, spec: StepSpec, lang: str,
 def _result(book: Logbook, step_id: int) -> StepResult:
     row = book.step(step_id)
     return StepResult(row["key"], row["status"], row["actual"] or "", row["reason"],
-                      row["fix"], row["duration_s"] or 0.0, row["values"])
+                      row["fix"], row["duration_s"] or 0.0, row["values"], step_id)
 

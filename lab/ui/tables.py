@@ -75,6 +75,47 @@ def print_result(console: Any, res: StepResult) -> None:
     console.print(line)
 
 
+def print_retry(console: Any, fix: Any, lang: str) -> None:
+    """The line before a retry with a known fix (`--fix auto`): what failed, how fast it was
+    caught and handed back, the flag added, why, and what it costs."""
+    seen = []
+    if fix.failed is not None and fix.failed.detect_s is not None:
+        seen.append(pick(lang, f"崩溃日志行 → 检测 {fix.failed.detect_s:.1f} s",
+                         f"crash line → detected in {fix.failed.detect_s:.1f} s"))
+    if fix.failed_stop is not None and fix.failed_stop.release_s is not None:
+        seen.append(pick(lang, f"显存释放 {fix.failed_stop.release_s:.1f} s",
+                         f"GPU memory released in {fix.failed_stop.release_s:.1f} s"))
+    head = pick(lang, "用已知修复重试一次", "retrying once with the known fix")
+    line = f"[bold yellow]{head}:[/] {escape(fix.added)} — {escape(fix.why(lang))}"
+    if seen:
+        line += f"\n  {escape('; '.join(seen))}"
+    line += f"\n  {pick(lang, '代价', 'cost')}: {escape(fix.cost(lang))}"
+    console.print(line)
+
+
+def print_fixes(console: Any, results: list[StepResult], lang: str) -> None:
+    """Under the summary table: each known fix a retry added, why, and what it costs."""
+    for res in results:
+        fix = getattr(res.values, "fix", None)
+        if fix is None or not hasattr(fix, "added"):
+            continue
+        failed = fix.failed.title if fix.failed is not None and fix.failed.title else fix.key
+        console.print(f"[bold yellow]{pick(lang, '已知修复', 'known fix')}[/] ({res.key}): "
+                      f"{escape(fix.added)} — {escape(pick(lang, '第一次失败：', 'the first attempt failed: '))}"
+                      f"{escape(failed)}; {escape(fix.why(lang))}\n  {pick(lang, '代价', 'cost')}: "
+                      f"{escape(fix.cost(lang))}")
+
+
+def print_stop(console: Any, report: Any, lang: str) -> None:
+    """How the server was handed back: processes ended, seconds, GPU memory released."""
+    line = pick(lang, f"服务已停止：{len(report.pids)} 个进程，用时 {report.stop_s or 0:.1f} s",
+                f"server stopped: {len(report.pids)} process(es) ended in {report.stop_s or 0:.1f} s")
+    if report.release_s is not None:
+        line += pick(lang, f"；GPU 显存释放用时 {report.release_s:.1f} s",
+                     f"; GPU memory released in {report.release_s:.1f} s")
+    console.print(escape(line))
+
+
 def summary_table(day: str, profile: str, lang: str, results: list[StepResult],
                   specs: dict[str, StepSpec]) -> Table:
     """The end-of-day table: each step's number, key, status, seconds and measured values."""

@@ -10,8 +10,9 @@ Command line equivalent: `grep -nE 'out of memory|CUBLAS_STATUS|NUMA nodes|Addre
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from lab.core.lang import check_lang, pick
 from lab.core.text import clean_lines
@@ -217,6 +218,12 @@ def diagnose(log_text: str, lang: str = "zh") -> list[Diagnosis]:
     return found
 
 
+def first_diagnosis(log_text: str, lang: str = "zh") -> Diagnosis | None:
+    """The most specific failure found in `log_text`, or None."""
+    found = diagnose(log_text, lang)
+    return found[0] if found else None
+
+
 def first_fix(log_text: str, lang: str = "zh") -> str | None:
     """The fix of the most specific failure found, or None."""
     found = diagnose(log_text, lang)
@@ -252,3 +259,157 @@ def diagnose_balance(
                "检查 `CUDA_VISIBLE_DEVICES`（两张卡都可见且正是 TP 用的卡），并用 nvidia-smi 查看该 GPU 上的其他进程",
                "Check `CUDA_VISIBLE_DEVICES` (both cards visible, and the ones TP uses) and other processes on that GPU (nvidia-smi)")
     return Diagnosis(title, fix, "seed 000 Q2", evidence, "tp_memory_unbalanced")
+
+
+# --------------------------------------------------------------------------------------------
+# Fatal lines: a line after which the server will not serve (lab.vllm.watch fails the step)
+# --------------------------------------------------------------------------------------------
+#: Texts vLLM prints when a process of the server tree has failed. The worker and engine texts
+#: are vLLM 0.32's (v1/executor/multiproc_executor.py: "WorkerProc hit an exception.",
+#: "Worker proc %s died unexpectedly, shutting down executor."; v1/engine/core.py:
+#: "EngineCore failed to start."; v1/engine/utils.py: "Engine core initialization failed.
+#: See root cause above."; v1/engine/exceptions.py: EngineDeadError); the CUDA texts are the
+#: CUDA runtime's, cuBLAS's and torch's; NCCL's errors read "NCCL error" in torch.
+FATAL_RE = re.compile(
+    r"WorkerProc hit an exception|EngineCore failed to start|Engine core initialization failed"
+    r"|died unexpectedly|EngineDeadError"
+    r"|CUBLAS_STATUS_(?!SUCCESS)[A-Z_]+|CUDA error|illegal memory access"
+    r"|CUDA out of memory|OutOfMemoryError"
+    r"|NCCL error|ncclInternalError|ncclSystemError|ncclUnhandledCudaError|ncclRemoteError"
+)
+
+
+def is_fatal(line: str) -> bool:
+    """True for a line after which the server will not serve: a text of `FATAL_RE` or a known
+    failure of `SIGNATURES`. Traceback code lines ("  File …", "    raise …") and "#" lines
+    never count (the message line that follows them does)."""
+    if not line.strip() or line.lstrip().startswith("#") or _is_code_line(line):
+        return False
+    return bool(FATAL_RE.search(line)) or any(sig.pattern.search(line) for sig in SIGNATURES)
+
+
+def unknown_fatal(line: str, lang: str = "zh") -> Diagnosis:
+    """A fatal line no signature knows: the diagnosis is the line itself."""
+    return Diagnosis(pick(lang, "未识别的致命错误（见下面这一行和日志）",
+                          "An unrecognised fatal error (see this line and the log)"),
+                     pick(lang, "读日志末尾的报错；修正后重试", "Read the error at the end of the log; fix it and retry"),
+                     "lab.vllm.diagnose.FATAL_RE", _short(line), "unknown_fatal")
+
+
+# --------------------------------------------------------------------------------------------
+# Remedies: the known fix of a failure, applied once by `--fix auto`
+# --------------------------------------------------------------------------------------------
+#: The lowest --gpu-memory-utilization an automatic retry goes down to.
+MIN_GPU_MEMORY_UTILIZATION = 0.5
+#: vLLM 0.32 (v1/core/kv_cache_utils.py): "… the estimated maximum model length is %d."
+_ESTIMATED_LEN_RE = re.compile(r"estimated maximum model length is (\d[\d,]*)")
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """A safe, known fix of one failure: vLLM flags to add (or to set to a new value), or
+    server environment variables. Only the failures of `remedy_for` have one."""
+
+    key: str                      # the signature it fixes
+    args: tuple[str, ...] = ()    # vLLM flags (a flag already present is replaced)
+    env: tuple[tuple[str, str], ...] = ()
+    why_zh: str = ""
+    why_en: str = ""
+    cost_zh: str = ""
+    cost_en: str = ""
+    source: str = ""
+    #: Settings of the lab it changes ({"gpu_memory_utilization": 0.7}); the flags in `args`
+    #: then come from the session's own argv builder.
+    settings: dict[str, float | int] = field(default_factory=dict)
+    #: The fix holds for starts with at least this tensor-parallel size.
+    min_tp: int = 1
+
+    @property
+    def shown(self) -> str:
+        """What was added, as a user would type it: `--enforce-eager`, `VLLM_…="0|1"`."""
+        parts = [f"{k}={shlex.quote(v)}" for k, v in self.env]
+        return " ".join([*parts, shlex.join(self.args)]).strip()
+
+    def why(self, lang: str) -> str:
+        return pick(lang, self.why_zh, self.why_en)
+
+    def cost(self, lang: str) -> str:
+        return pick(lang, self.cost_zh, self.cost_en)
+
+
+def _has_flag(argv: Iterable[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+
+def _flag_value(argv: Sequence[str], flag: str) -> str | None:
+    for i, a in enumerate(argv):
+        if a == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def remedy_for(key: str, argv: Sequence[str], env: Mapping[str, str] | None = None, *,
+               tp: int = 1, log_text: str = "") -> Remedy | None:
+    """The safe fix of the failure `key` for a server started with `argv` and `env`, or None
+    (no safe fix, or the fix is already in place: retrying would fail the same way).
+
+    - cuda_graph_tp_crash: `--enforce-eager` (docs/facts.md, 2×H200 TP=2);
+    - cuda_oom: `--gpu-memory-utilization` 0.2 lower (0.9 → 0.7, seed 000 Q1's example), or,
+      already at the floor, `--max-model-len` halved (seed 004 Q2);
+    - kv_cache_too_small_for_max_len: `--max-model-len` set to vLLM's own estimate;
+    - cpu_numa_bind: `VLLM_CPU_OMP_THREADS_BIND` with one core per rank ("0|1").
+    """
+    env = env or {}
+    if key == "cuda_graph_tp_crash":
+        if _has_flag(argv, "--enforce-eager"):
+            return None
+        return Remedy(key, ("--enforce-eager",),
+                      why_zh="CUDA Graph 捕获阶段崩溃（cuBLAS / illegal memory access）；eager 模式跳过图捕获",
+                      why_en="the crash happens while capturing CUDA graphs (cuBLAS / illegal memory access); eager mode skips the capture",
+                      cost_zh="每个 token 更慢（无 CUDA Graph）：在 2×H200 上 TP=2 eager 的 TPOT 约 29 ms，TP=1 有图时约 8.8 ms；用 `invoke day4 --compare-tp` 实测",
+                      cost_en="each token is slower (no CUDA graphs): on 2×H200, TPOT about 29 ms with TP=2 eager vs 8.8 ms with TP=1 and graphs; measure it with `invoke day4 --compare-tp`",
+                      source="docs/facts.md: Known failures (2xH200, 14B, TP=2)",
+                      min_tp=2 if tp > 1 else 1)
+    if key == "cuda_oom":
+        util = float(_flag_value(argv, "--gpu-memory-utilization") or 0.9)
+        if util - 0.2 >= MIN_GPU_MEMORY_UTILIZATION - 1e-9:
+            new = round(util - 0.2, 2)
+            return Remedy(key, ("--gpu-memory-utilization", f"{new:g}"),
+                          why_zh=f"加载或 profiling 时显存不足：把 --gpu-memory-utilization 从 {util:g} 降到 {new:g}",
+                          why_en=f"out of memory while loading or profiling: --gpu-memory-utilization {util:g} → {new:g}",
+                          cost_zh="KV Cache 变小：能同时处理的请求（最大并发）变少",
+                          cost_en="a smaller KV cache: fewer requests fit at once (lower max concurrency)",
+                          source="seed 000 Q1, seed 004 Q2", settings={"gpu_memory_utilization": new})
+        length = int(_flag_value(argv, "--max-model-len") or 0)
+        if length >= 512:
+            return _shorter_context(key, length, length // 2, "seed 004 Q2")
+        return None
+    if key == "kv_cache_too_small_for_max_len":
+        length = int(_flag_value(argv, "--max-model-len") or 0)
+        m = _ESTIMATED_LEN_RE.search(log_text)
+        estimate = int(m.group(1).replace(",", "")) if m else length // 2
+        if length and 0 < estimate < length:
+            return _shorter_context(key, length, estimate, "vLLM 0.32 source: v1/core/kv_cache_utils.py")
+        return None
+    if key == "cpu_numa_bind":
+        if env.get("VLLM_CPU_OMP_THREADS_BIND"):
+            return None
+        bind = "|".join(str(i) for i in range(max(tp, 2)))
+        return Remedy(key, env=(("VLLM_CPU_OMP_THREADS_BIND", bind),),
+                      why_zh="CPU 后端 TP>1 无法自动绑定 NUMA 节点：手动给每个 TP rank 指定一个核",
+                      why_en="the CPU backend cannot bind TP>1 ranks to NUMA nodes by itself: give each rank a core by hand",
+                      cost_zh="每个 rank 只用一个核（本机核数少时本来也如此）",
+                      cost_en="each rank gets one core (on a small box that is all there is anyway)",
+                      source="docs/facts.md: The cpu profile (TP=2)")
+    return None
+
+
+def _shorter_context(key: str, length: int, new: int, source: str) -> Remedy:
+    return Remedy(key, ("--max-model-len", str(new)),
+                  why_zh=f"KV Cache 放不下 max-model-len 长度的请求：--max-model-len 从 {length} 降到 {new}",
+                  why_en=f"the KV cache cannot hold a max-model-len request: --max-model-len {length} → {new}",
+                  cost_zh=f"单个请求最长 {new} tokens（提示词加回复）",
+                  cost_en=f"a request may hold at most {new} tokens (prompt plus reply)",
+                  source=source, settings={"max_model_len": new})

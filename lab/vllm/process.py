@@ -41,6 +41,7 @@ from lab.core.errors import (
 )
 from lab.core.net import base_url, is_wildcard
 from lab.core.text import tail_file
+from lab.vllm import watch
 from lab.vllm.launch import redact_argv
 
 #: Environment variable that marks every process of one server tree.
@@ -61,6 +62,10 @@ STARTED_AT_TOLERANCE_S = 3.0
 _POPENS: dict[int, subprocess.Popen] = {}
 # Set by a second Ctrl-C while we are already stopping: skip the grace period.
 _HURRY = threading.Event()
+# Tags of servers this process is ending on purpose: their exit is no failure to a watcher.
+_STOPPING: set[str] = set()
+#: Grace period before SIGKILL when the server has already failed (nothing to shut down cleanly).
+FAILED_GRACE_S = 5.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,6 +92,12 @@ class ServerState:
     create_time: float | None = None  # psutil's create_time: guards against pid reuse
     tag: str | None = None  # value of VLLM_LAB_TAG in the server's environment
     state_path: str | None = None
+    #: Set (and saved) when `stop` begins: a watcher in any process then takes the exit of the
+    #: tree as intended.
+    stopping: bool = False
+    #: NVML used MiB of the server's GPUs just before it started, by NVML index (the GPU
+    #: profiles): `stop` waits until they are back near these figures.
+    gpu_baseline_mib: dict[str, float] | None = None
 
     @property
     def base_url(self) -> str:
@@ -198,6 +209,7 @@ def start(
     server_id: int | None = None,
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike | None = None,
+    gpu_baseline_mib: dict[str, float] | None = None,
 ) -> ServerState:
     """Start the server from `argv` in its own session and write the state file at once.
 
@@ -235,6 +247,7 @@ def start(
             create_time=_create_time(proc.pid),
             tag=tag,
             state_path=str(state_path),
+            gpu_baseline_mib=gpu_baseline_mib,
         )
         state.save(state_path)
     except BaseException:
@@ -279,15 +292,23 @@ def wait_ready(
     timeout_s: float,
     poll_s: float = 1.0,
     on_tick: Callable[[float], None] | None = None,
+    watcher: watch.Watcher | None = None,
+    wait_released: ReleaseWait | None = None,
 ) -> float:
-    """Poll `GET /health` until it answers 200; return seconds since the server was started.
+    """Poll `GET /health` until it answers 200 while watching the log and the process tree;
+    return seconds since the server was started.
 
-    A 503 (engine dead) or no answer keeps us polling only while the process lives. If the
-    process exits first: ServerDied with the last log lines, after ending what is left of its
-    tree and removing the state file. After `timeout_s`: ServerTimeout (the caller stops it).
+    A fatal log line (lab.vllm.diagnose.is_fatal) or the exit of any vLLM process of the tree
+    ends the wait within seconds: the tree is ended (`stop_tree`, short grace, then
+    `wait_released` when given) and ServerDied carries the diagnosis, its fix, the last log
+    lines and `err.failure` / `err.stop_report`. A server that hangs after a worker crashed
+    (seen on 2×H200) is caught by its log line, not by the timeout. After `timeout_s`:
+    ServerTimeout (the caller stops it). `watcher` (default: one from `watcher(state)`) also
+    tracks the startup phases.
 
     Command line equivalent: `until curl -sf http://127.0.0.1:8000/health; do sleep 1; done`
     """
+    watcher = watcher or make_watcher(state)
     url = f"{state.base_url}/health"
     deadline = time.monotonic() + timeout_s
     begun = time.monotonic()
@@ -295,9 +316,11 @@ def wait_ready(
         http.trust_env = False  # a proxy from the environment must not see loopback calls
         while True:
             healthy = _health_ok(http, url, timeout_s=max(0.5, min(5.0, poll_s * 2)))
-            if not is_alive(state):
-                raise _died(state, "during startup")
-            if healthy:
+            failure = watcher.check()
+            if failure is not None:
+                raise failed_error(state, failure, "during startup", wait_released=wait_released)
+            if healthy and not watcher.pending:
+                watcher.phases.close(time.time())
                 state.ready_s = round(max(0.0, time.time() - state.started_at), 3)
                 if state.state_path:
                     state.save(state.state_path)
@@ -309,7 +332,84 @@ def wait_ready(
                 )
             if on_tick is not None:
                 on_tick(time.monotonic() - begun)
-            time.sleep(max(0.0, min(poll_s, deadline - time.monotonic())))
+            # Poll at least twice a second while a failure settles or a phase moves.
+            pause = min(poll_s, 0.5) if watcher.pending else poll_s
+            time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
+
+
+def make_watcher(state: ServerState, *, from_start: bool = True, lang: str = "en") -> watch.Watcher:
+    """A Watcher of this server: its log, its root process and its `VLLM::` processes;
+    the exit of a server the lab is stopping on purpose is no failure."""
+    return watch.Watcher(state.log_path, root_alive=lambda: is_alive(state),
+                         members=lambda: vllm_members(state),
+                         stopping=lambda: is_stopping(state), root_pid=state.pid,
+                         from_start=from_start, lang=lang)
+
+
+def vllm_members(state: ServerState) -> list[tuple[str, psutil.Process]]:
+    """(title, process) of the server's `VLLM::` processes (engine core, TP workers). Other
+    children (compile workers, resource trackers) come and go during startup and are not
+    watched."""
+    found: list[tuple[str, psutil.Process]] = []
+    try:
+        root = psutil.Process(state.pid)
+        children = root.children(recursive=True)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return found
+    for child in children:
+        title = process_title(child)
+        if title is not None:
+            found.append((title, child))
+    return found
+
+
+def process_title(proc: psutil.Process) -> str | None:
+    """The `VLLM::…` title of a process (its full argv[0], else its short kernel name), or None."""
+    try:
+        cmdline = proc.cmdline()
+        if cmdline and cmdline[0].startswith(VLLM_TITLE_PREFIX):
+            return cmdline[0].split()[0]
+        name = proc.name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+    return name if name.startswith(VLLM_TITLE_PREFIX) else None
+
+
+def is_stopping(state: ServerState) -> bool:
+    """True while the lab ends this server on purpose (here or from another terminal)."""
+    if state.tag and state.tag in _STOPPING:
+        return True
+    if not state.state_path:
+        return False
+    saved = load(state.state_path)
+    return saved is None or saved.tag != state.tag or saved.stopping
+
+
+def failed_error(state: ServerState, failure: watch.Failure, during: str,
+                 wait_released: ReleaseWait | None = None,
+                 lang: str = "en") -> ServerDied:
+    """ServerDied for a server the watcher found failed; ends its tree first (short grace:
+    a failed server has nothing to shut down cleanly). The error carries `failure`, the
+    diagnosis's fix and the last log lines; `stop_report` says what was ended and released."""
+    code = exit_code(state)
+    report = stop_tree(state.state_path, grace_s=FAILED_GRACE_S, wait_released=wait_released) \
+        if state.state_path else StopReport(end_processes(tracked_processes(state), FAILED_GRACE_S))
+    if code is None:
+        code = exit_code(state)
+    if failure.process == f"API server (pid {state.pid})" and code is not None:
+        head = (f"vLLM server was killed by signal {-code} ({_signal_name(-code)})" if code < 0
+                else f"vLLM server exited with code {code}")
+        what = failure.summary(lang, with_process=False)
+        message = f"{head} {during}" + (f": {what}" if failure.diagnosis else "")
+    else:
+        message = f"vLLM server failed {during}: {failure.summary(lang)}"
+    if report.held:
+        message += f"; still holding GPU memory: {', '.join(report.held)}"
+    err = ServerDied(f"{message}; last log lines below", fix=failure.fix(),
+                     evidence=failure.evidence or tail_file(state.log_path, 20))
+    err.failure = failure  # type: ignore[attr-defined]
+    err.stop_report = report  # type: ignore[attr-defined]
+    return err
 
 
 def _health_ok(http: requests.Session, url: str, timeout_s: float) -> bool:
@@ -409,6 +509,33 @@ def _pgid_or(pid: int) -> int:
 # --------------------------------------------------------------------------------------------
 # Stop
 # --------------------------------------------------------------------------------------------
+#: Waits until the GPU memory of a stopped server is released: called with the server's
+#: state once its processes are gone; returns (seconds waited, descriptions of what still
+#: holds memory). The session supplies one built on NVML (lab.vllm never imports lab.measure).
+ReleaseWait = Callable[[ServerState], tuple[float | None, list[str]]]
+
+
+@dataclasses.dataclass
+class StopReport:
+    """What `stop_tree` ended and how long the hand-back took."""
+
+    pids: list[int] = dataclasses.field(default_factory=list)
+    #: Seconds from the first signal until every process was gone.
+    stop_s: float | None = None
+    #: Seconds until the GPU memory was released (None: not checked, e.g. the cpu profile).
+    release_s: float | None = None
+    #: Processes still alive after SIGKILL ("pid name").
+    survivors: list[str] = dataclasses.field(default_factory=list)
+    #: What still holds GPU memory after the wait ("GPU0: 130,949 MiB used, pid 3120 python").
+    held: list[str] = dataclasses.field(default_factory=list)
+    #: The `VLLM::…`/server titles of the processes ended, by pid.
+    names: dict[int, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        return not self.survivors and not self.held
+
+
 def stop(state_path: str | os.PathLike, grace_s: float = 30) -> list[int]:
     """End the recorded server and its whole tree; remove the state file; return the pids ended.
 
@@ -416,21 +543,55 @@ def stop(state_path: str | os.PathLike, grace_s: float = 30) -> list[int]:
     finds workers that left the group or were orphaned), then SIGTERMs the process group and
     each process, waits up to `grace_s`, SIGKILLs survivors and reaps. Idempotent: with no state
     file, or a dead server and no leftovers, it returns [] (and removes a stale file).
+    `stop_tree` does the same and reports timings, survivors and GPU memory release.
 
     Command line equivalent: `kill -TERM -- -PGID; sleep 30; kill -KILL -- -PGID`
     """
+    return stop_tree(state_path, grace_s).pids
+
+
+def stop_tree(state_path: str | os.PathLike | None, grace_s: float = 30,
+              wait_released: ReleaseWait | None = None) -> StopReport:
+    """`stop`, then check the hand-back: every process gone (else `survivors`, named), and,
+    with `wait_released`, the GPU memory released (`release_s`, else `held`)."""
+    report = StopReport()
+    if state_path is None:
+        return report
     state_path = Path(state_path)
     state = load(state_path)
-    ended: list[int] = []
     if state is not None:
+        if state.tag:
+            _STOPPING.add(state.tag)
+        with contextlib.suppress(OSError):
+            state.stopping = True
+            state.save(state_path)
+        t0 = time.monotonic()
         procs = tracked_processes(state)
+        report.names = {p.pid: _describe(p) for p in procs}
         group = state.pgid if is_alive(state) else None  # never signal a reused group id
         ended = end_processes(procs, grace_s=grace_s, pgid=group)
         ended += _end_late_forks(state, set(ended), grace_s)
+        report.pids = ended
+        report.survivors = [f"{p.pid} {report.names.get(p.pid, '?')}" for p in procs if not _gone(p)]
+        report.stop_s = round(time.monotonic() - t0, 3)
         _POPENS.pop(state.pid, None)
+        if wait_released is not None and ended:
+            report.release_s, report.held = wait_released(state)
+        if state.tag:
+            _STOPPING.discard(state.tag)
     with contextlib.suppress(FileNotFoundError):
         state_path.unlink()
-    return ended
+    return report
+
+
+def _describe(proc: psutil.Process) -> str:
+    title = process_title(proc)
+    if title:
+        return title
+    try:
+        return proc.name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return "?"
 
 
 def _end_late_forks(state: ServerState, ended: set[int], grace_s: float) -> list[int]:
@@ -606,9 +767,10 @@ def _looks_like_vllm(name: str, cmdline: list[str]) -> bool:
         return True
     if any(VLLM_MODULE in arg for arg in cmdline):
         return True
-    # The console script: `.../bin/vllm serve MODEL`, possibly run through python.
+    # The console script: `.../bin/vllm serve MODEL`, possibly run through python; or the
+    # lab's launcher of the same CLI (multi-node: lab/vllm/scripts/vllm_cli.py serve MODEL).
     for i, arg in enumerate(cmdline[:-1]):
-        if os.path.basename(arg) == "vllm" and cmdline[i + 1] == "serve":
+        if os.path.basename(arg) in ("vllm", "vllm_cli.py") and cmdline[i + 1] == "serve":
             return True
     return False
 
@@ -669,7 +831,8 @@ def restore_signal_handlers(previous: Mapping[int, Handler]) -> None:
 
 
 @contextlib.contextmanager
-def stop_on_interrupt(state_path: str | os.PathLike, grace_s: float = 30) -> Iterator[None]:
+def stop_on_interrupt(state_path: str | os.PathLike, grace_s: float = 30,
+                      wait_released: ReleaseWait | None = None) -> Iterator[None]:
     """On Ctrl-C or SIGTERM inside the block: stop the server tree, then re-raise KeyboardInterrupt.
 
     While stopping, a second Ctrl-C/SIGTERM skips the grace period (SIGKILL at once) instead of
@@ -679,13 +842,13 @@ def stop_on_interrupt(state_path: str | os.PathLike, grace_s: float = 30) -> Ite
     try:
         yield
     except KeyboardInterrupt:
-        _stop_hurriable(state_path, grace_s)
+        _stop_hurriable(state_path, grace_s, wait_released)
         raise
     finally:
         restore_signal_handlers(previous)
 
 
-def _stop_hurriable(state_path, grace_s: float) -> None:
+def _stop_hurriable(state_path, grace_s: float, wait_released: ReleaseWait | None = None) -> None:
     on_main = threading.current_thread() is threading.main_thread()
     saved: dict[int, Handler] = {}
     if on_main:
@@ -693,7 +856,7 @@ def _stop_hurriable(state_path, grace_s: float) -> None:
             saved[sig] = signal.signal(sig, _hurry)
     _HURRY.clear()
     try:
-        stop(state_path, grace_s=grace_s)
+        stop_tree(state_path, grace_s=grace_s, wait_released=wait_released)
     finally:
         _HURRY.clear()
         restore_signal_handlers(saved)

@@ -23,12 +23,32 @@ from pathlib import Path
 from lab.measure import stats
 from lab.measure.nvml import GpuInfo
 from lab.record.logbook import FAIL, PASS, SKIPPED, Logbook
-from lab.record.values import (ApiTestValues, BatchRow, BenchMetrics, BenchValues,
-                               ClientTotals, CompareSide, CompareValues, GpusValues,
-                               InstallValues, KvUsage, LatencyLoop, LevelSummary, MetricsDelta,
-                               MetricsValues, MonitorValues, OfflineValues, SamplerStats,
-                               SeriesReading, ServeValues, StreamReply, ToolsValues,
-                               VllmVersions, BalanceValues, LoadSummary)
+from lab.record.values import (
+    ApiTestValues,
+    BalanceValues,
+    BatchRow,
+    BenchMetrics,
+    BenchValues,
+    ClientTotals,
+    CompareSide,
+    CompareValues,
+    GpusValues,
+    InstallValues,
+    KvUsage,
+    LatencyLoop,
+    LevelSummary,
+    LoadSummary,
+    MetricsDelta,
+    MetricsValues,
+    MonitorValues,
+    OfflineValues,
+    SamplerStats,
+    SeriesReading,
+    ServeValues,
+    StreamReply,
+    ToolsValues,
+    VllmVersions,
+)
 
 HOSTILE = '<script>alert("x")</script> | ![p](http://evil.example/p.png) [c](javascript:alert(1)) ``` `x` # h'
 LEAKED_KEY = "sk-LEAK-5f3c9e"

@@ -55,8 +55,8 @@ class NVMLLibraryMismatchError(Exception):
 
 
 class NVMLError(Exception):
-    _valClassMapping: dict[int, type] = {}
-    _errcode_to_string = {
+    _valClassMapping: dict[int, type] = {}  # noqa: RUF012 (pynvml's shape)
+    _errcode_to_string = {  # noqa: RUF012 (pynvml's shape)
         NVML_ERROR_UNINITIALIZED: "Uninitialized",
         NVML_ERROR_INVALID_ARGUMENT: "Invalid Argument",
         NVML_ERROR_NOT_SUPPORTED: "Not Supported",
@@ -258,7 +258,7 @@ class FakePynvml:
         gpu = self._gpu(handle, "utilization")
         return SimpleNamespace(gpu=gpu["utilization_gpu_pct"], memory=gpu["utilization_memory_pct"])
 
-    def nvmlDeviceGetMaxClockInfo(self, handle: _Handle, type: int) -> int:  # noqa: A002 (pynvml's name)
+    def nvmlDeviceGetMaxClockInfo(self, handle: _Handle, type: int) -> int:
         gpu = self._gpu(handle, "max_clock")
         if type == NVML_CLOCK_MEM:
             return gpu["max_memory_clock_mhz"]

@@ -39,7 +39,7 @@ class FakeScripts:
         self.vllm_seconds = 0.25
         self.short_batch: int | None = None   # this batch size returns one output fewer
 
-    def install(self, monkeypatch) -> "FakeScripts":
+    def install(self, monkeypatch) -> FakeScripts:
         # The env "exists", so the install step never pip-installs anything.
         monkeypatch.setattr(VllmEnv, "exists", lambda self: True)
         monkeypatch.setattr(VllmEnv, "probe", lambda self, timeout_s=300, fresh=False: dict(VERSIONS))

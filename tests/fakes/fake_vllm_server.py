@@ -9,6 +9,11 @@ It behaves like vLLM where lab.vllm.process cares:
 - `--spawn-children N`: N sleeping children titled `VLLM::Worker_TP<i>`; child 0 calls setsid
   (escapes the process group) and has a grandchild, to prove the whole tree is ended;
 - `--ignore-sigterm`: the server and its children ignore SIGTERM, to prove SIGKILL escalation.
+- `--crash-at-s S`: after S seconds, print the 2×H200 TP=2 CUDA-graph crash signature
+  (tests/fixtures/h200x2_tp2_cuda_graph_crash.log, shared/gpu/README.md) and hang: every
+  process stays alive and /health never answers, as seen on the lent GPUs. With
+  `--enforce-eager` (the known fix) it starts normally instead.
+- `--progress`: print vLLM-like startup phase lines (loading, profiling, CUDA graphs k/n).
 Unknown vLLM flags are accepted and ignored. Each child's pid is logged as `FAKE child pid=N`.
 """
 from __future__ import annotations
@@ -53,6 +58,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--spawn-children", type=int, default=0)
     p.add_argument("--ignore-sigterm", action="store_true")
     p.add_argument("--health-status", type=int, default=200)
+    p.add_argument("--crash-at-s", type=float, default=None)
+    p.add_argument("--enforce-eager", action="store_true")
+    p.add_argument("--progress", action="store_true")
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--setsid", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--grandchild", action="store_true", help=argparse.SUPPRESS)
@@ -103,13 +111,38 @@ def die_later(delay_s: float) -> None:
     threading.Thread(target=die, daemon=True).start()
 
 
+def crash_and_hang(delay_s: float, pid: int) -> None:
+    """The 2xH200 signature: a worker fails during CUDA-graph capture, nothing exits."""
+    time.sleep(delay_s)
+    stamp = time.strftime("%m-%d %H:%M:%S")
+    print(f"(Worker_TP0 pid={pid}) Capturing CUDA graphs (mixed prefill-decode, PIECEWISE):  12%|█▏        | 8/67 [00:01<00:09,  6.21it/s]", flush=True)
+    print(f"(Worker_TP1 pid={pid}) ERROR {stamp} [multiproc_executor.py:671] gemm_and_bias error: CUBLAS_STATUS_EXECUTION_FAILED", flush=True)
+    print(f"(Worker_TP0 pid={pid}) ERROR {stamp} [multiproc_executor.py:671] CUDA error: an illegal memory access was encountered", flush=True)
+    print(f"(Worker_TP1 pid={pid}) ERROR {stamp} [multiproc_executor.py:671] WorkerProc hit an exception.", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def log_progress(pid: int) -> None:
+    log("INFO", "gpu_model_runner.py:1", "Starting to load model fake-model...")
+    time.sleep(0.05)
+    log("INFO", "default_loader.py:1", "Loading weights took 0.05 seconds")
+    time.sleep(0.05)
+    log("INFO", "monitor.py:1", "torch.compile took 0.05 s in total")
+    for k in (8, 67):
+        print(f"(Worker_TP0 pid={pid}) Capturing CUDA graphs (mixed prefill-decode, PIECEWISE): "
+              f"{k * 100 // 67:3d}%|█▏        | {k}/67 [00:01<00:09,  6.21it/s]", flush=True)
+        time.sleep(0.05)
+    log("INFO", "gpu_model_runner.py:2", "Graph capturing finished in 1 secs, took 0.10 GiB")
+
+
 def make_handler(args: argparse.Namespace):
     model_id = args.served_model_name or args.model
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self):  # noqa: N802 - http.server API
+        def do_GET(self):
             if self.path == "/health":
                 self.reply(args.health_status, b"")
             elif self.path == "/v1/models":
@@ -167,6 +200,10 @@ def run_server(args: argparse.Namespace) -> None:
         die_later(args.die_after_s)
     for i in range(args.spawn_children):
         spawn([f"--child={i}"] + (["--setsid", "--grandchild"] if i == 0 else []), args)
+    if args.crash_at_s is not None and not args.enforce_eager:
+        crash_and_hang(args.crash_at_s, os.getpid())
+    if args.progress:
+        log_progress(os.getpid())
     time.sleep(args.startup_s / 2)
     log("INFO", "default_loader.py:1", "Model loading took 0.01 GiB and 0.10 seconds")
     log("INFO", "kv_cache_utils.py:1", "GPU KV cache size: 1,041,472 tokens")

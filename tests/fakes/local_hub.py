@@ -32,6 +32,7 @@ prints its endpoint; point `HF_ENDPOINT` (or `--endpoint`) at it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import re
@@ -358,10 +359,8 @@ def main() -> None:
              for r in (args.repo or ["lab-test/tiny-model"])]
     hub = LocalHub(repos, args.host, args.port)
     print(f"local hub: {hub.endpoint} serving {', '.join(hub.repos)}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         hub.server.serve_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -23,11 +23,13 @@ def test_day3_runs_verifies_records_and_renders(lab_env):
     db = sqlite3.connect(logbook / "lab.db")
     db.row_factory = sqlite3.Row
     steps = {r["key"]: r for r in db.execute("select * from steps")}
-    assert list(steps) == ["gpus", "install", "tools", "serve", "monitor", "api-test", "metrics"]
+    assert list(steps) == ["gpus", "install", "tools", "download", "serve", "monitor", "api-test", "metrics"]
     # GPU-only criteria are skipped with their reason, never passed.
     for key in ("gpus", "monitor"):
         assert steps[key]["status"] == "skipped", dict(steps[key])
         assert steps[key]["reason"] == "no NVIDIA GPU: CPU profile"
+    assert steps["download"]["status"] == "skipped"      # the cpu profile builds its model
+    assert "builds its model offline" in steps["download"]["reason"]
     for key in ("install", "tools", "serve", "api-test", "metrics"):
         assert steps[key]["status"] == "pass", dict(steps[key])
     assert db.execute("select status from runs").fetchone()[0] == "pass"

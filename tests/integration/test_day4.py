@@ -15,8 +15,14 @@ from pathlib import Path
 import pytest
 
 from integration.conftest import ROOT, invoke, logged_steps, vllm_processes
-from lab.record.values import (ApiTestValues, BalanceValues, BenchValues, CompareTpValues,
-                               MetricsValues, ServeValues)
+from lab.record.values import (
+    ApiTestValues,
+    BalanceValues,
+    BenchValues,
+    CompareTpValues,
+    MetricsValues,
+    ServeValues,
+)
 
 pytestmark = pytest.mark.vllm
 
@@ -38,7 +44,7 @@ def test_day4_tp2_balance_bench_metrics_and_compare_tp(lab_env):
 
     db = _db(lab_env)
     steps = {r["key"]: r for r in db.execute("select * from steps")}
-    assert list(steps) == ["gpus", "serve", "balance", "api-test", "bench", "metrics", "compare-tp"]
+    assert list(steps) == ["gpus", "download", "serve", "balance", "api-test", "bench", "metrics", "compare-tp"]
     for key in ("gpus", "serve", "balance"):   # GPU-only criteria: skipped, never passed
         assert steps[key]["status"] == "skipped", dict(steps[key])
         assert steps[key]["reason"] == "no NVIDIA GPU: CPU profile"

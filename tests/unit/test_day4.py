@@ -12,17 +12,28 @@ import pytest
 from rich.console import Console
 
 from lab.checklist import days, seeds
-from lab.checklist.steps import compare_tp
-from lab.vllm import process as server
 from lab.commands import run_day, run_step_task, terminal
-from lab.record.plan import Planned, run_plan
 from lab.core.errors import LabError, ServerDied
 from lab.record.logbook import FAIL, PASS, PENDING, SKIPPED
+from lab.record.plan import Planned, run_plan
 from lab.record.runner import Outcome, check, require, skip
 from lab.record.session import Lab
-from lab.record.values import (BalanceDevice, BalanceValues, BenchMetrics, BenchValues,
-                               ClientTotals, CompareTpValues, KvUsage, LatencyStats,
-                               LevelSummary, MetricsDelta, ServerMeans, SweepPlan, TpSide)
+from lab.record.values import (
+    BalanceDevice,
+    BalanceValues,
+    BenchMetrics,
+    BenchValues,
+    ClientTotals,
+    CompareTpValues,
+    KvUsage,
+    LatencyStats,
+    LevelSummary,
+    MetricsDelta,
+    ServerMeans,
+    SweepPlan,
+    TpSide,
+)
+from lab.vllm import process as server
 from tests.fakes import fake_pynvml
 from tests.fakes.fake_openai_stream import FakeConfig, FakeServer, free_port
 
@@ -65,7 +76,7 @@ def test_day4_module_has_the_shape_of_a_day():
     assert set(days.FUNCS["day4"]) == set(keys)
     assert "compare" in keys and "compare" not in day4.plan and "compare-tp" not in day4.plan
     assert day4.plan == ["gpus", "download", "serve", "balance", "api-test", "bench", "metrics"]
-    assert seeds.day4_plan(compare_tp=True) == day4.plan + ["compare-tp"]
+    assert seeds.day4_plan(compare_tp=True) == [*day4.plan, "compare-tp"]
     assert set(day4.needs) <= set(keys) and {n for ns in day4.needs.values() for n in ns} <= set(keys)
     assert {a.step for a in day4.acceptance} <= set(keys)
     assert seeds.DAYS["day4"].title_zh.startswith("Day 4")
@@ -306,7 +317,7 @@ def test_run_day_honours_plan_and_renders_steps_not_run_as_pending(tmp_path, mon
 
     calls.clear()
     assert run_day(lab, "day4", keys=seeds.day4_plan(compare_tp=True)) == 0
-    assert calls == seeds.DAY4.plan + ["compare-tp"]
+    assert calls == [*seeds.DAY4.plan, "compare-tp"]
 
 
 def test_run_day_without_plan_runs_every_step(tmp_path, monkeypatch):
@@ -378,6 +389,7 @@ def test_stop_after_the_api_server_died_ends_its_orphaned_engine(tmp_path):
     their environment (and the tag): after a mid-benchmark death they are found by session."""
     import os
     import signal as sig
+
     import psutil
     child = ("import ctypes, time; ctypes.CDLL(None).prctl(15, b'VLLM::EngineCor', 0, 0, 0); "
              "time.sleep(120)")

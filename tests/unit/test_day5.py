@@ -4,15 +4,14 @@ self-check ticked from the results."""
 import io
 
 import pytest
+from fakes.fake_vllm_scripts import FakeScripts, make_model
 from rich.console import Console
 
-from fakes.fake_vllm_scripts import FakeScripts, make_model
 from lab.checklist.steps import offline as day5
 from lab.commands import run_day
 from lab.core.errors import ConfigError
 from lab.record.session import Lab
-from lab.record.values import (BatchRow, KvCacheValues, MemoryValues, OfflineValues,
-                               ParamsValues)
+from lab.record.values import BatchRow, KvCacheValues, MemoryValues, OfflineValues, ParamsValues
 
 
 def make_lab(tmp_path, **overrides) -> Lab:
@@ -127,7 +126,7 @@ def test_no_kv_line_in_the_log_is_skipped_not_passed(tmp_path, monkeypatch):
 def test_engine_failure_is_a_failed_step_with_the_last_lines(tmp_path, monkeypatch):
     scripts = FakeScripts()
     scripts.fail["offline_generate.py"] = (1, "INFO starting\nRuntimeError: Engine core initialization failed.")
-    lab, code, steps, _ = run_day5(tmp_path, monkeypatch, scripts)
+    _lab, code, steps, _ = run_day5(tmp_path, monkeypatch, scripts)
     off = steps["offline"]
     assert code == 1 and off["status"] == "fail"
     assert off["reason"] == ("vLLM offline LLM.generate failed (exit 1): "

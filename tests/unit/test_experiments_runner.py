@@ -121,3 +121,21 @@ def test_an_unavailable_optional_arm_is_skipped_not_failed(tmp_path, fake_starts
     _, values, results = runner.run_experiment(lab, exp)
     assert [r.status for r in results] == [SKIPPED, SKIPPED, SKIPPED]
     assert "FLEX_ATTENTION is not supported" in values.skipped_arms["X"]
+
+
+def test_a_server_that_cannot_start_stops_the_experiment_with_one_clear_reason(
+        tmp_path, fake_starts, monkeypatch):
+    from lab.core.errors import LabError
+    from lab.record.logbook import FAIL, PENDING
+    from lab.record.plan import exit_code
+
+    def refuse(lab, ctx, day, tp, model=None, extra=None, env_extra=None):
+        raise LabError("port 8000 is in use by pid 1 (python)", fix="`invoke stop`")
+    monkeypatch.setattr("lab.checklist.steps.serve.start_and_wait", refuse)
+    lab = make_lab(tmp_path, 8000)
+    _, _, results = runner.run_experiment(lab, EXP)
+    assert [r.status for r in results] == [FAIL, PENDING, PENDING, PENDING, FAIL]
+    assert results[0].reason == "port 8000 is in use by pid 1 (python)"
+    assert results[1].reason == "not run: the server of arm `slow` did not start"
+    assert results[-1].reason.startswith("every expectation judged from measured arms")
+    assert exit_code(results) == 1 and lab.book.runs()[-1]["status"] == FAIL

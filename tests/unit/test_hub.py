@@ -157,7 +157,7 @@ def test_a_changed_small_file_fails_its_git_blob_id(srv, tmp_path):
     plan = _plan(srv)
     hub.download(plan, tmp_path / "m")
     (tmp_path / "m" / "config.json").write_bytes(b"{}" + b" " * (len(srv.repos[REPO].files["config.json"]) - 2))
-    with pytest.raises(ChecksumMismatch, match="config.json: git blob id"):
+    with pytest.raises(ChecksumMismatch, match=r"config\.json: git blob id"):
         hub.verify(plan, tmp_path / "m")
 
 

@@ -1,4 +1,5 @@
 """lab.measure.loadgen against the fake vLLM server, whose token timing is known."""
+import time
 from collections import Counter
 
 import pytest
@@ -96,6 +97,10 @@ def test_warmup_recorded_but_excluded(fake):
     assert sum(r.warmup for r in res.records) == 2
     assert res.summary["requests"] == 4 and res.summary["completed"] == 4
     assert progress == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    # The fake counts a finish after its last write, which the client may read first.
+    deadline = time.monotonic() + 2
+    while fake.stats.completions_finished < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert fake.stats.completions_finished == 6
     assert prompts_needed(_workload(num_requests=4, warmup_requests=2)) == 6
 

@@ -181,7 +181,9 @@ def test_dies_during_startup_gives_server_died_with_log_lines(paths):
     with pytest.raises(ServerDied) as info:
         server.wait_ready(state, timeout_s=8, poll_s=0.1)
     err = info.value
-    assert str(err) == "vLLM server exited with code 1 during startup; last log lines below"
+    assert str(err) == ("vLLM server exited with code 1 during startup: CUDA out of memory while "
+                        "loading or profiling; last log lines below")
+    assert "--gpu-memory-utilization" in err.fix
     assert "torch.OutOfMemoryError: CUDA out of memory" in err.evidence
     assert len(err.evidence.splitlines()) <= 20
     # What the dead server left behind is ended too, and the state file is gone.

@@ -14,8 +14,15 @@ from lab.record.logbook import FAIL, PASS, PENDING, SKIPPED
 from lab.record.queries import Records
 from lab.record.values import InstallValues
 from lab.ui import tables
-from tests.fakes.fake_logbook import (HOSTILE, _step, add_hostile, cpu_logbook, gpu_logbook,
-                                      logbook_on_disk, run_invoke)
+from tests.fakes.fake_logbook import (
+    HOSTILE,
+    _step,
+    add_hostile,
+    cpu_logbook,
+    gpu_logbook,
+    logbook_on_disk,
+    run_invoke,
+)
 
 
 def states(book, lang="en") -> dict:
@@ -30,7 +37,8 @@ def test_the_roadmap_covers_the_seeds_with_unique_ids():
     assert {"d3-theory", "d3-acceptance", "d4-acceptance", "d5", "module", "p1", "p2", "p3", "p4"} <= ids
     items = roadmap.items_by_id()
     assert {"q1", "q2", "q3"} <= {i for i, item in items.items() if item.manual}
-    assert {g.source for g in groups} == {"seed 000", "seed 002", "seed 003"}
+    assert {g.source for g in groups} == {"seed 000", "seed 002", "seed 003",
+                                          "lab (seeds 001, 003 P3)"}  # Day 6, lab-defined
 
 
 def test_an_empty_logbook_ticks_nothing_and_names_the_task(fresh_db):

@@ -10,10 +10,24 @@ from lab.deliver import outputs, report
 from lab.deliver.gather import gather
 from lab.measure import stats
 from lab.record.logbook import FAIL, PASS
-from lab.record.values import (BenchValues, CompareValues, CompareWorkload, LatencyLoop,
-                               LatencyStats, LevelSummary)
-from tests.fakes.fake_logbook import (HOSTILE, _crit, _step, add_hostile, cpu_logbook, gpu_logbook,
-                                      logbook_on_disk, run_invoke)
+from lab.record.values import (
+    BenchValues,
+    CompareValues,
+    CompareWorkload,
+    LatencyLoop,
+    LatencyStats,
+    LevelSummary,
+)
+from tests.fakes.fake_logbook import (
+    HOSTILE,
+    _crit,
+    _step,
+    add_hostile,
+    cpu_logbook,
+    gpu_logbook,
+    logbook_on_disk,
+    run_invoke,
+)
 
 
 def render(book, tmp_path, lang="en", run_id=None) -> str:

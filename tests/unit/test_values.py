@@ -52,7 +52,9 @@ def test_every_step_key_has_one_registered_type():
     assert set(TYPES) == {"gpus", "install", "tools", "download", "serve", "monitor", "api-test", "metrics",
                           "balance", "bench", "compare", "compare-tp", "offline", "kv-cache",
                           "memory", "params",
-                          "experiment-arm", "experiment"}
+                          "experiment-arm", "experiment",
+                          # Day 6 (issue 12)
+                          "nodes", "node", "serve-nodes", "node-share", "compare-nodes"}
     for key, cls in TYPES.items():
         assert issubclass(cls, StepValues) and key == cls.KEY and cls.VERSION >= 1
         assert BY_NAME[cls.__name__] is cls

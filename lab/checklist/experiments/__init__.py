@@ -9,6 +9,7 @@ Modules:
 - `model`: the data of an experiment (Experiment, Arm, Load, Metric, Change, Equals);
 - `metrics`: ready-made Metric readers (TTFT/TPOT/ITL stats, throughput, counters, startup);
 - `runner`: runs one as a recorded run (start, measure, stop, judge);
+- `measures`: how an arm is measured once its server is up ("load", "api-key", ...);
 - `verdict`: the arithmetic of the verdict (pure);
 - `registry`: every experiment by name;
 - `serving`, `engine`: the experiments themselves (one module per family).
@@ -34,9 +35,12 @@ Adding an experiment (e.g. in a new module `lab/checklist/experiments/lora.py`):
    - `arms` and `load` may be {"cpu": …, "gpu": …} maps when the kinds differ; an Arm's
      `flags` go on the serve command line, `env` is set for the server, `cfg` overrides a
      lab option (e.g. {"gpu_memory_utilization": 0.5}, {"max_model_len": 1024}).
-   - `measure=fn` replaces the standard load: `fn(run: ArmRun)` gets the running server
-     (`run.url`, `run.model`, `run.api_key`), records requests with `run.record(rec)` and
-     fills `run.values` (ArmValues: `load`, `classes`, `counters`, `probes`, ...).
+   - `measure="name"` replaces the standard load with `measures.MEASURES["name"]`, a
+     function `fn(run: ArmRun)` you add in `measures.py` (the runner's side: it may import
+     the load generator; the experiment definitions may not, since the deliverables import
+     them): it gets the running server (`run.url`, `run.model`, `run.api_key`), records
+     requests with `run.record(rec)` and fills `run.values` (ArmValues: `load`, `classes`,
+     `counters`, `probes`, ...). `measures.run_load(run, load)` is the standard load.
    - A `Metric(key, label_zh, label_en, unit, read, better)` reads one figure from an
      arm's ArmValues; `Change` expects a direction between two arms, `Equals` a value.
    - `lesson=fn(values: ExperimentValues, lang) -> str` writes the one-sentence lesson

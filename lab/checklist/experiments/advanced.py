@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-import time
 from typing import Any
 
 from lab.checklist.experiments import measures

@@ -86,3 +86,5 @@ BLOCK_SIZE = serve_fact("block_size", "block_size", "块大小", "block size", "
 MAX_CONCURRENCY = serve_fact("max_concurrency_x", "max_concurrency_x", "最大并发（按 max-model-len）",
                              "max concurrency (at max-model-len)", "×", better="higher")
 MODEL_GIB = serve_fact("model_load_gib", "model_load_gib", "模型显存", "model memory", "GiB")
+GRAPH_GIB = derived("graph_capture_gib", "CUDA Graph 显存", "CUDA-graph memory", "GiB",
+                    lambda v: v.graph_capture_gib, better="lower")

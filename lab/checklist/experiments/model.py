@@ -88,7 +88,8 @@ class Load:
 
     def describe(self, lang: str = "en") -> str:
         """One line a learner can read (and redo with `vllm bench serve`)."""
-        parts = [f"{self.num_requests} × {self.input_len}→{self.output_len} tokens"]
+        parts = [pick(lang, f"{self.num_requests} 个请求 × {self.input_len}→{self.output_len} token",
+                      f"{self.num_requests} × {self.input_len}→{self.output_len} tokens")]
         if self.kind == "shared-prefix":
             parts.append(pick(lang, f"共享前缀 {self.prefix_len} tokens",
                               f"a shared prefix of {self.prefix_len} tokens"))
@@ -98,7 +99,8 @@ class Load:
         levels = self.levels or (self.concurrency,)
         parts.append(pick(lang, "并发 ", "concurrency ") + ", ".join(map(str, levels)))
         if not math.isinf(self.request_rate):
-            parts.append(f"{self.request_rate:g} req/s (burstiness {self.burstiness:g})")
+            parts.append(pick(lang, f"到达率 {self.request_rate:g} req/s（burstiness {self.burstiness:g}）",
+                              f"{self.request_rate:g} req/s (burstiness {self.burstiness:g})"))
         if self.goodput:
             parts.append("goodput " + " ".join(f"{k}:{v:g}" for k, v in self.goodput.items()))
         parts.append(pick(lang, f"预热 {self.warmup}", f"{self.warmup} warm-up"))

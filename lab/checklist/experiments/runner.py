@@ -10,6 +10,7 @@ In the logbook: a run with day "experiment" and task "experiment NAME"; a step
 from __future__ import annotations
 
 import dataclasses
+import functools
 import secrets
 from collections.abc import Callable
 
@@ -17,7 +18,8 @@ from lab.checklist.experiments import measures
 from lab.checklist.experiments import verdict as verdict_mod
 from lab.checklist.experiments.model import Arm, Experiment
 from lab.core.errors import ConfigError, LabError
-from lab.record.logbook import FAIL, INTERRUPTED, PASS, SKIPPED
+from lab.core.lang import pick
+from lab.record.logbook import FAIL, INTERRUPTED, PASS, PENDING, SKIPPED
 from lab.record.runner import (
     Criterion,
     Outcome,
@@ -82,10 +84,11 @@ def run_arm(lab: Lab, ctx: StepContext, exp: Experiment, arm: Arm, rnd: int) -> 
             return Outcome([skip("available", "此平台提供该配置", "the platform offers it",
                                  f"not available here: {why}")],
                            f"{arm.name}: not available ({why})", values, evidence=err.evidence)
-        err.values = values  # type: ignore[attr-defined]
+        err.values = values
         raise
     values.serve = started.values if isinstance(started.values, ServeValues) else None
     values.command = started.command
+    _startup_extras(values)
     try:
         state = server.require_running(alab.state_path)
         model = state.served_model_name or state.model
@@ -98,6 +101,19 @@ def run_arm(lab: Lab, ctx: StepContext, exp: Experiment, arm: Arm, rnd: int) -> 
     values.figures = {m.key: _safe(m.read, values) for m in exp.metrics}
     criteria = arm_criteria(values, alive)
     return Outcome(criteria, arm_line(exp, values), values, command=values.command)
+
+
+def _startup_extras(values: ArmValues) -> None:
+    """CUDA-graph capture and torch.compile figures from the arm's server log."""
+    from pathlib import Path
+
+    from lab.vllm import logparse
+    log = values.serve.log_path if values.serve else None
+    if not log or not Path(log).exists():
+        return
+    facts = logparse.parse_startup(Path(log).read_text(errors="replace"))
+    values.graph_capture_gib, values.graph_capture_s = facts.graph_capture_gib, facts.graph_capture_s
+    values.compile_s = facts.compile_s
 
 
 def _first_error_line(err: LabError) -> str:
@@ -154,6 +170,8 @@ def run_experiment(lab: Lab, exp: Experiment, rounds: int | None = None, *,
     load = exp.load_for(profile)
     values = ExperimentValues(name=exp.name, profile=profile, rounds=rounds,
                               workload=load.describe("en")
+                              if (exp.measure or "load") in measures.USES_LOAD else "",
+                              workload_zh=load.describe("zh")
                               if (exp.measure or "load") in measures.USES_LOAD else "")
     try:
         if profile in exp.skip:
@@ -164,15 +182,26 @@ def run_experiment(lab: Lab, exp: Experiment, rounds: int | None = None, *,
         arms = exp.arms_for(profile)
         figures: dict[tuple[int, str], dict[str, float | None]] = {}
         with server.stop_on_interrupt(lab.state_path):
+            stopped: str | None = None  # why the remaining arms are not run
             for n, (rnd, arm) in enumerate(verdict_mod.schedule(arms, rounds), start=1):
                 spec = arm_spec(exp, arm, rnd, n)
+                if stopped is not None:  # a server that cannot start: do not try the rest
+                    res = _not_run(lab, run_id, spec, stopped)
+                    results.append(res)
+                    values.order.append(arm.name)
+                    if on_result:
+                        on_result(res)
+                    continue
                 if on_start:
                     on_start(spec)
                 res = run_step(book, run_id, spec, lab.lang,
-                               lambda ctx, arm=arm, rnd=rnd: run_arm(lab, ctx, exp, arm, rnd),
-                               diagnose=lambda text: _diagnose(text, lab.lang))
+                               functools.partial(_arm_fn, lab, exp, arm, rnd),
+                               diagnose=functools.partial(_diagnose, lang=lab.lang))
                 if on_result:
                     on_result(res)
+                if res.status == FAIL and not (isinstance(res.values, ArmValues)
+                                               and res.values.serve is not None):
+                    stopped = f"not run: the server of arm `{arm.name}` did not start"
                 results.append(res)
                 values.order.append(arm.name)
                 step = book.steps(run_id)[-1]
@@ -201,6 +230,17 @@ def run_experiment(lab: Lab, exp: Experiment, rounds: int | None = None, *,
         server.stop(lab.state_path)
     book.end_run(run_id, FAIL if any(r.status == FAIL for r in results) else PASS)
     return run_id, values, results
+
+
+def _not_run(lab: Lab, run_id: int, spec: StepSpec, reason: str) -> StepResult:
+    step_id = lab.book.start_step(run_id, spec.key, title=pick(lab.lang, spec.title_zh, spec.title_en),
+                                  command=spec.command, expected="")
+    lab.book.end_step(step_id, status=PENDING, reason=reason)
+    return StepResult(spec.key, PENDING, "", reason, None, 0.0, None)
+
+
+def _arm_fn(lab: Lab, exp: Experiment, arm: Arm, rnd: int, ctx: StepContext) -> Outcome:
+    return run_arm(lab, ctx, exp, arm, rnd)
 
 
 def _info(values: ExperimentValues, name: str) -> ArmInfo:

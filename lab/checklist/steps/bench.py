@@ -42,10 +42,18 @@ def bench_step(lab: Lab, ctx: StepContext) -> Outcome:
     if result.died_during:
         _raise_died(state, f"during the benchmark ({result.died_during})", values,
                     lab.book.requests(ctx.step_id))
-    return Outcome(criteria(result), summary_line(result), values,
+    crits = criteria(result)
+    name_errors(crits, lab.book.requests(ctx.step_id))
+    return Outcome(crits, summary_line(result), values,
                    fix=timeout_fix(result, lab.lang), command=plan.command(lab.url))
 
 
+def name_errors(crits: list[Criterion], rows: list[dict]) -> None:
+    """A criterion failed on failed requests names their top error reasons with counts."""
+    from lab.measure.stats import errors_line
+    for c in crits:
+        if c.key == "no_errors" and c.status == "fail":
+            c.reason = f"{c.reason}: {errors_line(r for r in rows if r['error'] != 'timeout')}"
 def export_levels(lab: Lab, ctx: StepContext, plan: BenchPlan, model: str) -> list[str]:
     """Each level of the sweep as `vllm bench serve --save-result` JSON (its field names),
     from the requests recorded: logbook/bench/run<R>-c<C>.json. Returns the paths."""

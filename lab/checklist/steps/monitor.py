@@ -13,6 +13,7 @@ def monitor(lab: Lab, ctx: StepContext, duration_s: float | None = None) -> Outc
     """Sample NVML (or, on CPU, the server's processes) while a load runs; judge memory
     used and utilisation at their peak under that load."""
     from lab.measure import loadgen, nvml, procstats, prompts
+    from lab.measure import stats as stats_mod
     from lab.measure.sampler import Sampler
     from lab.record.logbook import Logbook
 
@@ -20,9 +21,10 @@ def monitor(lab: Lab, ctx: StepContext, duration_s: float | None = None) -> Outc
     mon = lab.cfg["monitor"]
     th = lab.cfg["thresholds"]
     model = state.served_model_name or state.model
+    default_s = mon["duration_s"] if lab.has_gpu else lab.cfg["cpu"]["monitor_duration_s"]
     workload = loadgen.Workload(input_len=mon["input_len"], output_len=mon["output_len"],
                                 concurrency=mon["concurrency"],
-                                duration_s=duration_s or mon["duration_s"], warmup_requests=0,
+                                duration_s=duration_s or default_s, warmup_requests=0,
                                 timeout_s=lab.cfg["api"]["timeout_s"])
     loadgen.validate_workload(workload, lab.cfg["max_model_len"])
     pool = prompts.token_pool(lab.url, model, api_key=lab.api_key)
@@ -40,11 +42,11 @@ def monitor(lab: Lab, ctx: StepContext, duration_s: float | None = None) -> Outc
         book = Logbook(db_path)  # the sampler thread's own connection
         return lambda rows: book.add_samples(run_id, step_id, rows)
 
-    done = {"n": 0, "failed": 0}
+    book = lab.book
 
     def on_record(rec):
-        done["n"] += 1
-        done["failed"] += 0 if rec.ok else 1
+        # Every request with its error, as it finishes: a failed one is never silent.
+        book.add_request(run_id, step_id, "monitor", rec.to_dict())
 
     sampler = Sampler(sample_fn, sink_factory, interval_s=mon["interval_s"])
     with sampler, lab.console.status(f"driving load (c={workload.concurrency}) for "
@@ -54,11 +56,12 @@ def monitor(lab: Lab, ctx: StepContext, duration_s: float | None = None) -> Outc
     summary = [SampleSummary(**r) for r in sampler.summary_rows()]
     stats = SamplerStats(**sampler.stats())
     load = result.summary
+    top = stats_mod.error_counts(result.records)
     values = MonitorValues(
         source=source, summary=summary, sampler=stats,
         load=LoadSummary(completed=load.get("completed"), failed=load.get("failed"),
                          output_tok_s=load.get("output_throughput"),
-                         requests_per_s=load.get("request_throughput")),
+                         requests_per_s=load.get("request_throughput"), errors=dict(top)),
         workload=LoadPlan(input_tokens=workload.input_len, output_tokens=workload.output_len,
                           concurrency=workload.concurrency, num_requests=workload.num_requests,
                           duration_s=workload.duration_s,
@@ -67,7 +70,8 @@ def monitor(lab: Lab, ctx: StepContext, duration_s: float | None = None) -> Outc
     load_crit = require("load", "负载请求全部完成", "the load's requests completed",
                         load.get("completed", 0) > 0 and not load.get("failed"),
                         f"{load.get('completed')} ok, {load.get('failed')} failed",
-                        reason=f"{load.get('failed')} requests failed")
+                        reason=f"{load.get('failed')} requests failed: "
+                               f"{stats_mod.errors_line(result.records)}")
     mem_label = ("显存利用率", "GPU memory used")
     util_label = ("GPU 利用率（峰值）", "GPU utilisation (peak)")
     if not lab.has_gpu:

@@ -4,37 +4,56 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from lab.core.errors import LabError
 from lab.core.fmt import num
 from lab.record.runner import Outcome, StepContext, check, skip
 from lab.record.session import Lab
-from lab.record.values import ServeValues, TpWorker
-from lab.vllm import launch, models
+from lab.record.values import (
+    FixApplied,
+    ServerFailure,
+    ServeValues,
+    StartupPhase,
+    StopRecord,
+    TpWorker,
+)
+from lab.ui.progress import status
+from lab.vllm import diagnose, launch, models, watch
 from lab.vllm import process as server
 
 
 def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
                    model: str | None = None, extra: list[str] | None = None,
-                   env_extra: dict[str, str] | None = None) -> Outcome:
+                   env_extra: dict[str, str] | None = None, *,
+                   argv_of: Callable[[list[str]], list[str]] | None = None,
+                   env_of: Callable[[dict[str, str]], dict[str, str]] | None = None,
+                   while_waiting: Callable[[], None] | None = None) -> Outcome:
     """Start the server and wait for /health. Any server we tracked before is stopped
     first, so the startup figures are this start's own. `env_extra` is set for the server
-    on top of the profile's variables (an experiment's arm)."""
+    on top of the profile's variables (an experiment's arm). `argv_of` and `env_of` rewrite
+    the command and the variables the lab sets (multi-node: vLLM's `serve` entry point, each
+    node rank's devices); `while_waiting` runs on every poll and may raise to give up (a node
+    rank that died)."""
     from lab.vllm import logparse, metrics
 
     prof = lab.profile(day, tp=tp, model=model)
     lab.env.probe()  # a missing vLLM env fails here with one line, before anything starts
     built = models.ensure_model(lab.env, prof)
     models.check_model(prof)
-    previous = server.stop(lab.state_path)
+    previous = lab.stop_server().pids
     if previous:
         lab.console.print(f"stopped the previous server (pids {', '.join(map(str, previous))})")
     warning = launch.check_bind(lab.cfg["host"], lab.api_key)
     if warning:
         lab.console.print(f"[yellow]warning:[/] {warning}")
     argv = lab.serve_argv(prof, tp, extra)
-    env = {**launch.server_env(prof, tp), **(env_extra or {})}
+    env = {**launch.server_env(prof, tp), **lab.fix_env, **(env_extra or {})}
+    if argv_of is not None:
+        argv = argv_of(argv)
+    if env_of is not None:
+        env = env_of(env)
     shown = launch.shell_line(argv, env, python_as="python")
     log_path = lab.logbook_dir / "logs" / f"server-{ctx.run_id}-{ctx.step_id}.log"
     server_id = lab.book.add_server(
@@ -42,19 +61,43 @@ def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
         model=prof.served_model_name or prof.model, tp=tp, argv=launch.redact_argv(argv),
         env=launch.redact_env(env), host=lab.cfg["host"], port=lab.cfg["port"], log_path=str(log_path),
         started_at=time.time())
+    baseline = lab.gpu_baseline()
     state = server.start(argv, log_path=log_path, state_path=lab.state_path,
                          host=lab.cfg["host"], port=lab.cfg["port"], model=prof.model,
                          served_model_name=prof.served_model_name, tp=tp, profile=prof.name,
-                         run_id=ctx.run_id, server_id=server_id, env={**os.environ, **env})
+                         run_id=ctx.run_id, server_id=server_id, env={**os.environ, **env},
+                         gpu_baseline_mib=baseline)
     lab.book.update_server(server_id, pid=state.pid)
+    fix, lab.pending_fix = lab.pending_fix, None
     timeout_s = lab.cfg["startup_timeout_s"]
+    name = prof.served_model_name or prof.model
+    watcher = server.make_watcher(state, lang=lab.lang)
+    watcher.on_phase(lambda tracker: lab.console.print(
+        f"  · {tracker.describe(lab.lang, spent=False)} [{time.time() - state.started_at:.0f} s]",
+        markup=False, highlight=False))
+    partial = dict(pid=state.pid, log_path=str(log_path), tp=tp, model=name, model_path=prof.model,
+                   profile=prof.name, server_id=server_id, fix=fix)
     try:
-        with lab.console.status(f"starting vLLM ({prof.served_model_name or prof.model}, "
-                                f"TP={tp}); log: {log_path}") as status:
-            ready_s = server.wait_ready(state, timeout_s, on_tick=lambda s: status.update(
-                f"waiting for /health … {s:.0f} s (log: {log_path})"))
-    except LabError:
-        server.stop(lab.state_path)
+        with status(lab.console, f"starting vLLM ({name}, TP={tp}); log: {log_path}") as update:
+            def tick(s: float) -> None:
+                update(f"starting vLLM ({name}, TP={tp}): "
+                       f"{watcher.phases.describe(lab.lang)} · {s:.0f} s elapsed (log: {log_path})")
+                if while_waiting is not None:
+                    while_waiting()
+            ready_s = server.wait_ready(state, timeout_s, watcher=watcher,
+                                        wait_released=lab.release_wait(), on_tick=tick)
+    except LabError as err:
+        failure = getattr(err, "failure", None)
+        report = getattr(err, "stop_report", None)
+        if report is None:  # a timeout (or Ctrl-C's cousin): end the tree here
+            report = lab.stop_server(grace_s=server.FAILED_GRACE_S, loud=False, why="failed")
+        values = ServeValues(**partial, phases=phases_of(watcher, state.started_at),
+                             failure=failure_record(failure, state.started_at, "serve"),
+                             stop=stop_record(report, "failed"))
+        if failure is not None and failure.diagnosis is not None:
+            values.remedy = remedy_of(failure.diagnosis.key, argv, env, tp, "\n".join(watcher.lines))
+        err.values = values
+        lab.book.update_server(server_id, facts=values)
         raise
     facts = logparse.parse_startup(Path(log_path).read_text(errors="replace"))
     snap = metrics.parse(metrics.scrape(lab.url, api_key=lab.api_key))
@@ -73,7 +116,8 @@ def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
         model_load_gib=facts.model_load_gib, model_load_s=facts.model_load_s,
         weights_load_s=facts.weights_load_s, engine_init_s=facts.engine_init_s,
         vllm_version=facts.vllm_version, server_id=server_id, model_built=built.get("model_built"),
-        model_build_s=built.get("model_build_s"))
+        model_build_s=built.get("model_build_s"), phases=phases_of(watcher, state.started_at),
+        fix=fix)
     lab.book.update_server(server_id, ready_s=ready_s, facts=values)
     criteria = [check("ready_s", "/health 返回 200 的启动耗时", "seconds until /health = 200",
                       ready_s, "<", timeout_s, "s")]
@@ -88,7 +132,47 @@ def start_and_wait(lab: Lab, ctx: StepContext, day: str, tp: int,
                          if any(k in line for k in ("KV cache size", "Model loading took",
                                                     "Loading weights took", "init engine",
                                                     "Application startup complete")))[-1500:]
+    if fix is not None:
+        actual = f"with the known fix {fix.added} (the first attempt failed): {actual}"
     return Outcome(criteria, actual, values, evidence=evidence, command=shown)
+
+
+def phases_of(watcher: watch.Watcher, started_at: float) -> list[StartupPhase]:
+    """The startup phases the watcher read, as seconds after the server started."""
+    return [StartupPhase(p.key, round(p.started_at - started_at, 3), p.duration_s(), p.detail)
+            for p in watcher.phases.phases]
+
+
+def failure_record(failure: watch.Failure | None, started_at: float,
+                   during: str) -> ServerFailure | None:
+    """The watcher's Failure as the step records it."""
+    if failure is None:
+        return None
+    d = failure.diagnosis
+    after_s = round(failure.detected_at - started_at, 3)
+    # vLLM stamps lines to the second: the crash line cannot predate the start.
+    detect_s = None if failure.detect_s is None else min(failure.detect_s, after_s)
+    return ServerFailure(kind=failure.kind, key=d.key if d else None, title=d.title if d else None,
+                         fix=d.fix if d else None, source=d.source if d else None,
+                         line=failure.line, process=failure.process, detect_s=detect_s,
+                         detected_after_s=after_s, during=during)
+
+
+def stop_record(report: server.StopReport | None, why: str) -> StopRecord | None:
+    """A StopReport as the step records it."""
+    return None if report is None else StopRecord.of(report, why)
+
+
+def remedy_of(key: str, argv: list[str], env: dict[str, str], tp: int,
+              log_text: str) -> FixApplied | None:
+    """The known safe fix of failure `key` for this start (lab.vllm.diagnose.remedy_for)."""
+    r = diagnose.remedy_for(key, argv, env, tp=tp, log_text=log_text)
+    if r is None:
+        return None
+    return FixApplied(added=r.shown, key=r.key, why_zh=r.why_zh, why_en=r.why_en,
+                      cost_zh=r.cost_zh, cost_en=r.cost_en, source=r.source,
+                      args=[] if r.settings else list(r.args), settings=dict(r.settings),
+                      env=dict(r.env), min_tp=r.min_tp)
 
 
 

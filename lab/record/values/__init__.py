@@ -79,6 +79,21 @@ from lab.record.values.day5 import (
                                       ParamReading,
                                       ParamsValues,
 )
+
+# Day 6: one model across several nodes (issue 12).
+from lab.record.values.day6 import (
+                                      CompareNodesValues,
+                                      NodeGpu,
+                                      NodeInfo,
+                                      NodeLayout,
+                                      NodeProc,
+                                      NodeShare,
+                                      NodeShareValues,
+                                      NodesSide,
+                                      NodesValues,
+                                      NodeValues,
+                                      ServeNodesValues,
+)
 from lab.record.values.download import DownloadValues
 from lab.record.values.experiments import (
                                       ArmInfo,
@@ -95,6 +110,7 @@ from lab.record.values.features import (
                                       RankMemory,
                                       SpecReadings,
 )
+from lab.record.values.lifecycle import FixApplied, ServerFailure, StartupPhase, StopRecord
 
 #: Step key -> the type of its values.
 TYPES: dict[str, type[StepValues]] = {cls.KEY: cls for cls in (
@@ -102,7 +118,9 @@ TYPES: dict[str, type[StepValues]] = {cls.KEY: cls for cls in (
     MetricsValues, BalanceValues, BenchValues, CompareValues, CompareTpValues, OfflineValues,
     KvCacheValues, MemoryValues, ParamsValues,
     # experiments (lab.checklist.experiments)
-    ArmValues, ExperimentValues)}
+    ArmValues, ExperimentValues,
+    # Day 6 (issue 12)
+    NodesValues, NodeValues, ServeNodesValues, NodeShareValues, CompareNodesValues)}
 
 #: Type name (as stored in steps.value_type) -> type.
 BY_NAME: dict[str, type[StepValues]] = {cls.__name__: cls for cls in TYPES.values()}
@@ -116,20 +134,17 @@ __all__ = [
                                       "TYPES",
                                       "UPGRADES",
                                       "ApiTestValues",
-                                      "Artefact",
-                                      "LoraReadings",
-                                      "ModelCard",
-                                      "RankMemory",
-                                      "SpecReadings",
                                       "ArmInfo",
                                       "ArmStat",
                                       "ArmValues",
+                                      "Artefact",
                                       "BalanceDevice",
                                       "BalanceValues",
                                       "BatchRow",
                                       "BenchMetrics",
                                       "BenchValues",
                                       "ClientTotals",
+                                      "CompareNodesValues",
                                       "CompareSide",
                                       "CompareTpValues",
                                       "CompareValues",
@@ -140,6 +155,7 @@ __all__ = [
                                       "EngineInfo",
                                       "ExperimentValues",
                                       "Finding",
+                                      "FixApplied",
                                       "GpuMemory",
                                       "GpusValues",
                                       "InstallValues",
@@ -150,10 +166,21 @@ __all__ = [
                                       "LevelSummary",
                                       "LoadPlan",
                                       "LoadSummary",
+                                      "LoraReadings",
                                       "MemoryValues",
                                       "MetricsDelta",
                                       "MetricsValues",
+                                      "ModelCard",
                                       "MonitorValues",
+                                      "NodeGpu",
+                                      "NodeInfo",
+                                      "NodeLayout",
+                                      "NodeProc",
+                                      "NodeShare",
+                                      "NodeShareValues",
+                                      "NodeValues",
+                                      "NodesSide",
+                                      "NodesValues",
                                       "OfflineMemory",
                                       "OfflineRequest",
                                       "OfflineRun",
@@ -162,13 +189,19 @@ __all__ = [
                                       "ParamReading",
                                       "ParamsValues",
                                       "ProbeResult",
+                                      "RankMemory",
                                       "SampleSummary",
                                       "SamplerStats",
                                       "SeriesReading",
+                                      "ServeNodesValues",
                                       "ServeValues",
+                                      "ServerFailure",
                                       "ServerMeans",
+                                      "SpecReadings",
                                       "Speedup",
+                                      "StartupPhase",
                                       "StepValues",
+                                      "StopRecord",
                                       "StreamReply",
                                       "SweepPlan",
                                       "ToolsValues",

@@ -14,6 +14,7 @@ from lab.record.values.common import (
     VllmVersions,
     bench_figures,
 )
+from lab.record.values.lifecycle import FixApplied, ServerFailure, StartupPhase, StopRecord
 
 
 @dataclass
@@ -85,6 +86,17 @@ class ServeValues(StepValues):
     tp_workers: list[TpWorker] = field(default_factory=list)
     #: NVML used memory of the server's GPUs, by NVML index (GPU profiles, TP > 1).
     gpu_used_mib: dict[str, float | None] = field(default_factory=dict)
+    #: Startup phases read from the log while waiting (lab.vllm.watch).
+    phases: list[StartupPhase] = field(default_factory=list)
+    #: Why this start failed, when it did (fatal log line or process exit), and how the tree
+    #: and its GPU memory were handed back.
+    failure: ServerFailure | None = None
+    stop: StopRecord | None = None
+    #: The known fix this start added after a failed attempt (`--fix auto`).
+    fix: FixApplied | None = None
+    #: For a failed start: the known safe fix of its failure, if there is one (`--fix auto`
+    #: retries once with it; `--fix off` only reports it).
+    remedy: FixApplied | None = None
 
 
 @dataclass
@@ -123,6 +135,9 @@ class LoadSummary:
     failed: int | None = None
     output_tok_s: float | None = None
     requests_per_s: float | None = None
+    #: The most frequent errors of the failed requests, with their counts (every request
+    #: and its error is also in the `requests` table, phase "monitor").
+    errors: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -31,6 +31,10 @@ class ArmValues(StepValues):
     command: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     serve: ServeValues | None = None
+    #: From the server's log: CUDA-graph capture (GPU) and torch.compile time.
+    graph_capture_gib: float | None = None
+    graph_capture_s: float | None = None
+    compile_s: float | None = None
     #: The load's summary over its measured requests (None for an arm without load).
     load: LevelSummary | None = None
     #: Further summaries by request class (e.g. "long" and "short" of a mixed load).
@@ -118,7 +122,9 @@ class ExperimentValues(StepValues):
     #: The arms in the order they ran, e.g. ["off", "on", "off", "on"].
     order: list[str] = field(default_factory=list)
     arms: list[ArmInfo] = field(default_factory=list)
+    #: The load in one line (en, zh); "" for an experiment measured by probes.
     workload: str = ""
+    workload_zh: str = ""
     stats: list[ArmStat] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     #: The lesson in one sentence, with the measured numbers filled in.
