@@ -207,7 +207,7 @@ def run_experiment(lab: Lab, name: str, rounds: Any = None, arms: str | None = N
         exp = experiments.with_requests(
             exp, int(number(num_requests, "--num-requests", low=1, integer=True)), lab.profile_name)
     lab.console.rule(f"[bold]experiment {exp.name}[/] — {exp.question(lab.lang)}")
-    shown = terminal(lab)
+    shown = terminal(lab)  # an experiment retries nothing: no on_retry
     _, values, results = run(lab, exp, n, on_start=shown["on_start"], on_result=shown["on_result"])
     from lab.checklist.experiments.verdict import verdict_line
     lab.console.print(f"verdict: {verdict_line(values, exp.metrics, lab.lang)}", markup=False)

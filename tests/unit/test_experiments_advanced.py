@@ -236,3 +236,21 @@ def test_experiments_md_shows_the_adapters_the_lora_listing_and_the_counters(tmp
                    "accepted 360", "per position 135 / 117 / 108", "acceptance 97.56 %",
                    "VLLM::Worker\\_TP0: 1,747 MiB (process RSS: host memory, not GPU memory)"):
         assert needle in section, needle
+
+
+def test_invoke_experiment_hands_the_runner_only_the_callbacks_it_takes(tmp_path, monkeypatch):
+    """`terminal()` also carries run_plan's on_retry; run_experiment takes none (it crashed
+    with "unexpected keyword argument 'on_retry'" once both met)."""
+    import inspect
+
+    from lab import commands
+    from lab.checklist.experiments import runner
+    seen: dict = {}
+
+    def fake_run(lab, exp, rounds=None, **kw):
+        inspect.signature(runner.run_experiment).bind(lab, exp, rounds, **kw)  # TypeError if not
+        seen.update(kw)
+        return 1, ExperimentValues(name=exp.name, skipped="test"), []
+    monkeypatch.setattr(runner, "run_experiment", fake_run)
+    commands.run_experiment(make_lab(tmp_path), "quantization")
+    assert set(seen) == {"on_start", "on_result"}
