@@ -203,7 +203,8 @@ def run_experiment(lab: Lab, name: str, rounds: Any = None, arms: str | None = N
         exp = experiments.with_requests(
             exp, int(number(num_requests, "--num-requests", low=1, integer=True)), lab.profile_name)
     lab.console.rule(f"[bold]experiment {exp.name}[/] — {exp.question(lab.lang)}")
-    _, values, results = run(lab, exp, n, **terminal(lab))
+    shown = terminal(lab)
+    _, values, results = run(lab, exp, n, on_start=shown["on_start"], on_result=shown["on_result"])
     from lab.checklist.experiments.verdict import verdict_line
     lab.console.print(f"verdict: {verdict_line(values, exp.metrics, lab.lang)}", markup=False)
     lesson = values.lesson_zh if lab.lang == "zh" else values.lesson_en
