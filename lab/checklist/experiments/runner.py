@@ -97,7 +97,14 @@ def run_arm(lab: Lab, ctx: StepContext, exp: Experiment, arm: Arm, rnd: int) -> 
         measures.MEASURES[exp.measure or "load"](run)
         alive = server.is_alive(state)
     finally:
-        server.stop(alab.state_path)
+        # The next arm needs the GPU memory back: wait for NVML to show it released.
+        stopped = alab.stop_server(loud=False, why=f"experiment {exp.name}: arm {arm.name}")
+    if not stopped.clean:
+        from lab.core.errors import GpuMemoryHeld
+        from lab.record.session import held_message
+        held = GpuMemoryHeld(held_message(stopped))
+        held.values = values
+        raise held
     values.figures = {m.key: _safe(m.read, values) for m in exp.metrics}
     criteria = arm_criteria(values, alive)
     return Outcome(criteria, arm_line(exp, values), values, command=values.command)
@@ -227,7 +234,7 @@ def run_experiment(lab: Lab, exp: Experiment, rounds: int | None = None, *,
         book.end_run(run_id, INTERRUPTED)
         raise
     finally:
-        server.stop(lab.state_path)
+        lab.stop_server(loud=False, why=f"experiment {exp.name}: end")
     book.end_run(run_id, FAIL if any(r.status == FAIL for r in results) else PASS)
     return run_id, values, results
 
