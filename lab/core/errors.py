@@ -1,5 +1,6 @@
 """Named exceptions. Each carries one clear line for the user; tasks turn them into
 `Exit(str(err), code)` and the step runner records them as a failed step."""
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@
 Model output is untrusted: without escaping, a reply could inject links, images, HTML or
 break out of a code fence in the execution log.
 """
+
 from __future__ import annotations
 
 import html

@@ -1,5 +1,6 @@
 """Number formatting for the terminal and the rendered markdown: one place, so a figure
 reads the same in `actual`, the summary table and the reports. None is "n/a", never 0."""
+
 from __future__ import annotations
 
 from typing import Any

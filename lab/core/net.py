@@ -4,6 +4,7 @@ A server bound to a wildcard address (0.0.0.0, ::) is reached from this machine 
 loopback: 127.0.0.1 for an IPv4 wildcard, [::1] for an IPv6 one (a dual-stack "::" bind
 answers on both, but only [::1] is sure to). An IPv6 literal is bracketed in a URL.
 """
+
 from __future__ import annotations
 
 import ipaddress

@@ -1,5 +1,6 @@
 """Text of logs: colour codes and progress-bar redraws removed, and the last lines of a
 file or a string (the evidence a failed step keeps)."""
+
 from __future__ import annotations
 
 import os

@@ -10,6 +10,7 @@ secret-looking flag or environment value as well), in case a row holds one anywa
 
 Command line equivalent: `python -m vllm.entrypoints.openai.api_server --help`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -64,8 +65,13 @@ def parse_flags(argv: list[str]) -> list[dict]:
         if "=" in arg:
             arg, value = arg.split("=", 1)
             i += 1
-        elif i + 1 < len(args) and not args[i + 1].startswith("--") and not (
-                args[i + 1].startswith("-") and len(args[i + 1]) > 1 and args[i + 1][1].isalpha()):
+        elif (
+            i + 1 < len(args)
+            and not args[i + 1].startswith("--")
+            and not (
+                args[i + 1].startswith("-") and len(args[i + 1]) > 1 and args[i + 1][1].isalpha()
+            )
+        ):
             value = args[i + 1]
             i += 2
         else:
@@ -82,9 +88,10 @@ def parse_flags(argv: list[str]) -> list[dict]:
 @dataclass
 class FlagRow:
     """One flag (or environment variable) of a started server, explained when known."""
+
     flag: str
     value: str
-    alias: str | None            # the spelling used, when it is not the canonical one
+    alias: str | None  # the spelling used, when it is not the canonical one
     note: NoteText | None
 
 
@@ -102,8 +109,8 @@ class ServerNotes:
     command: str
     flags: list[FlagRow]
     envs: list[FlagRow]
-    facts: ServeValues | None    # shown when the start recorded its KV-cache capacity
-    block_size: int | None       # the block size in effect (from /metrics)
+    facts: ServeValues | None  # shown when the start recorded its KV-cache capacity
+    block_size: int | None  # the block size in effect (from /metrics)
     #: The start's failure and the known fix it carried, when there was one (`--fix auto`).
     life: ServeValues | None = None
     #: Day 6 (issue 12): the node rank this command started, of how many (None: one node),
@@ -121,21 +128,37 @@ def server_notes(server: Server, lang: str) -> ServerNotes:
     flags = []
     for f in parse_flags(argv):
         known = PARAMS.get(f["flag"])
-        alias = f["raw"].split("=")[0] if f["raw"] != f["flag"] and f["raw"].startswith("-") else None
+        alias = (
+            f["raw"].split("=")[0] if f["raw"] != f["flag"] and f["raw"].startswith("-") else None
+        )
         flags.append(FlagRow(f["flag"], f["value"], alias, known.text(lang) if known else None))
-    envs = [FlagRow(k, v, None, ENV_VARS[k].text(lang) if k in ENV_VARS else None)
-            for k, v in sorted(env.items())]
+    envs = [
+        FlagRow(k, v, None, ENV_VARS[k].text(lang) if k in ENV_VARS else None)
+        for k, v in sorted(env.items())
+    ]
     facts = server.facts if server.facts and server.facts.kv_cache_tokens is not None else None
     given = {f.flag: f.value for f in flags}
     nnodes = int(given["--nnodes"]) if str(given.get("--nnodes", "")).isdigit() else None
-    return ServerNotes(server.id, server.run_id, server.profile, server.model, server.tp,
-                       server.host, server.port, server.started_at, server.ready_s,
-                       shell_line(argv, server.env), flags, envs, facts,
-                       server.facts.block_size if server.facts else None,
-                       life=server.facts if server.facts and (server.facts.failure
-                                                              or server.facts.fix) else None,
-                       node_rank=int(given.get("--node-rank", 0)) if nnodes else None,
-                       nnodes=nnodes, headless=given.get("--headless") == "true")
+    return ServerNotes(
+        server.id,
+        server.run_id,
+        server.profile,
+        server.model,
+        server.tp,
+        server.host,
+        server.port,
+        server.started_at,
+        server.ready_s,
+        shell_line(argv, server.env),
+        flags,
+        envs,
+        facts,
+        server.facts.block_size if server.facts else None,
+        life=server.facts if server.facts and (server.facts.failure or server.facts.fix) else None,
+        node_rank=int(given.get("--node-rank", 0)) if nnodes else None,
+        nnodes=nnodes,
+        headless=given.get("--headless") == "true",
+    )
 
 
 def downloads(data: LabData) -> list[DownloadValues]:
@@ -168,13 +191,18 @@ def deploy_view(data: LabData, lang: str) -> dict[str, Any]:
     _with_node_commands(servers, data.records.servers)
     used = {f.flag for s in servers for f in s.flags}
     used_env = {e.flag for s in servers for e in s.envs}
-    return {"lang": lang, "servers": servers, "downloads": downloads(data),
-            "generated_at": fmt_ts(data.now),
-            "reference": [(flag, note.text(lang), flag in used) for flag, note in PARAMS.items()],
-            "env_reference": [(name, note.text(lang), name in used_env)
-                              for name, note in ENV_VARS.items()],
-            # the advanced features' commands (`invoke experiment lora|speculative|…`)
-            "recipes": [r.text(lang) for r in RECIPES]}
+    return {
+        "lang": lang,
+        "servers": servers,
+        "downloads": downloads(data),
+        "generated_at": fmt_ts(data.now),
+        "reference": [(flag, note.text(lang), flag in used) for flag, note in PARAMS.items()],
+        "env_reference": [
+            (name, note.text(lang), name in used_env) for name, note in ENV_VARS.items()
+        ],
+        # the advanced features' commands (`invoke experiment lora|speculative|…`)
+        "recipes": [r.text(lang) for r in RECIPES],
+    }
 
 
 def cell(text: Any) -> str:
@@ -185,5 +213,6 @@ def cell(text: Any) -> str:
 
 def render_deploy_notes(data: LabData, lang: str, out_dir: Path) -> Path:
     """Render `logbook/deploy-notes.md` (Command line equivalent: `invoke report`)."""
-    return render_to(out_dir, "deploy-notes.md", "deploy-notes.md.j2", cell=cell,
-                     **deploy_view(data, lang))
+    return render_to(
+        out_dir, "deploy-notes.md", "deploy-notes.md.j2", cell=cell, **deploy_view(data, lang)
+    )

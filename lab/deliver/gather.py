@@ -12,6 +12,7 @@ ITLs pooled per level from their float32 arrays.
 Command line equivalent: `sqlite3 logbook/lab.db 'select concurrency, count(*) from requests
 where phase = "sweep" group by concurrency'`.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -37,6 +38,7 @@ from lab.record.values import (
 class Level:
     """One level of the sweep: its summary, recomputed from the requests table ("requests")
     or as the bench step recorded it ("values"), and how many requests it measured."""
+
     summary: LevelSummary
     source: str
     n: int | None
@@ -52,17 +54,19 @@ class Level:
 @dataclass
 class LoopSummary:
     """Seed 000's latency loop: sequential requests, avg/min/max end-to-end ms."""
+
     avg_latency_ms: float | None
     min_latency_ms: float | None
     max_latency_ms: float | None
     requests: int | None
     failed: int | None
-    source: str                      # "requests" or "values"
+    source: str  # "requests" or "values"
 
 
 @dataclass
 class Sample:
     """One sampled value of the monitor step's timeline."""
+
     t: float
     source: str
     device: str
@@ -73,6 +77,7 @@ class Sample:
 @dataclass
 class SampleStats:
     """Peak, mean and count of one sampled field on one device (the dashboard's table)."""
+
     source: str
     device: str
     field: str
@@ -85,6 +90,7 @@ class SampleStats:
 class LabData:
     """Everything a render needs, read once. `report_run_id`: the Day 4 run whose bench and
     compare the report shows (None: the latest recorded)."""
+
     now: float
     records: Records
     report_run_id: int | None = None
@@ -106,13 +112,25 @@ class LabData:
     @property
     def runs(self) -> list[Run]:
         """The runs the report's figures come from, oldest first."""
-        used = {s.run_id for s in (self.bench, self.compare, self.serve, self.gpus,
-                                   self.monitor, self.install, self.offline) if s}
+        used = {
+            s.run_id
+            for s in (
+                self.bench,
+                self.compare,
+                self.serve,
+                self.gpus,
+                self.monitor,
+                self.install,
+                self.offline,
+            )
+            if s
+        }
         return [self.records.runs[i] for i in sorted(used) if i in self.records.runs]
 
 
-def gather(book: Logbook, run_id: int | None = None, *, now: float,
-           measurements: bool = True) -> LabData:
+def gather(
+    book: Logbook, run_id: int | None = None, *, now: float, measurements: bool = True
+) -> LabData:
     """Read the logbook once. `run_id`: a Day 4 run whose bench and compare the report shows
     (default: the latest recorded). `measurements=False` reads only the records (runs,
     steps, servers, notes): enough for the day logs, progress and run comparisons."""
@@ -123,21 +141,32 @@ def gather(book: Logbook, run_id: int | None = None, *, now: float,
     if run_id is not None:
         run = rec.run(run_id)
         if run.day != "day4":
-            raise LabError(f"run #{run_id} is a {run.day} run; --run takes a day4 run "
-                           "(the one whose bench and compare to report)")
+            raise LabError(
+                f"run #{run_id} is a {run.day} run; --run takes a day4 run "
+                "(the one whose bench and compare to report)"
+            )
     _pick_steps(book, data)
     conn = book.db.conn
     if data.bench is not None:
         data.levels = sweep(conn, data.bench)
         data.latency = latency_loop(conn, data.bench)
     if data.monitor is not None:
-        data.samples = [Sample(*r) for r in conn.execute(
-            "SELECT t, source, device, field, value FROM samples WHERE step_id = ? "
-            "ORDER BY t, id", [data.monitor.id])]
-        data.sample_stats = [SampleStats(*r) for r in conn.execute(
-            "SELECT source, device, field, MAX(value), AVG(value), COUNT(*) FROM samples "
-            "WHERE step_id = ? GROUP BY source, device, field ORDER BY source, device, field",
-            [data.monitor.id])]
+        data.samples = [
+            Sample(*r)
+            for r in conn.execute(
+                "SELECT t, source, device, field, value FROM samples WHERE step_id = ? "
+                "ORDER BY t, id",
+                [data.monitor.id],
+            )
+        ]
+        data.sample_stats = [
+            SampleStats(*r)
+            for r in conn.execute(
+                "SELECT source, device, field, MAX(value), AVG(value), COUNT(*) FROM samples "
+                "WHERE step_id = ? GROUP BY source, device, field ORDER BY source, device, field",
+                [data.monitor.id],
+            )
+        ]
     return data
 
 
@@ -166,18 +195,25 @@ def _pick_steps(book: Logbook, data: LabData) -> None:
     if anchor:
         host = rec.runs[anchor.run_id].host
         same_host = lambda s: rec.host_of(s) == host  # noqa: E731
-        data.serve = rec.latest("serve", run_id=anchor.run_id) or \
-            rec.latest("serve", before=anchor.started_at, where=same_host)
-        data.gpus = rec.latest("gpus", run_id=anchor.run_id, where=_has_gpus) or \
-            rec.latest("gpus", before=anchor.started_at,
-                       where=lambda s: same_host(s) and _has_gpus(s))
+        data.serve = rec.latest("serve", run_id=anchor.run_id) or rec.latest(
+            "serve", before=anchor.started_at, where=same_host
+        )
+        data.gpus = rec.latest("gpus", run_id=anchor.run_id, where=_has_gpus) or rec.latest(
+            "gpus", before=anchor.started_at, where=lambda s: same_host(s) and _has_gpus(s)
+        )
         data.monitor = rec.latest("monitor", run_id=anchor.run_id, where=sampled)
     else:
         data.serve = rec.latest("serve")
         data.gpus = rec.latest("gpus", where=_has_gpus) or rec.latest("gpus")
     data.monitor = data.monitor or rec.latest("monitor", where=sampled)
-    data.install = rec.latest("install", where=lambda s: isinstance(s.values, InstallValues)
-                              and s.values.versions is not None and bool(s.values.versions.vllm))
+    data.install = rec.latest(
+        "install",
+        where=lambda s: (
+            isinstance(s.values, InstallValues)
+            and s.values.versions is not None
+            and bool(s.values.versions.vllm)
+        ),
+    )
     data.offline = rec.latest("offline")
     data.metrics = rec.latest("metrics")
     serve = data.serve
@@ -212,8 +248,12 @@ def sweep(conn: sqlite3.Connection, bench: Step) -> list[Level]:
     (phase "sweep"; else every phase but the latency loop); otherwise the summaries the
     bench step recorded."""
     phase = "phase = 'sweep'"
-    if conn.execute(f"SELECT 1 FROM requests WHERE step_id = ? AND {phase} LIMIT 1",
-                    [bench.id]).fetchone() is None:
+    if (
+        conn.execute(
+            f"SELECT 1 FROM requests WHERE step_id = ? AND {phase} LIMIT 1", [bench.id]
+        ).fetchone()
+        is None
+    ):
         phase = "(phase IS NULL OR phase != 'latency')"
     names = dict(conn.execute(_LEVEL_NAMES.format(phase=phase), [bench.id]).fetchall())
     totals = conn.execute(_LEVEL_TOTALS.format(phase=phase), [bench.id]).fetchall()
@@ -225,14 +265,35 @@ def sweep(conn: sqlite3.Connection, bench: Step) -> list[Level]:
     for c, requests, completed, failed, timeouts, first, last, tokens_in, tokens_out in totals:
         wall = last - first if first is not None and last is not None else None
         ttft, tpot, e2el, queue, itl = _times(
-            conn.execute(_LEVEL_TIMES.format(phase=phase), [bench.id, c]).fetchall())
-        out.append(Level(LevelSummary(
-            concurrency=c, level=names.get(c) or f"c{c}", requests=requests, completed=completed,
-            failed=failed, timeouts=timeouts, wall_s=wall, total_input_tokens=tokens_in,
-            total_output_tokens=tokens_out, requests_per_s=_per_s(completed, wall),
-            output_tok_s=_per_s(tokens_out, wall), total_tok_s=_per_s(tokens_in + tokens_out, wall),
-            ttft_ms=_stats(ttft), tpot_ms=_stats(tpot), itl_ms=_stats(itl), e2el_ms=_stats(e2el),
-            queue_ms=_stats(queue)), "requests", requests, ttft_ms=ttft, tpot_ms=tpot))
+            conn.execute(_LEVEL_TIMES.format(phase=phase), [bench.id, c]).fetchall()
+        )
+        out.append(
+            Level(
+                LevelSummary(
+                    concurrency=c,
+                    level=names.get(c) or f"c{c}",
+                    requests=requests,
+                    completed=completed,
+                    failed=failed,
+                    timeouts=timeouts,
+                    wall_s=wall,
+                    total_input_tokens=tokens_in,
+                    total_output_tokens=tokens_out,
+                    requests_per_s=_per_s(completed, wall),
+                    output_tok_s=_per_s(tokens_out, wall),
+                    total_tok_s=_per_s(tokens_in + tokens_out, wall),
+                    ttft_ms=_stats(ttft),
+                    tpot_ms=_stats(tpot),
+                    itl_ms=_stats(itl),
+                    e2el_ms=_stats(e2el),
+                    queue_ms=_stats(queue),
+                ),
+                "requests",
+                requests,
+                ttft_ms=ttft,
+                tpot_ms=tpot,
+            )
+        )
     return out
 
 
@@ -244,7 +305,7 @@ def _times(rows: list[tuple]) -> tuple[np.ndarray, ...]:
     columns = list(zip(*rows, strict=True))
     out: list[np.ndarray] = []
     for col in columns[:4]:
-        values = np.array(col, dtype=np.float64)   # None -> nan
+        values = np.array(col, dtype=np.float64)  # None -> nan
         out.append(values[~np.isnan(values)] * 1000.0)
     blobs = b"".join(b for b in columns[4] if b)
     # ITLs stay float32 (as stored); _stats takes their mean in float64.
@@ -279,11 +340,13 @@ def latency_loop(conn, bench: Step) -> LoopSummary | None:
         "MIN(CASE WHEN ok != 0 THEN e2el_s * 1000 END), "
         "MAX(CASE WHEN ok != 0 THEN e2el_s * 1000 END) "
         "FROM requests WHERE step_id = ? AND phase = 'latency' AND warmup = 0",
-        [bench.id]).fetchone()
+        [bench.id],
+    ).fetchone()
     if n:
         return LoopSummary(avg, low, high, n, failed, "requests")
     lat = bench.values.latency if isinstance(bench.values, BenchValues) else None
     if lat is None:
         return None
-    return LoopSummary(lat.avg_latency_ms, lat.min_latency_ms, lat.max_latency_ms, lat.runs,
-                       lat.failed, "values")
+    return LoopSummary(
+        lat.avg_latency_ms, lat.min_latency_ms, lat.max_latency_ms, lat.runs, lat.failed, "values"
+    )

@@ -6,6 +6,7 @@ Markdown templates (`*.md.j2`) are not autoescaped: untrusted text goes through 
 (`*.html.j2`) are autoescaped, so every `{{ }}` is HTML-escaped. Templates only loop and
 format; what to show is decided in Python (each output's view model).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -26,10 +27,22 @@ from lab.record.logbook import FAIL, INTERRUPTED, PASS, PENDING, RUNNING, SKIPPE
 TEMPLATES = PROJECT_ROOT / "templates"
 
 STATUS_TEXT = {
-    "zh": {PASS: "✅ 通过", FAIL: "❌ 失败", SKIPPED: "⏭️ 跳过", PENDING: "⏳ 待执行",
-           INTERRUPTED: "⚠️ 中断", RUNNING: "⏳ 进行中"},
-    "en": {PASS: "✅ pass", FAIL: "❌ fail", SKIPPED: "⏭️ skipped", PENDING: "⏳ pending",
-           INTERRUPTED: "⚠️ interrupted", RUNNING: "⏳ running"},
+    "zh": {
+        PASS: "✅ 通过",
+        FAIL: "❌ 失败",
+        SKIPPED: "⏭️ 跳过",
+        PENDING: "⏳ 待执行",
+        INTERRUPTED: "⚠️ 中断",
+        RUNNING: "⏳ 进行中",
+    },
+    "en": {
+        PASS: "✅ pass",
+        FAIL: "❌ fail",
+        SKIPPED: "⏭️ skipped",
+        PENDING: "⏳ pending",
+        INTERRUPTED: "⚠️ interrupted",
+        RUNNING: "⏳ running",
+    },
 }
 
 
@@ -42,15 +55,26 @@ def status_text(status: str, lang: str) -> str:
 def environment() -> jinja2.Environment:
     """The environment (made once): autoescape for *.html.j2 only, StrictUndefined."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
-        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",),
-                                            default_for_string=False),
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html.j2",), default_for_string=False
+        ),
         # Compiled templates are kept in a per-user folder of the temp dir (0700): a render
         # does not compile them again.
-        bytecode_cache=jinja2.FileSystemBytecodeCache())
-    env.filters.update(md=md_inline, code=code_block, num=_num, ms=fmt_ms, ts=fmt_ts,
-                       tojson_pretty=lambda v: json.dumps(v, ensure_ascii=False, indent=2))
+        bytecode_cache=jinja2.FileSystemBytecodeCache(),
+    )
+    env.filters.update(
+        md=md_inline,
+        code=code_block,
+        num=_num,
+        ms=fmt_ms,
+        ts=fmt_ts,
+        tojson_pretty=lambda v: json.dumps(v, ensure_ascii=False, indent=2),
+    )
     env.filters["status"] = _status
     env.globals["t"] = _t
     env.globals["note"] = _note

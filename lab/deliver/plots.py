@@ -9,6 +9,7 @@ wrote, or None when there is nothing to plot: a plot is never drawn from made-up
 Labels are Chinese only when matplotlib has a CJK font; otherwise English (a zh report
 then shows English axis labels rather than empty boxes).
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -24,13 +25,26 @@ if TYPE_CHECKING:
     from lab.deliver.gather import Sample
 
 #: Fonts that carry CJK glyphs, in order of preference.
-CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", "WenQuanYi Zen Hei",
-             "WenQuanYi Micro Hei", "SimHei", "Microsoft YaHei", "PingFang SC",
-             "AR PL UMing CN", "Droid Sans Fallback")
+CJK_FONTS = (
+    "Noto Sans CJK SC",
+    "Noto Sans CJK JP",
+    "Source Han Sans SC",
+    "WenQuanYi Zen Hei",
+    "WenQuanYi Micro Hei",
+    "SimHei",
+    "Microsoft YaHei",
+    "PingFang SC",
+    "AR PL UMing CN",
+    "Droid Sans Fallback",
+)
 
 #: File names under the logbook directory.
-FILES = {"timeline": "plot-monitor-timeline.png", "sweep": "plot-sweep.png",
-         "latency": "plot-latency-distribution.png", "offline": "plot-offline-batches.png"}
+FILES = {
+    "timeline": "plot-monitor-timeline.png",
+    "sweep": "plot-sweep.png",
+    "latency": "plot-latency-distribution.png",
+    "offline": "plot-offline-batches.png",
+}
 
 DPI = 100
 
@@ -38,8 +52,10 @@ DPI = 100
 def _figure(rows: int, cols: int = 1, size: tuple[float, float] = (9.0, 6.0)):
     """A new Figure on the Agg canvas (no pyplot: no global state, thread-safe)."""
     import matplotlib
+
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+
     fig = Figure(figsize=size, dpi=DPI, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     return fig, [ax for row in axes for ax in row]
@@ -48,6 +64,7 @@ def _figure(rows: int, cols: int = 1, size: tuple[float, float] = (9.0, 6.0)):
 def cjk_font() -> str | None:
     """The first CJK-capable font matplotlib knows, or None."""
     from matplotlib import font_manager
+
     names = {f.name for f in font_manager.fontManager.ttflist}
     return next((n for n in CJK_FONTS if n in names), None)
 
@@ -88,8 +105,9 @@ def _series(samples: Iterable[Sample]) -> dict[tuple[str, str], list[tuple[float
     return out
 
 
-def timeline(samples: Sequence[Sample], path: Path, lang: str = "zh",
-             caption: str = "") -> Path | None:
+def timeline(
+    samples: Sequence[Sample], path: Path, lang: str = "zh", caption: str = ""
+) -> Path | None:
     """The monitor step's timeline. NVML samples: memory used (with the total dashed) and
     GPU utilisation per GPU. Process samples (CPU profile): RSS and CPU % of the vLLM
     process tree, titled as such."""
@@ -101,8 +119,13 @@ def timeline(samples: Sequence[Sample], path: Path, lang: str = "zh",
     t = _Labels(lang)
     fig, (top, bottom) = _figure(2, size=(9.0, 6.0))
     if source == "process":
-        fig.suptitle(t("vLLM 进程树（CPU 配置，无 GPU）：内存 RSS 与 CPU 占用",
-                       "vLLM process tree (CPU profile, no GPU): RSS and CPU %") + caption)
+        fig.suptitle(
+            t(
+                "vLLM 进程树（CPU 配置，无 GPU）：内存 RSS 与 CPU 占用",
+                "vLLM process tree (CPU profile, no GPU): RSS and CPU %",
+            )
+            + caption
+        )
         top_fields: tuple[str, ...] = ("rss_mib",)
         bottom_fields: tuple[str, ...] = ("cpu_pct",)
         top.set_ylabel("RSS (MiB)")
@@ -117,23 +140,44 @@ def timeline(samples: Sequence[Sample], path: Path, lang: str = "zh",
         for (field, device), points in sorted(series.items()):
             if field not in fields:
                 continue
-            name = f"GPU{device}" if source != "process" else (
-                t("整个进程树", "whole process tree") if device == "tree" else device)
+            name = (
+                f"GPU{device}"
+                if source != "process"
+                else (t("整个进程树", "whole process tree") if device == "tree" else device)
+            )
             style = ":" if field == "mem_util_pct" else "-"
-            suffix = {"util_pct": t(" GPU 利用率", " GPU utilisation"),
-                      "mem_util_pct": t(" 显存读写繁忙度", " memory read/write busy"),
-                      "mem_used_mib": t(" 已用", " used")}.get(field, "")
-            ax.plot([p[0] - t0 for p in points], [p[1] for p in points], style, marker=".",
-                    label=f"{name}{suffix}")
+            suffix = {
+                "util_pct": t(" GPU 利用率", " GPU utilisation"),
+                "mem_util_pct": t(" 显存读写繁忙度", " memory read/write busy"),
+                "mem_used_mib": t(" 已用", " used"),
+            }.get(field, "")
+            ax.plot(
+                [p[0] - t0 for p in points],
+                [p[1] for p in points],
+                style,
+                marker=".",
+                label=f"{name}{suffix}",
+            )
         ax.grid(True, alpha=0.3)
         ax.set_xlabel(t("时间 (s，自第一个样本起)", "time (s since the first sample)"))
     for (field, device), points in sorted(series.items()):
         if field == "mem_total_mib" and source != "process":
-            top.axhline(max(p[1] for p in points), linestyle="--", color="grey",
-                        label=t(f"GPU{device} 总显存", f"GPU{device} total"))
+            top.axhline(
+                max(p[1] for p in points),
+                linestyle="--",
+                color="grey",
+                label=t(f"GPU{device} 总显存", f"GPU{device} total"),
+            )
     if source != "process":
-        highest = max((p[1] for (f, _), pts in series.items() if f in ("mem_used_mib", "mem_total_mib")
-                       for p in pts), default=0)
+        highest = max(
+            (
+                p[1]
+                for (f, _), pts in series.items()
+                if f in ("mem_used_mib", "mem_total_mib")
+                for p in pts
+            ),
+            default=0,
+        )
         top.set_ylim(0, highest * 1.08 or 1)
     for ax in (top, bottom):
         if ax.get_legend_handles_labels()[0]:
@@ -153,21 +197,31 @@ def sweep(levels: Sequence[LevelSummary], path: Path, lang: str = "zh") -> Path 
     fig.suptitle(t("并发扫描：吞吐量与延迟", "Concurrency sweep: throughput and latency"))
     rates: tuple[tuple[Callable[[LevelSummary], float | None], str, str], ...] = (
         (lambda s: s.output_tok_s, t("输出 tok/s", "output tok/s"), "o-"),
-        (lambda s: s.total_tok_s, t("总 tok/s（输入+输出）", "total tok/s (in + out)"), "s--"))
+        (lambda s: s.total_tok_s, t("总 tok/s（输入+输出）", "total tok/s (in + out)"), "s--"),
+    )
     for rate, label, style in rates:
         thr.plot(xs, _nan(rate(lv) for lv in levels), style, label=label)
     for x, lv in zip(xs, levels, strict=True):
         if lv.requests_per_s is not None:
-            thr.annotate(f"{lv.requests_per_s:.2f} req/s", (x, lv.output_tok_s or 0),
-                         textcoords="offset points", xytext=(4, -12), fontsize="x-small")
+            thr.annotate(
+                f"{lv.requests_per_s:.2f} req/s",
+                (x, lv.output_tok_s or 0),
+                textcoords="offset points",
+                xytext=(4, -12),
+                fontsize="x-small",
+            )
     thr.set_ylabel(t("吞吐 (tok/s)", "throughput (tok/s)"))
     thr.set_ylim(bottom=0)
     thr.legend(loc="upper left", fontsize="small")
     latencies: tuple[tuple[Callable[[LevelSummary], LatencyStats], str, str], ...] = (
-        (lambda s: s.ttft_ms, "TTFT", "o-"), (lambda s: s.tpot_ms, "TPOT", "s-"),
-        (lambda s: s.itl_ms, "ITL", "^-"))
+        (lambda s: s.ttft_ms, "TTFT", "o-"),
+        (lambda s: s.tpot_ms, "TPOT", "s-"),
+        (lambda s: s.itl_ms, "ITL", "^-"),
+    )
     stats: tuple[tuple[Callable[[LatencyStats], float | None], str, str], ...] = (
-        (lambda st: st.median, "median", ""), (lambda st: st.p99, "p99", "--"))
+        (lambda st: st.median, "median", ""),
+        (lambda st: st.p99, "p99", "--"),
+    )
     for figure, label, style in latencies:
         for stat, name, dash in stats:
             ys = [stat(figure(lv)) for lv in levels]
@@ -187,6 +241,7 @@ def sweep(levels: Sequence[LevelSummary], path: Path, lang: str = "zh") -> Path 
 def _log_y(ax) -> None:
     """A log y axis labelled with plain numbers (5, 10, 20) instead of 5×10⁰."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     ax.set_yscale("log")
     axis = ax.yaxis
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
@@ -199,8 +254,9 @@ def _nan(values: Iterable[float | None]) -> list[float]:
 
 
 # ----------------------------------------------------------------------------- distributions
-def latency_distribution(by_level: Mapping[int, tuple[np.ndarray, np.ndarray]], path: Path,
-                         lang: str = "zh") -> Path | None:
+def latency_distribution(
+    by_level: Mapping[int, tuple[np.ndarray, np.ndarray]], path: Path, lang: str = "zh"
+) -> Path | None:
     """Boxplots of per-request TTFT and TPOT (ms) for each concurrency level. `by_level`:
     concurrency -> (TTFT ms, TPOT ms) of its successful, non-warm-up requests (as in the
     statistics), read from the requests table."""
@@ -221,8 +277,10 @@ def latency_distribution(by_level: Mapping[int, tuple[np.ndarray, np.ndarray]], 
         ax.set_ylabel(name)
         ax.set_xlabel(t("并发数", "concurrency"))
         counts = [len(v[idx]) for v in data.values()]
-        ax.set_title(t("每个箱体的请求数: ", "requests per box: ") + ", ".join(map(str, counts)),
-                     fontsize="small")
+        ax.set_title(
+            t("每个箱体的请求数: ", "requests per box: ") + ", ".join(map(str, counts)),
+            fontsize="small",
+        )
         ax.grid(True, axis="y", alpha=0.3)
     return _save(fig, t, path)
 
@@ -230,8 +288,10 @@ def latency_distribution(by_level: Mapping[int, tuple[np.ndarray, np.ndarray]], 
 # ----------------------------------------------------------------------------- offline
 def offline(batches: Sequence[BatchRow], path: Path, lang: str = "zh") -> Path | None:
     """Day 5: offline LLM.generate throughput against batch size."""
-    rows = sorted((b for b in batches if b.batch_size and b.output_tok_s is not None),
-                  key=lambda b: b.batch_size)
+    rows = sorted(
+        (b for b in batches if b.batch_size and b.output_tok_s is not None),
+        key=lambda b: b.batch_size,
+    )
     if not rows:
         return None
     t = _Labels(lang)
@@ -242,14 +302,21 @@ def offline(batches: Sequence[BatchRow], path: Path, lang: str = "zh") -> Path |
     ax.set_xticks(xs, [str(x) for x in xs])
     ax.set_xlabel("batch size")
     ax.set_ylabel(t("生成吞吐 (tok/s)", "generation throughput (tok/s)"))
-    ax.set_title(t("离线 LLM.generate：batch size 与吞吐", "Offline LLM.generate: throughput by batch size"))
+    ax.set_title(
+        t("离线 LLM.generate：batch size 与吞吐", "Offline LLM.generate: throughput by batch size")
+    )
     ax.grid(True, alpha=0.3)
     return _save(fig, t, path)
 
 
 # ----------------------------------------------------------------------------- experiments
-def experiment_arms(panels: Sequence[tuple[str, str, str, Sequence[tuple[str, float | None, float | None, float | None]]]],
-                    path: Path, lang: str = "zh") -> Path | None:
+def experiment_arms(
+    panels: Sequence[
+        tuple[str, str, str, Sequence[tuple[str, float | None, float | None, float | None]]]
+    ],
+    path: Path,
+    lang: str = "zh",
+) -> Path | None:
     """One panel per metric: a bar per arm at its median over rounds, the min–max as an
     error bar. `panels`: (label zh, label en, unit, [(arm, median, min, max), ...]).
     None when no arm measured anything."""

@@ -11,6 +11,7 @@ Also here: the history of runs.
 
 Command line equivalent: `sqlite3 logbook/lab.db 'select run_id, key, status from steps'`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ _WORST = (FAIL, INTERRUPTED, RUNNING, PENDING, SKIPPED)
 class EvidenceState:
     """One piece of evidence: its status, `text` from the logbook (escape it when
     rendering), `hint` ours (trusted), and the run it comes from."""
+
     status: str
     text: str
     hint: str | None
@@ -63,8 +65,9 @@ class GroupState:
 
 def evidence_state(ev: Evidence, rec: Records, lang: str) -> EvidenceState:
     """The state of one piece of evidence, from the newest matching step."""
-    step = rec.latest(ev.key, day=ev.day, min_tp=ev.min_tp, max_tp=ev.max_tp,
-                      criterion=ev.criterion)
+    step = rec.latest(
+        ev.key, day=ev.day, min_tp=ev.min_tp, max_tp=ev.max_tp, criterion=ev.criterion
+    )
     if step is None:
         return EvidenceState(PENDING, "", run_hint(ev.command(), lang), None)
     text = f"run #{step.run_id} {step.key}"
@@ -77,8 +80,9 @@ def evidence_state(ev: Evidence, rec: Records, lang: str) -> EvidenceState:
         status, reason_or_none = crit.status, crit.reason
         label = pick(lang, crit.label_zh, crit.label_en)
         measured = crit.measured
-        text += f" · {label}" + ("" if measured is None
-                                 else f" = {measured} {crit.unit or ''}".rstrip())
+        text += f" · {label}" + (
+            "" if measured is None else f" = {measured} {crit.unit or ''}".rstrip()
+        )
     else:
         status, reason_or_none = step.status, step.reason
     text += f": {status}" + (f" ({reason_or_none})" if reason_or_none and status != PASS else "")
@@ -90,19 +94,28 @@ def experiment_evidence(item_id: str, rec: Records, lang: str) -> EvidenceState 
     (roadmap.experiments_for), with its lesson and a link to experiments.md; None if none."""
     from lab.checklist.roadmap import experiments_for
     from lab.record.values import ExperimentValues
+
     names = experiments_for(item_id)
     if not names:
         return None
-    step = rec.latest("experiment", day="experiment",
-                      where=lambda s: s.status == PASS and isinstance(s.values, ExperimentValues)
-                      and s.values.name in names and not s.values.skipped)
+    step = rec.latest(
+        "experiment",
+        day="experiment",
+        where=lambda s: (
+            s.status == PASS
+            and isinstance(s.values, ExperimentValues)
+            and s.values.name in names
+            and not s.values.skipped
+        ),
+    )
     if step is None:
         return None
     v = step.values
     assert isinstance(v, ExperimentValues)
     lesson = pick(lang, v.lesson_zh, v.lesson_en)
-    text = (f"run #{step.run_id} experiment {v.name} ({v.profile}, experiments.md#{v.name})"
-            + (f": {lesson}" if lesson else ""))
+    text = f"run #{step.run_id} experiment {v.name} ({v.profile}, experiments.md#{v.name})" + (
+        f": {lesson}" if lesson else ""
+    )
     return EvidenceState(PASS, text, None, step.run_id)
 
 
@@ -111,8 +124,15 @@ def item_state(item: Item, rec: Records, notes: dict[str, NoteRow], lang: str) -
     if item.manual:
         note = notes.get(item.id)
         done = bool(note and note.done)
-        hint = None if done else pick(lang, f"手动勾选：`invoke done {item.id} --note \"...\"`",
-                                      f"tick it by hand: `invoke done {item.id} --note \"...\"`")
+        hint = (
+            None
+            if done
+            else pick(
+                lang,
+                f'手动勾选：`invoke done {item.id} --note "..."`',
+                f'tick it by hand: `invoke done {item.id} --note "..."`',
+            )
+        )
         evidence = [EvidenceState(PASS if done else PENDING, note.note if note else "", hint, None)]
         status, at, run_ids = (PASS if done else PENDING), (note.at if note else None), []
         measured = experiment_evidence(item.id, rec, lang)
@@ -126,8 +146,18 @@ def item_state(item: Item, rec: Records, notes: dict[str, NoteRow], lang: str) -
         status = min((s.status for s in bad), key=_WORST.index) if bad else PASS
         run_ids = sorted({s.run_id for s in evidence if s.run_id})
     detail = "; ".join(s.hint or s.text for s in evidence if s.hint or s.text)
-    return ItemState(item.id, item.label(lang), item.optional, item.manual, done, status, at,
-                     run_ids, evidence, detail)
+    return ItemState(
+        item.id,
+        item.label(lang),
+        item.optional,
+        item.manual,
+        done,
+        status,
+        at,
+        run_ids,
+        evidence,
+        detail,
+    )
 
 
 def checklist_state(rec: Records, lang: str) -> list[GroupState]:
@@ -136,8 +166,16 @@ def checklist_state(rec: Records, lang: str) -> list[GroupState]:
     for group in roadmap():
         items = [item_state(i, rec, rec.notes, lang) for i in group.items]
         required = [i for i in items if not i.optional]
-        out.append(GroupState(group.id, group.title(lang), group.source, items,
-                              sum(i.done for i in required), len(required)))
+        out.append(
+            GroupState(
+                group.id,
+                group.title(lang),
+                group.source,
+                items,
+                sum(i.done for i in required),
+                len(required),
+            )
+        )
     return out
 
 
@@ -145,7 +183,7 @@ def checklist_state(rec: Records, lang: str) -> list[GroupState]:
 class RunHistory:
     run: Run
     steps: list[str] = field(default_factory=list)
-    counts: list[tuple[str, int]] = field(default_factory=list)   # (status, steps), sorted
+    counts: list[tuple[str, int]] = field(default_factory=list)  # (status, steps), sorted
 
 
 def run_history(rec: Records) -> list[RunHistory]:
@@ -163,6 +201,14 @@ def run_history(rec: Records) -> list[RunHistory]:
 def render_progress(data: LabData, lang: str, out_dir: Path) -> Path:
     """Render `logbook/progress.md` (Command line equivalent: `invoke status`)."""
     groups = checklist_state(data.records, lang)
-    return render_to(out_dir, "progress.md", "progress.md.j2", lang=lang, groups=groups,
-                     runs=run_history(data.records), generated_at=fmt_ts(data.now),
-                     done=sum(g.done for g in groups), total=sum(g.total for g in groups))
+    return render_to(
+        out_dir,
+        "progress.md",
+        "progress.md.j2",
+        lang=lang,
+        groups=groups,
+        runs=run_history(data.records),
+        generated_at=fmt_ts(data.now),
+        done=sum(g.done for g in groups),
+        total=sum(g.total for g in groups),
+    )

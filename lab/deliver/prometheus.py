@@ -1,5 +1,6 @@
 """`logbook/prometheus.yml`: a Prometheus scrape config for the vLLM servers the learner started
 (the `servers` table). Command line equivalent: `prometheus --config.file=logbook/prometheus.yml`."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ def scrape_targets(data: LabData, default_target: str) -> list[dict]:
         if not isinstance(port, int) or not _HOST_OK.match(host or "0.0.0.0"):
             continue
         target = host_port(host, port)  # a wildcard bind is scraped on loopback
-        seen.setdefault(target, {"target": target, "model": str(server.model or ""),
-                                 "server_id": server.id})
+        seen.setdefault(
+            target, {"target": target, "model": str(server.model or ""), "server_id": server.id}
+        )
     if not seen:
         return [{"target": default_target, "model": "", "server_id": None}]
     return list(seen.values())
@@ -43,18 +45,29 @@ def prometheus_yaml(data: LabData, default_target: str = "127.0.0.1:8000") -> st
         "#   histogram_quantile(0.99, rate(vllm:time_to_first_token_seconds_bucket[1m])).",
     ]
     if targets[0]["server_id"] is None:
-        lines.append("# No server recorded yet (run `invoke serve`): this is the configured address.")
-    lines += ["global:", "  scrape_interval: 5s", "  evaluation_interval: 15s", "scrape_configs:",
-              '  - job_name: "vllm"', '    metrics_path: "/metrics"', "    static_configs:"]
+        lines.append(
+            "# No server recorded yet (run `invoke serve`): this is the configured address."
+        )
+    lines += [
+        "global:",
+        "  scrape_interval: 5s",
+        "  evaluation_interval: 15s",
+        "scrape_configs:",
+        '  - job_name: "vllm"',
+        '    metrics_path: "/metrics"',
+        "    static_configs:",
+    ]
     for t in targets:
         lines.append(f"      - targets: [{json.dumps(t['target'])}]")
         if t["model"]:
-            lines += ["        labels:", f"          model: {json.dumps(t['model'], ensure_ascii=False)}"]
+            lines += [
+                "        labels:",
+                f"          model: {json.dumps(t['model'], ensure_ascii=False)}",
+            ]
     return "\n".join(lines) + "\n"
 
 
-def write_prometheus(data: LabData, out_dir: Path,
-                     default_target: str = "127.0.0.1:8000") -> Path:
+def write_prometheus(data: LabData, out_dir: Path, default_target: str = "127.0.0.1:8000") -> Path:
     """Write `logbook/prometheus.yml` (Command line equivalent: `invoke report`)."""
     path = out_dir / "prometheus.yml"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ never recorded renders as "not measured yet — run `invoke X`".
 
 `report_view` decides what the template shows; templates/report.md.j2 only loops and formats.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
@@ -70,8 +71,9 @@ class Roofline:
     serve step's model_load_gib) / peak bandwidth (NVML, GpuInfo.peak_memory_bandwidth_gbps):
     the least time one token can take at batch 1, since each decode step reads every weight
     once. Compared with the measured median TPOT at concurrency 1: pct = bound / TPOT × 100."""
+
     applies: bool
-    missing: list[tuple[str, str]] = field(default_factory=list)   # (what, task to run)
+    missing: list[tuple[str, str]] = field(default_factory=list)  # (what, task to run)
     weights_gib: float | None = None
     tpot_ms: float | None = None
     tp: int = 1
@@ -118,10 +120,11 @@ class Memory:
 class Comparison:
     """Seed 000's table (memory, mean latency, throughput, speedup) and seed 004's cost
     view, from the compare step."""
+
     step: Step
     source: str | None
     workload: list[tuple[str, Any]]
-    measured: bool                          # both sides recorded figures
+    measured: bool  # both sides recorded figures
     memory: tuple[Memory, Memory, float | None] = (Memory(None, None), Memory(None, None), None)
     latency_ms: tuple[float | None, float | None, float | None] = (None, None, None)
     output_tok_s: tuple[float | None, float | None, float | None] = (None, None, None)
@@ -135,10 +138,13 @@ def comparison(data: LabData) -> Comparison | None:
     if step is None:
         return None
     v = step.values if isinstance(step.values, CompareValues) else CompareValues()
-    work = [(f.name, getattr(v.workload, f.name)) for f in fields(v.workload)] \
-        if v.workload else []
-    out = Comparison(step, v.source, sorted((k, x) for k, x in work if x is not None),
-                     v.hf is not None or v.vllm is not None)
+    work = [(f.name, getattr(v.workload, f.name)) for f in fields(v.workload)] if v.workload else []
+    out = Comparison(
+        step,
+        v.source,
+        sorted((k, x) for k, x in work if x is not None),
+        v.hf is not None or v.vllm is not None,
+    )
     h, m = v.hf or CompareSide(), v.vllm or CompareSide()
     gpus = gpu_for(data)
     total_gib = mib_to_gib(gpus[0].memory_total_mib or 0) if gpus else None
@@ -153,8 +159,11 @@ def comparison(data: LabData) -> Comparison | None:
     out.memory = (mv, mh, ratio(mv.gib, mh.gib))
     out.latency_ms = (m.latency_ms, h.latency_ms, ratio(h.latency_ms, m.latency_ms))
     out.output_tok_s = (m.output_tok_s, h.output_tok_s, ratio(m.output_tok_s, h.output_tok_s))
-    out.samples_per_min = (m.samples_per_min, h.samples_per_min,
-                           ratio(m.samples_per_min, h.samples_per_min))
+    out.samples_per_min = (
+        m.samples_per_min,
+        h.samples_per_min,
+        ratio(m.samples_per_min, h.samples_per_min),
+    )
     # Seed 004: minutes and GPU-minutes for COST_SAMPLES samples, extrapolated from the
     # measured samples/min. GPUs: as compare recorded them, else (vLLM) the served TP; none
     # on the CPU profile (CPU-minutes are in the Day 4 log).
@@ -174,8 +183,12 @@ def versions(data: LabData) -> VllmVersions:
     iv = data.install.values if data.install else None
     found = iv.versions if isinstance(iv, InstallValues) and iv.versions else VllmVersions()
     sv = serve_values(data)
-    return VllmVersions(vllm=found.vllm or (sv.vllm_version if sv else None), dist=found.dist,
-                        torch=found.torch, transformers=found.transformers)
+    return VllmVersions(
+        vllm=found.vllm or (sv.vllm_version if sv else None),
+        dist=found.dist,
+        torch=found.torch,
+        transformers=found.transformers,
+    )
 
 
 def interpretation(data: LabData, lang: str) -> list[meanings.Reading]:
@@ -191,18 +204,26 @@ def make_plots(data: LabData, lang: str, out_dir: Path) -> dict[str, Path]:
     """Draw every plot the data allows; returns {key: path} of those written. Old plots of
     a key that has no data now are removed, so nothing stale is embedded."""
     from lab.deliver import plots
+
     out: dict[str, Path] = {}
     caption = f" — run #{data.monitor.run_id}" if data.monitor else ""
     offline = data.offline.values if data.offline else None
-    by_level = {lv.concurrency: (lv.ttft_ms, lv.tpot_ms) for lv in data.levels
-                if lv.ttft_ms is not None and lv.tpot_ms is not None}
+    by_level = {
+        lv.concurrency: (lv.ttft_ms, lv.tpot_ms)
+        for lv in data.levels
+        if lv.ttft_ms is not None and lv.tpot_ms is not None
+    }
     made = {
         "timeline": plots.timeline(data.samples, out_dir / plots.FILES["timeline"], lang, caption),
-        "sweep": plots.sweep([lv.summary for lv in data.levels], out_dir / plots.FILES["sweep"],
-                             lang),
+        "sweep": plots.sweep(
+            [lv.summary for lv in data.levels], out_dir / plots.FILES["sweep"], lang
+        ),
         "latency": plots.latency_distribution(by_level, out_dir / plots.FILES["latency"], lang),
-        "offline": plots.offline(offline.batches if isinstance(offline, OfflineValues) else [],
-                                 out_dir / plots.FILES["offline"], lang),
+        "offline": plots.offline(
+            offline.batches if isinstance(offline, OfflineValues) else [],
+            out_dir / plots.FILES["offline"],
+            lang,
+        ),
     }
     for key, path in made.items():
         if path:
@@ -216,6 +237,7 @@ def make_plots(data: LabData, lang: str, out_dir: Path) -> dict[str, Path]:
 @dataclass
 class PlotNames:
     """The file names of the plots drawn (None: not drawn: nothing to plot)."""
+
     timeline: str | None = None
     sweep: str | None = None
     latency: str | None = None
@@ -229,10 +251,14 @@ class PlotNames:
 
 _ROOFLINE_MISSING = {
     "gpus": ("GPU 的显存频率与位宽", "the GPU's memory clock and bus width"),
-    "bandwidth": ("GPU 的显存频率与位宽（NVML 未提供）",
-                  "the GPU's memory clock and bus width (NVML gave none)"),
-    "model_load_gib": ("权重大小（服务日志的 model_load_gib）",
-                       "the weight size (the server log's model_load_gib)"),
+    "bandwidth": (
+        "GPU 的显存频率与位宽（NVML 未提供）",
+        "the GPU's memory clock and bus width (NVML gave none)",
+    ),
+    "model_load_gib": (
+        "权重大小（服务日志的 model_load_gib）",
+        "the weight size (the server log's model_load_gib)",
+    ),
     "tpot_c1": ("并发 1 的 TPOT 中位数", "the median TPOT at concurrency 1"),
 }
 
@@ -256,36 +282,58 @@ def report_view(data: LabData, lang: str, plots: dict[str, Path] | None = None) 
     ov = data.offline.values if data.offline else None
     levels: list[Level] = data.levels
     return {
-        "lang": lang, "run_id": data.report_run_id, "generated_at": fmt_ts(data.now),
-        "profile": data.profile, "runs": data.runs, "gpus": gpu_for(data),
+        "lang": lang,
+        "run_id": data.report_run_id,
+        "generated_at": fmt_ts(data.now),
+        "profile": data.profile,
+        "runs": data.runs,
+        "gpus": gpu_for(data),
         "all_gpus": gpus_step.gpus if isinstance(gpus_step, GpusValues) else [],
-        "host": data.runs[-1].host if data.runs else None, "versions": versions(data),
-        "serve": data.serve, "sv": serve_values(data) or ServeValues(), "bench": data.bench,
-        "compare": comparison(data), "compare_source": _source_text(data, lang),
-        "latency": data.latency, "levels": levels,
-        "sweep_note": (note("sweep_recomputed", lang) if levels and levels[0].source == "requests"
-                       else pick(lang, "取自 bench 步骤记录的汇总（requests 表里没有逐请求记录）。",
-                                 "As the bench step summarised it (the requests table has no "
-                                 "per-request rows).")),
-        "interpretation": interpretation(data, lang), "roofline": rf,
-        "roofline_missing": [(pick(lang, *_ROOFLINE_MISSING[what]), run_hint(command, lang))
-                             for what, command in rf.missing],
-        "monitor": data.monitor, "mv": mv if isinstance(mv, MonitorValues) else MonitorValues(),
+        "host": data.runs[-1].host if data.runs else None,
+        "versions": versions(data),
+        "serve": data.serve,
+        "sv": serve_values(data) or ServeValues(),
+        "bench": data.bench,
+        "compare": comparison(data),
+        "compare_source": _source_text(data, lang),
+        "latency": data.latency,
+        "levels": levels,
+        "sweep_note": (
+            note("sweep_recomputed", lang)
+            if levels and levels[0].source == "requests"
+            else pick(
+                lang,
+                "取自 bench 步骤记录的汇总（requests 表里没有逐请求记录）。",
+                "As the bench step summarised it (the requests table has no per-request rows).",
+            )
+        ),
+        "interpretation": interpretation(data, lang),
+        "roofline": rf,
+        "roofline_missing": [
+            (pick(lang, *_ROOFLINE_MISSING[what]), run_hint(command, lang))
+            for what, command in rf.missing
+        ],
+        "monitor": data.monitor,
+        "mv": mv if isinstance(mv, MonitorValues) else MonitorValues(),
         "monitor_interval_s": mv.sampler.interval_s
-        if isinstance(mv, MonitorValues) and mv.sampler else None,
+        if isinstance(mv, MonitorValues) and mv.sampler
+        else None,
         "offline": data.offline,
         "batches": ov.batches if isinstance(ov, OfflineValues) else [],
         "plots": PlotNames.of(plots),
-        "definitions": definitions.definitions(lang), "naming": definitions.naming(lang),
-        "old_names": [(old, list(info.current), info.note(lang))
-                      for old, info in meanings.OLD_NAMES.items()],
+        "definitions": definitions.definitions(lang),
+        "naming": definitions.naming(lang),
+        "old_names": [
+            (old, list(info.current), info.note(lang)) for old, info in meanings.OLD_NAMES.items()
+        ],
         "samples_for_cost": COST_SAMPLES,
         "hint": lambda command: run_hint(command, lang),
     }
 
 
-def render_report(data: LabData, lang: str, out_dir: Path,
-                  plots: dict[str, Path] | None = None) -> Path:
+def render_report(
+    data: LabData, lang: str, out_dir: Path, plots: dict[str, Path] | None = None
+) -> Path:
     """Render `logbook/report.md` (and its plots, unless given) (Command line equivalent:
     `invoke report`)."""
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ and lab.measure.stats). Command line equivalent of one level:
     vllm bench serve --dataset-name random --random-input-len 128 --random-output-len 128 \\
         --ignore-eos --max-concurrency 16 --num-prompts 64 --num-warmups 4
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,7 +34,7 @@ from lab.vllm import metrics
 #: Prompts drawn for a level limited only by time (they are cycled if it runs longer).
 TIMED_LEVEL_PROMPTS = 1024
 
-Record = Callable[[str, RequestRecord], None]   # (phase, record) -> None, as each finishes
+Record = Callable[[str, RequestRecord], None]  # (phase, record) -> None, as each finishes
 #: Progress: start_phase(description, total requests or None) returns the phase's `advance()`
 #: (lab.ui.progress.phase_bars gives one that draws a bar per phase).
 StartPhase = Callable[[str, "int | None"], Callable[[], None]]
@@ -42,6 +43,7 @@ StartPhase = Callable[[str, "int | None"], Callable[[], None]]
 @dataclass
 class BenchPlan:
     """What `bench` runs, from the validated `bench` config (lab.core.config.validate_bench)."""
+
     levels: list[int]
     input_len: int
     output_len: int
@@ -64,23 +66,37 @@ class BenchPlan:
     @classmethod
     def from_cfg(cls, cfg: dict[str, Any]) -> BenchPlan:
         b = cfg["bench"]
-        return cls(levels=list(b["concurrency"]), input_len=b["input_len"],
-                   output_len=b["output_len"], num_requests=b["num_requests"],
-                   warmup=b["warmup"], duration_s=b["duration_s"],
-                   latency_runs=b["latency_runs"], latency_prompt=b["latency_prompt"],
-                   latency_max_tokens=b["latency_max_tokens"],
-                   timeout_s=float(cfg["api"]["timeout_s"]), kv_poll_s=b["kv_poll_s"],
-                   request_rate=float(b.get("request_rate", float("inf"))),
-                   burstiness=float(b.get("burstiness", 1.0)),
-                   goodput=dict(b.get("goodput") or {}),
-                   save_result=bool(b.get("save_result", False)))
+        return cls(
+            levels=list(b["concurrency"]),
+            input_len=b["input_len"],
+            output_len=b["output_len"],
+            num_requests=b["num_requests"],
+            warmup=b["warmup"],
+            duration_s=b["duration_s"],
+            latency_runs=b["latency_runs"],
+            latency_prompt=b["latency_prompt"],
+            latency_max_tokens=b["latency_max_tokens"],
+            timeout_s=float(cfg["api"]["timeout_s"]),
+            kv_poll_s=b["kv_poll_s"],
+            request_rate=float(b.get("request_rate", float("inf"))),
+            burstiness=float(b.get("burstiness", 1.0)),
+            goodput=dict(b.get("goodput") or {}),
+            save_result=bool(b.get("save_result", False)),
+        )
 
     def workload(self, concurrency: int, seed: int = 0) -> Workload:
-        return Workload(input_len=self.input_len, output_len=self.output_len,
-                        concurrency=concurrency, num_requests=self.num_requests,
-                        duration_s=self.duration_s, warmup_requests=self.warmup,
-                        timeout_s=self.timeout_s, seed=seed, request_rate=self.request_rate,
-                        burstiness=self.burstiness)
+        return Workload(
+            input_len=self.input_len,
+            output_len=self.output_len,
+            concurrency=concurrency,
+            num_requests=self.num_requests,
+            duration_s=self.duration_s,
+            warmup_requests=self.warmup,
+            timeout_s=self.timeout_s,
+            seed=seed,
+            request_rate=self.request_rate,
+            burstiness=self.burstiness,
+        )
 
     def public(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -88,12 +104,15 @@ class BenchPlan:
     def command(self, base_url: str) -> str:
         """What this plan stands for, as the seed's script and `vllm bench serve` per level."""
         limit = (f" --num-prompts {self.num_requests}" if self.num_requests else "") + (
-            f"  # at most {self.duration_s:g} s per level" if self.duration_s else "")
-        return (f"python benchmark_vllm.py  # {self.latency_runs} sequential requests\n"
-                f"vllm bench serve --base-url {base_url} --dataset-name random "
-                f"--random-input-len {self.input_len} --random-output-len {self.output_len} "
-                f"--ignore-eos --max-concurrency {{{','.join(map(str, self.levels))}}} "
-                f"--num-warmups {self.warmup}{self._arrivals()}{limit}")
+            f"  # at most {self.duration_s:g} s per level" if self.duration_s else ""
+        )
+        return (
+            f"python benchmark_vllm.py  # {self.latency_runs} sequential requests\n"
+            f"vllm bench serve --base-url {base_url} --dataset-name random "
+            f"--random-input-len {self.input_len} --random-output-len {self.output_len} "
+            f"--ignore-eos --max-concurrency {{{','.join(map(str, self.levels))}}} "
+            f"--num-warmups {self.warmup}{self._arrivals()}{limit}"
+        )
 
     def _arrivals(self) -> str:
         out = ""
@@ -109,13 +128,21 @@ class BenchPlan:
 @dataclass
 class BenchResult:
     """What a bench run measured; `values()` is what the logbook keeps."""
+
     plan: BenchPlan
     latency: dict[str, Any] | None = None
     levels: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
-    client: dict[str, Any] = field(default_factory=lambda: {
-        "requests": 0, "ok": 0, "failed": 0, "timeouts": 0,
-        "prompt_tokens": 0, "output_tokens": 0})
+    client: dict[str, Any] = field(
+        default_factory=lambda: {
+            "requests": 0,
+            "ok": 0,
+            "failed": 0,
+            "timeouts": 0,
+            "prompt_tokens": 0,
+            "output_tokens": 0,
+        }
+    )
     died_during: str | None = None
 
     def count(self, rec: RequestRecord) -> None:
@@ -132,9 +159,15 @@ class BenchResult:
             c["timeouts"] += rec.error == TIMEOUT_ERROR
 
     def values(self) -> dict[str, Any]:
-        return {"plan": self.plan.public(), "latency": self.latency, "levels": self.levels,
-                "levels_planned": list(self.plan.levels), "metrics": self.metrics,
-                "client": self.client, "died_during": self.died_during}
+        return {
+            "plan": self.plan.public(),
+            "latency": self.latency,
+            "levels": self.levels,
+            "levels_planned": list(self.plan.levels),
+            "metrics": self.metrics,
+            "client": self.client,
+            "died_during": self.died_during,
+        }
 
 
 # -- the seed's latency loop -------------------------------------------------------------
@@ -144,41 +177,80 @@ def latency_summary(records: list[RequestRecord]) -> dict[str, Any]:
     ms = [e2el_s * 1000 for _, e2el_s in ok]
     pct = percentiles(ms)
     tps = [r.output_tokens / e2el_s for r, e2el_s in ok if r.output_tokens and e2el_s > 0]
-    return {"runs": len(records), "ok": len(ok), "failed": len(records) - len(ok),
-            "timeouts": sum(1 for r in records if r.error == TIMEOUT_ERROR),
-            "avg_latency_ms": pct["mean"], "min_latency_ms": min(ms) if ms else None,
-            "max_latency_ms": max(ms) if ms else None, "median_latency_ms": pct["median"],
-            "p90_latency_ms": pct["p90"], "p99_latency_ms": pct["p99"],
-            "mean_output_tokens": sum(r.output_tokens or 0 for r, _ in ok) / len(ok) if ok else None,
-            "mean_tokens_per_s": sum(tps) / len(tps) if tps else None,
-            # What the seed's script prints (json.dumps of these three), rounded.
-            "seed_output": {k: None if v is None else round(v, 2) for k, v in (
-                ("avg_latency_ms", pct["mean"]), ("min_latency_ms", min(ms) if ms else None),
-                ("max_latency_ms", max(ms) if ms else None))}}
+    return {
+        "runs": len(records),
+        "ok": len(ok),
+        "failed": len(records) - len(ok),
+        "timeouts": sum(1 for r in records if r.error == TIMEOUT_ERROR),
+        "avg_latency_ms": pct["mean"],
+        "min_latency_ms": min(ms) if ms else None,
+        "max_latency_ms": max(ms) if ms else None,
+        "median_latency_ms": pct["median"],
+        "p90_latency_ms": pct["p90"],
+        "p99_latency_ms": pct["p99"],
+        "mean_output_tokens": sum(r.output_tokens or 0 for r, _ in ok) / len(ok) if ok else None,
+        "mean_tokens_per_s": sum(tps) / len(tps) if tps else None,
+        # What the seed's script prints (json.dumps of these three), rounded.
+        "seed_output": {
+            k: None if v is None else round(v, 2)
+            for k, v in (
+                ("avg_latency_ms", pct["mean"]),
+                ("min_latency_ms", min(ms) if ms else None),
+                ("max_latency_ms", max(ms) if ms else None),
+            )
+        },
+    }
 
 
-def latency_loop(base_url: str, model: str, plan: BenchPlan, *, api_key: str | None = None,
-                 record: Record | None = None, advance: Callable[[], None] | None = None
-                 ) -> dict[str, Any]:
+def latency_loop(
+    base_url: str,
+    model: str,
+    plan: BenchPlan,
+    *,
+    api_key: str | None = None,
+    record: Record | None = None,
+    advance: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     """`plan.latency_runs` sequential chat requests of the seed's prompt (phase "latency")."""
+
     def on_record(rec: RequestRecord) -> None:
         if record:
             record("latency", rec)
         if advance:
             advance()
 
-    recs = loadgen.sequential_chat(base_url, model, plan.latency_prompt, plan.latency_runs,
-                                   plan.latency_max_tokens, api_key=api_key,
-                                   on_record=on_record, timeout_s=plan.timeout_s)
-    return {**latency_summary(recs), "prompt": plan.latency_prompt,
-            "max_tokens": plan.latency_max_tokens}
+    recs = loadgen.sequential_chat(
+        base_url,
+        model,
+        plan.latency_prompt,
+        plan.latency_runs,
+        plan.latency_max_tokens,
+        api_key=api_key,
+        on_record=on_record,
+        timeout_s=plan.timeout_s,
+    )
+    return {
+        **latency_summary(recs),
+        "prompt": plan.latency_prompt,
+        "max_tokens": plan.latency_max_tokens,
+    }
 
 
 # -- one streamed level --------------------------------------------------------------------
-def run_level(base_url: str, model: str, plan: BenchPlan, concurrency: int, pool: list[int], *,
-              phase: str = "sweep", level: str | None = None, seed: int = 0,
-              api_key: str | None = None, record: Record | None = None,
-              advance: Callable[[], None] | None = None) -> dict[str, Any]:
+def run_level(
+    base_url: str,
+    model: str,
+    plan: BenchPlan,
+    concurrency: int,
+    pool: list[int],
+    *,
+    phase: str = "sweep",
+    level: str | None = None,
+    seed: int = 0,
+    api_key: str | None = None,
+    record: Record | None = None,
+    advance: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     """Warm-up, then the measured requests of one level; returns its summary row
     (lab.measure.stats.summarize: request/output/total-token throughput, TTFT/TPOT/ITL/E2EL stats)."""
     w = plan.workload(concurrency, seed)
@@ -192,12 +264,23 @@ def run_level(base_url: str, model: str, plan: BenchPlan, concurrency: int, pool
             advance()
 
     before = _try_fetch(base_url, api_key)
-    res = loadgen.run_level_sync(base_url, model, plist, w, api_key=api_key,
-                                 on_record=on_record, level=level or f"c{concurrency}",
-                                 goodput=plan.goodput or None)
+    res = loadgen.run_level_sync(
+        base_url,
+        model,
+        plist,
+        w,
+        api_key=api_key,
+        on_record=on_record,
+        level=level or f"c{concurrency}",
+        goodput=plan.goodput or None,
+    )
     after = _try_fetch(base_url, api_key) if before is not None else None
-    return {"concurrency": concurrency, "level": level or f"c{concurrency}", **res.summary,
-            "server": server_view(before, after)}
+    return {
+        "concurrency": concurrency,
+        "level": level or f"c{concurrency}",
+        **res.summary,
+        "server": server_view(before, after),
+    }
 
 
 def kv_usage_summary(usage: Sampler) -> dict[str, Any]:
@@ -231,14 +314,19 @@ def server_view(before: metrics.Snapshot | None, after: metrics.Snapshot | None)
     if before is None or after is None:
         return None
     d = metrics.delta(before, after)
-    ms = {k: None if d.get(f"mean_{k}_s") is None else d[f"mean_{k}_s"] * 1000
-          for k in ("ttft", "tpot", "itl", "e2e", "queue_time")}
+    ms = {
+        k: None if d.get(f"mean_{k}_s") is None else d[f"mean_{k}_s"] * 1000
+        for k in ("ttft", "tpot", "itl", "e2e", "queue_time")
+    }
     return {f"mean_{k}_ms": v for k, v in ms.items()} | {
-        "requests_finished": d.get("requests_finished"), "preemptions": d.get("preemptions")}
+        "requests_finished": d.get("requests_finished"),
+        "preemptions": d.get("preemptions"),
+    }
 
 
-def _try_fetch(base_url: str, api_key: str | None,
-               errors: dict | None = None) -> metrics.Snapshot | None:
+def _try_fetch(
+    base_url: str, api_key: str | None, errors: dict | None = None
+) -> metrics.Snapshot | None:
     """A /metrics snapshot, or None (the reason goes to errors["error"] when given)."""
     try:
         return metrics.fetch(base_url, api_key=api_key)
@@ -254,9 +342,17 @@ def _level_seed(seed: int, concurrency: int) -> int:
 
 
 # -- the whole bench ---------------------------------------------------------------------
-def run_bench(base_url: str, model: str, plan: BenchPlan, *, api_key: str | None = None,
-              record: Record | None = None, is_alive: Callable[[], bool] | None = None,
-              start_phase: StartPhase | None = None, seed: int = 0) -> BenchResult:
+def run_bench(
+    base_url: str,
+    model: str,
+    plan: BenchPlan,
+    *,
+    api_key: str | None = None,
+    record: Record | None = None,
+    is_alive: Callable[[], bool] | None = None,
+    start_phase: StartPhase | None = None,
+    seed: int = 0,
+) -> BenchResult:
     """The latency loop, then every level in order. Never raises for server faults:
     a dead server ends the run with `died_during` set (finished requests are kept, the
     unsent ones are recorded failed by lab.measure.loadgen)."""
@@ -273,30 +369,59 @@ def run_bench(base_url: str, model: str, plan: BenchPlan, *, api_key: str | None
         result.died_during = where
         for c in levels_left:  # the rest of the plan: recorded as failed, never sent
             for idx in range(plan.num_requests or 0):
-                keep("sweep", RequestRecord(idx=idx, level=f"c{c}", concurrency=c, warmup=False,
-                                            error=loadgen.NOT_SENT_ERROR))
+                keep(
+                    "sweep",
+                    RequestRecord(
+                        idx=idx,
+                        level=f"c{c}",
+                        concurrency=c,
+                        warmup=False,
+                        error=loadgen.NOT_SENT_ERROR,
+                    ),
+                )
         return True
 
     before = _try_fetch(base_url, api_key, result.metrics)
     result.latency = latency_loop(
-        base_url, model, plan, api_key=api_key, record=keep,
+        base_url,
+        model,
+        plan,
+        api_key=api_key,
+        record=keep,
         advance=start_phase("latency loop (sequential chat)", plan.latency_runs)
-        if start_phase else None)
+        if start_phase
+        else None,
+    )
     if dead("latency loop", plan.levels):
         return result
     pool = prompts.token_pool(base_url, model, api_key=api_key)
-    usage = (Sampler(functools.partial(metrics.sample_usage, base_url, api_key=api_key),
-                     interval_s=plan.kv_poll_s, name="kv-usage")
-             if before is not None else None)
+    usage = (
+        Sampler(
+            functools.partial(metrics.sample_usage, base_url, api_key=api_key),
+            interval_s=plan.kv_poll_s,
+            name="kv-usage",
+        )
+        if before is not None
+        else None
+    )
     if usage:
         usage.start()
     try:
         for i, c in enumerate(plan.levels):
             advance = start_phase(f"sweep c={c}", plan.num_requests) if start_phase else None
-            row = run_level(base_url, model, plan, c, pool, seed=_level_seed(seed, c),
-                            api_key=api_key, record=keep, advance=advance)
+            row = run_level(
+                base_url,
+                model,
+                plan,
+                c,
+                pool,
+                seed=_level_seed(seed, c),
+                api_key=api_key,
+                record=keep,
+                advance=advance,
+            )
             result.levels.append(row)
-            if dead(f"level c={c}", plan.levels[i + 1:]):
+            if dead(f"level c={c}", plan.levels[i + 1 :]):
                 return result
     finally:
         if usage:

@@ -11,6 +11,7 @@ the wall time from the first send to the last finish; `std_*` is numpy's populat
 
 Command line equivalent: `vllm bench serve … --save-result --save-detailed --result-filename F`
 """
+
 from __future__ import annotations
 
 import json
@@ -31,20 +32,32 @@ def _get(rec: Any, name: str) -> Any:
 
 def _ms_stats(name: str, values: list[float], percentiles: Iterable[float] = (99,)) -> dict:
     arr = np.asarray(values or [0.0], dtype=float) * 1000.0
-    out = {f"mean_{name}_ms": float(arr.mean()), f"median_{name}_ms": float(np.median(arr)),
-           f"std_{name}_ms": float(arr.std())}
+    out = {
+        f"mean_{name}_ms": float(arr.mean()),
+        f"median_{name}_ms": float(np.median(arr)),
+        f"std_{name}_ms": float(arr.std()),
+    }
     for p in percentiles:
         word = str(int(p)) if int(p) == p else str(p)
         out[f"p{word}_{name}_ms"] = float(np.percentile(arr, p))
     return out
 
 
-def bench_serve_json(records: Iterable[Any], wall_s: float | None, *, model_id: str,
-                     num_prompts: int | None = None, request_rate: float = math.inf,
-                     burstiness: float = 1.0, max_concurrency: int | None = None,
-                     goodput: Mapping[str, float] | None = None, label: str | None = None,
-                     backend: str = "openai", tokenizer_id: str | None = None,
-                     percentiles: Iterable[float] = (99,)) -> dict[str, Any]:
+def bench_serve_json(
+    records: Iterable[Any],
+    wall_s: float | None,
+    *,
+    model_id: str,
+    num_prompts: int | None = None,
+    request_rate: float = math.inf,
+    burstiness: float = 1.0,
+    max_concurrency: int | None = None,
+    goodput: Mapping[str, float] | None = None,
+    label: str | None = None,
+    backend: str = "openai",
+    tokenizer_id: str | None = None,
+    percentiles: Iterable[float] = (99,),
+) -> dict[str, Any]:
     """One level's records (RequestRecord objects or logbook rows) as vLLM's result dict."""
     recs = [r for r in records if not _get(r, "warmup")]
     ok = [r for r in recs if _get(r, "ok")]

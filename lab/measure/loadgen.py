@@ -18,6 +18,7 @@ error "timeout"; a dead server fails the in-flight requests, and after
 `MAX_CONSECUTIVE_CONN_FAILURES` connection failures in a row the requests not yet sent are
 recorded as failed ("not sent: server unreachable") instead of being fired at a dead port.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -59,8 +60,7 @@ TIMEOUT_ERROR = "timeout"
 MAX_ERROR_CHARS = 300
 
 # Exceptions that mean "the server is not there any more" rather than "it answered badly".
-_CONNECTION_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError,
-                      ConnectionError)
+_CONNECTION_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError)
 
 
 @dataclass
@@ -136,7 +136,8 @@ def validate_workload(w: Workload, max_model_len: int | None = None) -> None:
     if max_model_len is not None and w.input_len + w.output_len > max_model_len:
         raise ConfigError(
             f"input_len + output_len = {w.input_len + w.output_len} exceeds the model's "
-            f"max_model_len {max_model_len}")
+            f"max_model_len {max_model_len}"
+        )
     if w.num_requests is None and w.duration_s is None:
         raise ConfigError("set num_requests or duration_s (neither is set)")
     if w.num_requests is not None and w.num_requests < 1:
@@ -155,8 +156,9 @@ def validate_workload(w: Workload, max_model_len: int | None = None) -> None:
         raise ConfigError("a request rate needs num_requests (a timed level sends at once)")
 
 
-def arrival_offsets(n: int, request_rate: float, burstiness: float = 1.0,
-                    seed: int = 0) -> list[float]:
+def arrival_offsets(
+    n: int, request_rate: float, burstiness: float = 1.0, seed: int = 0
+) -> list[float]:
     """When each of `n` requests arrives, in seconds from the start, as `vllm bench serve`
     draws them (`get_request` in vllm/benchmarks/serve.py): gaps from a gamma distribution
     of shape `burstiness` and scale 1 / (rate × burstiness) (Poisson for burstiness 1),
@@ -226,8 +228,16 @@ def _fill(rec: RequestRecord, timing: StreamTiming) -> None:
 class _Level:
     """State shared by the requests of one `run_level` call."""
 
-    def __init__(self, base_url: str, model: str, workload: Workload, level: str,
-                 api_key: str | None, on_record, on_progress):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        workload: Workload,
+        level: str,
+        api_key: str | None,
+        on_record,
+        on_progress,
+    ):
         self.url = api_root(base_url) + "/v1/completions"
         self.model = model
         self.w = workload
@@ -248,10 +258,16 @@ class _Level:
     def unreachable(self) -> bool:
         return self.conn_failures_in_a_row >= MAX_CONSECUTIVE_CONN_FAILURES
 
-    def new_record(self, idx: int, warmup: bool, prompt: Sequence[int],
-                   label: str | None = None) -> RequestRecord:
-        return RequestRecord(idx=idx, level=label or self.level, concurrency=self.w.concurrency,
-                             warmup=warmup, input_tokens=len(prompt))
+    def new_record(
+        self, idx: int, warmup: bool, prompt: Sequence[int], label: str | None = None
+    ) -> RequestRecord:
+        return RequestRecord(
+            idx=idx,
+            level=label or self.level,
+            concurrency=self.w.concurrency,
+            warmup=warmup,
+            input_tokens=len(prompt),
+        )
 
     def finish(self, rec: RequestRecord) -> None:
         """Keep the record and hand it to the caller at once (crash-safe logging)."""
@@ -263,8 +279,13 @@ class _Level:
             if self.on_progress is not None:
                 self.on_progress(self.done_measured, self.total_measured)
 
-    async def send(self, session: aiohttp.ClientSession, rec: RequestRecord,
-                   prompt: Sequence[int], output_len: int | None = None) -> None:
+    async def send(
+        self,
+        session: aiohttp.ClientSession,
+        rec: RequestRecord,
+        prompt: Sequence[int],
+        output_len: int | None = None,
+    ) -> None:
         """POST one streamed completion and fill `rec` in place. Never raises for faults."""
         payload = {
             "model": self.model,
@@ -281,17 +302,23 @@ class _Level:
             # the request never reached the server, so it is sent again. Each stale
             # connection is dropped as it fails; the pool holds at most C of them.
             for tries_left in range(self.w.concurrency, -1, -1):
-                if not await self._attempt(session, rec, payload, timeout,
-                                           retry_stale=tries_left > 0):
+                if not await self._attempt(
+                    session, rec, payload, timeout, retry_stale=tries_left > 0
+                ):
                     break
         finally:
             if not rec.warmup:
                 now = time.perf_counter()
                 self.last_finish = max(self.last_finish or now, now)
 
-    async def _attempt(self, session: aiohttp.ClientSession, rec: RequestRecord,
-                       payload: dict[str, Any], timeout: aiohttp.ClientTimeout,
-                       retry_stale: bool) -> bool:
+    async def _attempt(
+        self,
+        session: aiohttp.ClientSession,
+        rec: RequestRecord,
+        payload: dict[str, Any],
+        timeout: aiohttp.ClientTimeout,
+        retry_stale: bool,
+    ) -> bool:
         """One POST; fills `rec`. True when it failed on a stale kept-alive connection before
         any reply (and `retry_stale`): the caller sends it again."""
         st = time.perf_counter()
@@ -300,8 +327,9 @@ class _Level:
             self.first_send = st
         timing = StreamTiming(st)
         try:
-            async with session.post(self.url, json=payload, headers=self.headers,
-                                    timeout=timeout) as resp:
+            async with session.post(
+                self.url, json=payload, headers=self.headers, timeout=timeout
+            ) as resp:
                 rec.http_status = resp.status
                 if resp.status != 200:
                     body = await resp.text()
@@ -323,10 +351,16 @@ class _Level:
             rec.error = _one_line(err)
         return False
 
-    async def run_phase(self, session: aiohttp.ClientSession, prompts: Sequence[Sequence[int]],
-                        count: int | None, duration_s: float | None, warmup: bool,
-                        output_lens: Sequence[int] | None = None,
-                        labels: Sequence[str] | None = None) -> None:
+    async def run_phase(
+        self,
+        session: aiohttp.ClientSession,
+        prompts: Sequence[Sequence[int]],
+        count: int | None,
+        duration_s: float | None,
+        warmup: bool,
+        output_lens: Sequence[int] | None = None,
+        labels: Sequence[str] | None = None,
+    ) -> None:
         """Send `count` requests (or until `duration_s` passes), at most C at a time.
 
         A slot is taken before a request's task is created, so at most C requests exist in
@@ -341,8 +375,11 @@ class _Level:
         deadline = phase_start + duration_s if duration_s is not None else None
         indices = range(count) if count is not None else itertools.count()
         rate = math.inf if warmup else self.w.request_rate
-        offsets = arrival_offsets(count, rate, self.w.burstiness, self.w.seed) \
-            if count is not None else []
+        offsets = (
+            arrival_offsets(count, rate, self.w.burstiness, self.w.seed)
+            if count is not None
+            else []
+        )
         for idx in indices:
             if count is not None:
                 arrival = phase_start + offsets[idx]
@@ -355,8 +392,9 @@ class _Level:
                 sem.release()
                 break
             prompt = prompts[idx % len(prompts)]
-            rec = self.new_record(idx, warmup, prompt,
-                                  labels[idx % len(labels)] if labels else None)
+            rec = self.new_record(
+                idx, warmup, prompt, labels[idx % len(labels)] if labels else None
+            )
             out_len = output_lens[idx % len(output_lens)] if output_lens else None
             rec.queue_s = max(0.0, time.perf_counter() - arrival)
             if self.unreachable:
@@ -387,13 +425,20 @@ class _Level:
             sem.release()
 
 
-async def run_level(base_url: str, model: str, prompts: Sequence[Sequence[int]],
-                    workload: Workload, *, api_key: str | None = None,
-                    on_record: Callable[[RequestRecord], None] | None = None,
-                    on_progress: Callable[[int, int | None], None] | None = None,
-                    level: str | None = None, output_lens: Sequence[int] | None = None,
-                    labels: Sequence[str] | None = None,
-                    goodput: dict[str, float] | None = None) -> LevelResult:
+async def run_level(
+    base_url: str,
+    model: str,
+    prompts: Sequence[Sequence[int]],
+    workload: Workload,
+    *,
+    api_key: str | None = None,
+    on_record: Callable[[RequestRecord], None] | None = None,
+    on_progress: Callable[[int, int | None], None] | None = None,
+    level: str | None = None,
+    output_lens: Sequence[int] | None = None,
+    labels: Sequence[str] | None = None,
+    goodput: dict[str, float] | None = None,
+) -> LevelResult:
     """Run one level: warm-up requests, then the measured ones, capped at C in flight.
 
     Prompts are used in order: the first `warmup_requests` for the warm-up, the rest for
@@ -409,22 +454,41 @@ async def run_level(base_url: str, model: str, prompts: Sequence[Sequence[int]],
     validate_workload(workload)
     if not prompts:
         raise ConfigError("no prompts given")
-    lvl = _Level(base_url, model, workload, level or f"c{workload.concurrency}", api_key,
-                 on_record, on_progress)
-    connector = aiohttp.TCPConnector(limit=workload.concurrency, keepalive_timeout=CLIENT_KEEPALIVE_S)
+    lvl = _Level(
+        base_url,
+        model,
+        workload,
+        level or f"c{workload.concurrency}",
+        api_key,
+        on_record,
+        on_progress,
+    )
+    connector = aiohttp.TCPConnector(
+        limit=workload.concurrency, keepalive_timeout=CLIENT_KEEPALIVE_S
+    )
     async with aiohttp.ClientSession(connector=connector) as session:
         n_warm = workload.warmup_requests
         if n_warm:
-            await lvl.run_phase(session, prompts[:n_warm], n_warm, None, warmup=True,
-                                output_lens=output_lens[:n_warm] if output_lens else None,
-                                labels=labels[:n_warm] if labels else None)
+            await lvl.run_phase(
+                session,
+                prompts[:n_warm],
+                n_warm,
+                None,
+                warmup=True,
+                output_lens=output_lens[:n_warm] if output_lens else None,
+                labels=labels[:n_warm] if labels else None,
+            )
         rest = prompts[n_warm:]
         measured_prompts = rest or prompts
-        await lvl.run_phase(session, measured_prompts, workload.num_requests,
-                            workload.duration_s, warmup=False,
-                            output_lens=(output_lens[n_warm:] if rest else output_lens)
-                            if output_lens else None,
-                            labels=(labels[n_warm:] if rest else labels) if labels else None)
+        await lvl.run_phase(
+            session,
+            measured_prompts,
+            workload.num_requests,
+            workload.duration_s,
+            warmup=False,
+            output_lens=(output_lens[n_warm:] if rest else output_lens) if output_lens else None,
+            labels=(labels[n_warm:] if rest else labels) if labels else None,
+        )
     if lvl.first_send is not None and lvl.last_finish is not None:
         wall_s = lvl.last_finish - lvl.first_send
     else:
@@ -435,16 +499,23 @@ async def run_level(base_url: str, model: str, prompts: Sequence[Sequence[int]],
     return LevelResult(records=lvl.records, wall_s=wall_s, summary=summary)
 
 
-def run_level_sync(base_url: str, model: str, prompts: Sequence[Sequence[int]],
-                   workload: Workload, **kwargs: Any) -> LevelResult:
+def run_level_sync(
+    base_url: str, model: str, prompts: Sequence[Sequence[int]], workload: Workload, **kwargs: Any
+) -> LevelResult:
     """`run_level` for synchronous callers (tasks, the step runner)."""
     return asyncio.run(run_level(base_url, model, prompts, workload, **kwargs))
 
 
-def sequential_chat(base_url: str, model: str, prompt: str, n: int, max_tokens: int,
-                    api_key: str | None = None,
-                    on_record: Callable[[RequestRecord], None] | None = None,
-                    timeout_s: float = DEFAULT_TIMEOUT_S) -> list[RequestRecord]:
+def sequential_chat(
+    base_url: str,
+    model: str,
+    prompt: str,
+    n: int,
+    max_tokens: int,
+    api_key: str | None = None,
+    on_record: Callable[[RequestRecord], None] | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> list[RequestRecord]:
     """The seed's latency loop: `n` sequential, non-streamed /v1/chat/completions.
 
     E2EL runs from just before the POST to the full response; output tokens come from
@@ -457,15 +528,20 @@ def sequential_chat(base_url: str, model: str, prompt: str, n: int, max_tokens: 
         raise ConfigError(f"max_tokens must be >= 1, got {max_tokens}")
     url = api_root(base_url) + "/v1/chat/completions"
     headers = _headers(api_key)
-    payload: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}],
-               "max_tokens": max_tokens, "temperature": 0.0}
+    payload: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+    }
     records: list[RequestRecord] = []
     conn_failures_in_a_row = 0
     t0 = time.perf_counter()
     with requests.Session() as session:
         for idx in range(n):
-            rec = RequestRecord(idx=idx, level="sequential", concurrency=1, warmup=False,
-                                queue_s=0.0)
+            rec = RequestRecord(
+                idx=idx, level="sequential", concurrency=1, warmup=False, queue_s=0.0
+            )
             if conn_failures_in_a_row >= MAX_CONSECUTIVE_CONN_FAILURES:
                 rec.queue_s = None
                 rec.error = NOT_SENT_ERROR

@@ -13,6 +13,7 @@ full driver attach.
 NVML indices are not CUDA indices: NVML ignores `CUDA_VISIBLE_DEVICES` and orders by PCI
 bus, while CUDA orders fastest-first unless `CUDA_DEVICE_ORDER=PCI_BUS_ID`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,15 +27,17 @@ from lab.core.units import mib
 
 #: NVML errors that mean "this one field cannot be read here" (a MIG slice, an old driver,
 #: a container without permission): the field becomes None instead of failing the query.
-_SOFT_ERRORS = frozenset({
-    "NVMLError_NotSupported",
-    "NVMLError_NoPermission",
-    "NVMLError_FunctionNotFound",
-    "NVMLError_NotFound",
-    "NVMLError_NoData",
-    # pynvml raises this (not an NVMLError) when an unversioned call is newer than the driver.
-    "NVMLLibraryMismatchError",
-})
+_SOFT_ERRORS = frozenset(
+    {
+        "NVMLError_NotSupported",
+        "NVMLError_NoPermission",
+        "NVMLError_FunctionNotFound",
+        "NVMLError_NotFound",
+        "NVMLError_NoData",
+        # pynvml raises this (not an NVMLError) when an unversioned call is newer than the driver.
+        "NVMLLibraryMismatchError",
+    }
+)
 
 #: Why NVML did not start, in words, by the error's class name (real and fake pynvml alike).
 _INIT_REASONS = {
@@ -237,7 +240,10 @@ def _compute_processes(nv: Any, handle: Any, unsupported: list[str]) -> list[Gpu
     reason = "not in this pynvml"
     # The unversioned call raises NVMLLibraryMismatchError on drivers older than the
     # bindings (it maps to _v3); _v2 is the fallback nvitop also uses.
-    for fname in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetComputeRunningProcesses_v2"):
+    for fname in (
+        "nvmlDeviceGetComputeRunningProcesses",
+        "nvmlDeviceGetComputeRunningProcesses_v2",
+    ):
         fn = getattr(nv, fname, None)
         if fn is None:
             continue
@@ -255,8 +261,7 @@ def _compute_processes(nv: Any, handle: Any, unsupported: list[str]) -> list[Gpu
     for p in raw or []:
         used = getattr(p, "usedGpuMemory", None)
         pid = int(p.pid)
-        out.append(GpuProcess(pid=pid, name=_process_name(nv, pid),
-                              used_mib=mib(used)))
+        out.append(GpuProcess(pid=pid, name=_process_name(nv, pid), used_mib=mib(used)))
     return out
 
 
@@ -266,10 +271,20 @@ def _read_gpu(nv: Any, index: int, driver: str | None) -> GpuInfo:
     name = _soft(unsupported, "name", nv.nvmlDeviceGetName, handle)
     uuid = _soft(unsupported, "uuid", getattr(nv, "nvmlDeviceGetUUID", None), handle)
     mem = _memory_info(nv, handle, unsupported)
-    util = _soft(unsupported, "utilization", getattr(nv, "nvmlDeviceGetUtilizationRates", None), handle)
+    util = _soft(
+        unsupported, "utilization", getattr(nv, "nvmlDeviceGetUtilizationRates", None), handle
+    )
     clock_mem = getattr(nv, "NVML_CLOCK_MEM", 2)
-    max_mem_clock = _soft(unsupported, "max_memory_clock", getattr(nv, "nvmlDeviceGetMaxClockInfo", None), handle, clock_mem)
-    bus_width = _soft(unsupported, "memory_bus_width", getattr(nv, "nvmlDeviceGetMemoryBusWidth", None), handle)
+    max_mem_clock = _soft(
+        unsupported,
+        "max_memory_clock",
+        getattr(nv, "nvmlDeviceGetMaxClockInfo", None),
+        handle,
+        clock_mem,
+    )
+    bus_width = _soft(
+        unsupported, "memory_bus_width", getattr(nv, "nvmlDeviceGetMemoryBusWidth", None), handle
+    )
     reserved = getattr(mem, "reserved", None) if mem is not None else None
     return GpuInfo(
         index=index,
@@ -377,24 +392,36 @@ def sample_gpus(indices: list[int] | None = None, nvml: Any | None = None) -> li
                 handle = nv.nvmlDeviceGetHandleByIndex(index)
                 ignored: list[str] = []
                 mem = _memory_info(nv, handle, ignored)
-                util = _soft(ignored, "utilization", getattr(nv, "nvmlDeviceGetUtilizationRates", None), handle)
-                rows.append({
-                    "t": t,
-                    "source": "nvml",
-                    "device": str(index),
-                    "mem_used_mib": mib(mem.used) if mem is not None else None,
-                    "mem_total_mib": mib(mem.total) if mem is not None else None,
-                    "util_pct": int(util.gpu) if util is not None else None,
-                    "mem_util_pct": int(util.memory) if util is not None else None,
-                })
+                util = _soft(
+                    ignored,
+                    "utilization",
+                    getattr(nv, "nvmlDeviceGetUtilizationRates", None),
+                    handle,
+                )
+                rows.append(
+                    {
+                        "t": t,
+                        "source": "nvml",
+                        "device": str(index),
+                        "mem_used_mib": mib(mem.used) if mem is not None else None,
+                        "mem_total_mib": mib(mem.total) if mem is not None else None,
+                        "util_pct": int(util.gpu) if util is not None else None,
+                        "mem_util_pct": int(util.memory) if util is not None else None,
+                    }
+                )
         except Exception as err:
             raise _query_failed(err, "sample") from None
     return rows
 
 
-def wait_released(indices: list[int] | None, baseline_mib: dict[str, float] | None,
-                  timeout_s: float = 60.0, margin_mib: float = 1024.0, poll_s: float = 0.5,
-                  nvml: Any | None = None) -> tuple[float | None, list[str]]:
+def wait_released(
+    indices: list[int] | None,
+    baseline_mib: dict[str, float] | None,
+    timeout_s: float = 60.0,
+    margin_mib: float = 1024.0,
+    poll_s: float = 0.5,
+    nvml: Any | None = None,
+) -> tuple[float | None, list[str]]:
     """Wait until the GPUs' used memory is back to what it was before the server started
     (`baseline_mib` by NVML index, plus `margin_mib`; without a baseline, `margin_mib`).
     Returns (seconds waited, []) once released, or (None, what still holds memory) after
@@ -413,8 +440,12 @@ def wait_released(indices: list[int] | None, baseline_mib: dict[str, float] | No
         except NvmlUnavailable as err:
             return None, [f"NVML: {err}"]
         wanted = [g for g in gpus if indices is None or g.index in indices]
-        held = [g for g in wanted if g.memory_used_mib is not None
-                and g.memory_used_mib > baseline.get(str(g.index), 0.0) + margin_mib]
+        held = [
+            g
+            for g in wanted
+            if g.memory_used_mib is not None
+            and g.memory_used_mib > baseline.get(str(g.index), 0.0) + margin_mib
+        ]
         if not held:
             return round(time.monotonic() - t0, 3), []
         if time.monotonic() - t0 >= timeout_s:
@@ -423,9 +454,14 @@ def wait_released(indices: list[int] | None, baseline_mib: dict[str, float] | No
 
 
 def _held_line(gpu: GpuInfo, baseline: float | None) -> str:
-    procs = ", ".join(f"pid {p.pid} {p.name or '?'}"
-                      + (f" {p.used_mib:,.0f} MiB" if p.used_mib is not None else "")
-                      for p in gpu.processes) or "no process listed"
+    procs = (
+        ", ".join(
+            f"pid {p.pid} {p.name or '?'}"
+            + (f" {p.used_mib:,.0f} MiB" if p.used_mib is not None else "")
+            for p in gpu.processes
+        )
+        or "no process listed"
+    )
     before = f" (before the server: {baseline:,.0f} MiB)" if baseline is not None else ""
     return f"GPU{gpu.index}: {gpu.memory_used_mib:,.0f} MiB used{before}: {procs}"
 
@@ -434,7 +470,10 @@ def used_mib_by_index(nvml: Any | None = None) -> dict[str, float]:
     """NVML used MiB of every GPU by index (str), for a stop's release baseline; {} when NVML
     is unavailable."""
     try:
-        return {str(g.index): g.memory_used_mib for g in query_gpus(nvml)
-                if g.memory_used_mib is not None}
+        return {
+            str(g.index): g.memory_used_mib
+            for g in query_gpus(nvml)
+            if g.memory_used_mib is not None
+        }
     except NvmlUnavailable:
         return {}

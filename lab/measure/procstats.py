@@ -11,6 +11,7 @@ every psutil call here tolerates a process vanishing between listing and reading
 RSS counts shared pages in every process that maps them, so the tree's sum overstates
 real memory use; it is the number `ps`/`top` show, and what the seed compares.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -71,8 +72,9 @@ def tree_rss_mib(root_pid: int) -> float | None:
     return sum(r for r in (_rss_mib(p) for p in procs) if r is not None)
 
 
-def worker_title(name: str | None, cmdline: list[str] | None,
-                 prefix: str = WORKER_TITLE_PREFIX) -> str | None:
+def worker_title(
+    name: str | None, cmdline: list[str] | None, prefix: str = WORKER_TITLE_PREFIX
+) -> str | None:
     """The vLLM worker title of a process, from its psutil name() and cmdline(); else None.
 
     cmdline is preferred: setproctitle writes the whole title there, while the kernel
@@ -198,14 +200,29 @@ class ProcessSampler:
                     tree_cpu = (tree_cpu or 0.0) + cpu
                 title = _worker_title_of(proc)
                 if title is not None:
-                    workers.append({"t": t, "source": "process", "device": title,
-                                    "rss_mib": rss, "cpu_pct": cpu})
+                    workers.append(
+                        {
+                            "t": t,
+                            "source": "process",
+                            "device": title,
+                            "rss_mib": rss,
+                            "cpu_pct": cpu,
+                        }
+                    )
             for pid in list(self._procs):
                 if pid not in seen:
                     del self._procs[pid]
             workers.sort(key=lambda r: _natural_key(r["device"]))
-            return [{"t": t, "source": "process", "device": "tree",
-                     "rss_mib": tree_rss, "cpu_pct": tree_cpu}, *workers]
+            return [
+                {
+                    "t": t,
+                    "source": "process",
+                    "device": "tree",
+                    "rss_mib": tree_rss,
+                    "cpu_pct": tree_cpu,
+                },
+                *workers,
+            ]
 
 
 _SAMPLERS: dict[int, ProcessSampler] = {}

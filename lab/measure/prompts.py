@@ -9,6 +9,7 @@ The ids come from the served model's own tokenizer, via vLLM's `/tokenize` endpo
 response `{count, max_model_len, tokens, token_strs}`), so they are ordinary word pieces and
 never special tokens.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -54,8 +55,9 @@ def token_pool(base_url: str, model: str, api_key: str | None = None) -> list[in
     try:
         tokens = resp.json()["tokens"]
     except (ValueError, KeyError, TypeError) as err:
-        raise ApiError(f"POST {url} answered without a 'tokens' list",
-                       evidence=resp.text[:300]) from err
+        raise ApiError(
+            f"POST {url} answered without a 'tokens' list", evidence=resp.text[:300]
+        ) from err
     pool = sorted({int(t) for t in tokens})
     if not pool:
         raise ApiError(f"POST {url} returned no tokens")

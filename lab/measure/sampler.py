@@ -16,6 +16,7 @@ Usage:
         drive_load()
     s.summary()[("nvml", "0", "mem_used_mib")]["peak"]
 """
+
 from __future__ import annotations
 
 import logging
@@ -67,10 +68,17 @@ class Sampler:
         nvidia-smi --query-gpu=timestamp,index,memory.used,utilization.gpu --format=csv -lms 500
     """
 
-    def __init__(self, sample_fn: SampleFn, sink_factory: Callable[[], Any] | None = None,
-                 interval_s: float = 0.5, *, name: str = "lab-sampler",
-                 ignore_fields: Iterable[str] = ("t", "pid"), max_pending_rows: int = 100_000,
-                 stop_timeout_s: float | None = None):
+    def __init__(
+        self,
+        sample_fn: SampleFn,
+        sink_factory: Callable[[], Any] | None = None,
+        interval_s: float = 0.5,
+        *,
+        name: str = "lab-sampler",
+        ignore_fields: Iterable[str] = ("t", "pid"),
+        max_pending_rows: int = 100_000,
+        stop_timeout_s: float | None = None,
+    ):
         if interval_s <= 0:
             raise ValueError(f"interval_s must be > 0, got {interval_s!r}")
         self.sample_fn = sample_fn
@@ -80,20 +88,22 @@ class Sampler:
         self.ignore_fields = frozenset(ignore_fields)
         self.max_pending_rows = max_pending_rows
         # Generous by default: a sample stuck in the driver must not hang `invoke` forever.
-        self.stop_timeout_s = stop_timeout_s if stop_timeout_s is not None else max(10.0, 4 * self.interval_s)
+        self.stop_timeout_s = (
+            stop_timeout_s if stop_timeout_s is not None else max(10.0, 4 * self.interval_s)
+        )
 
         self._lock = threading.Lock()
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
         self._agg: dict[tuple[str, str, str], _Agg] = {}
         self._pending: list[Row] = []
-        self.samples = 0          # sample_fn calls that returned
-        self.rows = 0             # rows produced by sample_fn
-        self.rows_written = 0     # rows the sink accepted
-        self.rows_dropped = 0     # rows given up on (sink kept failing)
-        self.errors = 0           # sample_fn exceptions
+        self.samples = 0  # sample_fn calls that returned
+        self.rows = 0  # rows produced by sample_fn
+        self.rows_written = 0  # rows the sink accepted
+        self.rows_dropped = 0  # rows given up on (sink kept failing)
+        self.errors = 0  # sample_fn exceptions
         self.first_error: str | None = None
-        self.sink_errors = 0      # sink_factory/write/flush/close exceptions
+        self.sink_errors = 0  # sink_factory/write/flush/close exceptions
         self.first_sink_error: str | None = None
         self.started_at: float | None = None
         self.stopped_at: float | None = None
@@ -115,8 +125,11 @@ class Sampler:
         self._stop_event.set()
         thread.join(self.stop_timeout_s)
         if thread.is_alive():
-            self._sink_error(TimeoutError(
-                f"sampler thread did not stop within {self.stop_timeout_s:.0f} s (sample_fn stuck?)"))
+            self._sink_error(
+                TimeoutError(
+                    f"sampler thread did not stop within {self.stop_timeout_s:.0f} s (sample_fn stuck?)"
+                )
+            )
         if self.stopped_at is None:
             self.stopped_at = time.time()
 
@@ -134,23 +147,35 @@ class Sampler:
     def summary(self) -> dict[tuple[str, str, str], dict[str, float]]:
         """{(source, device, field): {'peak', 'min', 'mean', 'n'}} over every sample so far."""
         with self._lock:
-            return {key: {"peak": a.peak, "min": a.low, "mean": a.total / a.n, "n": a.n}
-                    for key, a in self._agg.items() if a.n}
+            return {
+                key: {"peak": a.peak, "min": a.low, "mean": a.total / a.n, "n": a.n}
+                for key, a in self._agg.items()
+                if a.n
+            }
 
     def summary_rows(self) -> list[dict[str, Any]]:
         """summary() as JSON-ready rows: [{source, device, field, peak, min, mean, n}]."""
-        return [{"source": s, "device": d, "field": f, **v}
-                for (s, d, f), v in sorted(self.summary().items())]
+        return [
+            {"source": s, "device": d, "field": f, **v}
+            for (s, d, f), v in sorted(self.summary().items())
+        ]
 
     def stats(self) -> dict[str, Any]:
         """Counters and first errors, for the step record (so failures are never silent)."""
         with self._lock:
             return {
-                "samples": self.samples, "rows": self.rows, "rows_written": self.rows_written,
-                "rows_pending": len(self._pending), "rows_dropped": self.rows_dropped,
-                "errors": self.errors, "first_error": self.first_error,
-                "sink_errors": self.sink_errors, "first_sink_error": self.first_sink_error,
-                "interval_s": self.interval_s, "started_at": self.started_at, "stopped_at": self.stopped_at,
+                "samples": self.samples,
+                "rows": self.rows,
+                "rows_written": self.rows_written,
+                "rows_pending": len(self._pending),
+                "rows_dropped": self.rows_dropped,
+                "errors": self.errors,
+                "first_error": self.first_error,
+                "sink_errors": self.sink_errors,
+                "first_sink_error": self.first_sink_error,
+                "interval_s": self.interval_s,
+                "started_at": self.started_at,
+                "stopped_at": self.stopped_at,
             }
 
     # ------------------------------------------------------------------ thread
@@ -161,7 +186,9 @@ class Sampler:
             if first:
                 self.first_error = _describe(err)
         if first:
-            log.warning("%s: sample failed (later failures are only counted): %s", self.name, _describe(err))
+            log.warning(
+                "%s: sample failed (later failures are only counted): %s", self.name, _describe(err)
+            )
 
     def _sink_error(self, err: BaseException) -> None:
         with self._lock:
@@ -170,7 +197,9 @@ class Sampler:
             if first:
                 self.first_sink_error = _describe(err)
         if first:
-            log.warning("%s: sink failed (later failures are only counted): %s", self.name, _describe(err))
+            log.warning(
+                "%s: sink failed (later failures are only counted): %s", self.name, _describe(err)
+            )
 
     def _aggregate(self, rows: list[Row]) -> None:
         with self._lock:

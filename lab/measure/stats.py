@@ -10,6 +10,7 @@ Definitions (see docs/facts.md, "Benchmark definitions"; vLLM: `vllm/benchmarks/
 
 Warm-up records never enter the statistics.
 """
+
 from __future__ import annotations
 
 import json
@@ -135,6 +136,8 @@ def error_counts(records: Iterable[Any], n: int = 3) -> list[tuple[str, int]]:
 def errors_line(records: Iterable[Any], n: int = 3) -> str:
     """The top error reasons with their counts, in one line: "timeout ×2; HTTP 500: … ×1"."""
     return "; ".join(f"{error} ×{count}" for error, count in error_counts(records, n))
+
+
 def good_requests(records: Iterable[Any], slo_ms: Mapping[str, float]) -> int:
     """How many successful measured requests met every latency target, as vLLM counts them
     (DistServe's goodput; `calculate_metrics` in vllm/benchmarks/serve.py): TTFT, TPOT and
@@ -143,14 +146,18 @@ def good_requests(records: Iterable[Any], slo_ms: Mapping[str, float]) -> int:
     for rec in records:
         if _get(rec, "warmup") or not _get(rec, "ok"):
             continue
-        seen = {"ttft": _get(rec, "ttft_s"), "tpot": _get(rec, "tpot_s") or 0.0,
-                "e2el": _get(rec, "e2el_s")}
+        seen = {
+            "ttft": _get(rec, "ttft_s"),
+            "tpot": _get(rec, "tpot_s") or 0.0,
+            "e2el": _get(rec, "e2el_s"),
+        }
         if all(seen[k] is not None and seen[k] * 1000.0 <= ms for k, ms in slo_ms.items()):
             good += 1
     return good
 
 
-def goodput(records: Iterable[Any], slo_ms: Mapping[str, float],
-            wall_s: float | None) -> float | None:
+def goodput(
+    records: Iterable[Any], slo_ms: Mapping[str, float], wall_s: float | None
+) -> float | None:
     """Good requests per second over the level's wall time (`request_goodput`)."""
     return _per_s(good_requests(records, slo_ms), wall_s)

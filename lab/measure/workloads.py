@@ -11,6 +11,7 @@ that the records keep (so a mixed load can be summarised per class).
 Command line equivalent (roughly): `vllm bench serve --dataset-name prefix_repetition` for
 the shared prefix, `--dataset-name random` for the others.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from lab.measure.prompts import synthetic_prompts
 @dataclass
 class PromptSet:
     """Prompts (token ids) with, per prompt, its output length and label."""
+
     prompts: list[list[int]] = field(default_factory=list)
     output_lens: list[int] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
@@ -30,26 +32,38 @@ class PromptSet:
         return len(self.prompts)
 
 
-def random_set(pool: list[int], n: int, input_len: int, output_len: int, seed: int,
-               label: str = "random") -> PromptSet:
+def random_set(
+    pool: list[int], n: int, input_len: int, output_len: int, seed: int, label: str = "random"
+) -> PromptSet:
     """`n` independent prompts of `input_len` tokens."""
     prompts = synthetic_prompts(pool, n, input_len, seed)
     return PromptSet(prompts, [output_len] * n, [label] * n)
 
 
-def shared_prefix_set(pool: list[int], n: int, prefix_len: int, input_len: int,
-                      output_len: int, seed: int) -> PromptSet:
+def shared_prefix_set(
+    pool: list[int], n: int, prefix_len: int, input_len: int, output_len: int, seed: int
+) -> PromptSet:
     """`n` prompts of `input_len` tokens whose first `prefix_len` are the same for all."""
     if not 0 < prefix_len < input_len:
-        raise ConfigError(f"the shared prefix ({prefix_len} tokens) must be shorter than the "
-                          f"prompt ({input_len} tokens) and longer than 0")
+        raise ConfigError(
+            f"the shared prefix ({prefix_len} tokens) must be shorter than the "
+            f"prompt ({input_len} tokens) and longer than 0"
+        )
     prefix = synthetic_prompts(pool, 1, prefix_len, seed + 7919)[0]
     suffixes = synthetic_prompts(pool, n, input_len - prefix_len, seed)
     return PromptSet([prefix + s for s in suffixes], [output_len] * n, ["shared"] * n)
 
 
-def mixed_set(pool: list[int], n: int, short_len: int, short_output_len: int,
-              long_len: int, long_output_len: int, long_count: int, seed: int) -> PromptSet:
+def mixed_set(
+    pool: list[int],
+    n: int,
+    short_len: int,
+    short_output_len: int,
+    long_len: int,
+    long_output_len: int,
+    long_count: int,
+    seed: int,
+) -> PromptSet:
     """`n` prompts: `long_count` long ones (label "long") spread evenly among short ones
     (label "short"); the first request is always short so the decodes are running when
     the first long prompt arrives."""

@@ -14,6 +14,7 @@ a row it cannot decode into "not measured"; see lab.record.logbook.)
     >>> decode(LatencyStats, data)
     LatencyStats(mean=1.0, median=1.0, p90=2.0, p99=2.0)
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -6,6 +6,7 @@ own `Logbook` (sqlite3 connections must not cross threads).
 
 Command line equivalent: `sqlite3 logbook/lab.db 'select key, status from steps'`.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,45 +29,126 @@ BUSY_TIMEOUT_MS = 30_000
 # Step and run statuses. "running" is only ever seen while a process writes the step;
 # a "running" row whose process is gone is shown as "interrupted" (see recover()).
 PASS, FAIL, SKIPPED, PENDING, INTERRUPTED, RUNNING = (
-    "pass", "fail", "skipped", "pending", "interrupted", "running")
+    "pass",
+    "fail",
+    "skipped",
+    "pending",
+    "interrupted",
+    "running",
+)
 STATUSES = (PASS, FAIL, SKIPPED, PENDING, INTERRUPTED, RUNNING)
 
 
 def _m1(db: sqlite_utils.Database) -> None:
-    db.table("runs").create({
-        "id": int, "day": str, "task": str, "profile": str, "host": str, "pid": int,
-        "lang": str, "versions": str, "options": str, "status": str,
-        "started_at": float, "ended_at": float,
-    }, pk="id")
-    db.table("steps").create({
-        "id": int, "run_id": int, "key": str, "title": str, "status": str, "reason": str,
-        "command": str, "expected": str, "actual": str, "criteria": str, "values": str,
-        "evidence": str, "fix": str, "started_at": float, "ended_at": float,
-        "duration_s": float,
-    }, pk="id", foreign_keys=[("run_id", "runs", "id")])
+    db.table("runs").create(
+        {
+            "id": int,
+            "day": str,
+            "task": str,
+            "profile": str,
+            "host": str,
+            "pid": int,
+            "lang": str,
+            "versions": str,
+            "options": str,
+            "status": str,
+            "started_at": float,
+            "ended_at": float,
+        },
+        pk="id",
+    )
+    db.table("steps").create(
+        {
+            "id": int,
+            "run_id": int,
+            "key": str,
+            "title": str,
+            "status": str,
+            "reason": str,
+            "command": str,
+            "expected": str,
+            "actual": str,
+            "criteria": str,
+            "values": str,
+            "evidence": str,
+            "fix": str,
+            "started_at": float,
+            "ended_at": float,
+            "duration_s": float,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
     db.table("steps").create_index(["run_id", "key"])
-    db.table("samples").create({
-        "id": int, "run_id": int, "step_id": int, "t": float, "source": str,
-        "device": str, "field": str, "value": float,
-    }, pk="id")
+    db.table("samples").create(
+        {
+            "id": int,
+            "run_id": int,
+            "step_id": int,
+            "t": float,
+            "source": str,
+            "device": str,
+            "field": str,
+            "value": float,
+        },
+        pk="id",
+    )
     db.table("samples").create_index(["step_id"])
-    db.table("requests").create({
-        "id": int, "run_id": int, "step_id": int, "phase": str, "level": str,
-        "concurrency": int, "idx": int, "warmup": int, "ok": int, "error": str,
-        "http_status": int, "input_tokens": int, "output_tokens": int,
-        "queue_s": float, "sent_at_s": float, "ttft_s": float, "tpot_s": float,
-        "e2el_s": float, "itls_s": str,
-    }, pk="id")
+    db.table("requests").create(
+        {
+            "id": int,
+            "run_id": int,
+            "step_id": int,
+            "phase": str,
+            "level": str,
+            "concurrency": int,
+            "idx": int,
+            "warmup": int,
+            "ok": int,
+            "error": str,
+            "http_status": int,
+            "input_tokens": int,
+            "output_tokens": int,
+            "queue_s": float,
+            "sent_at_s": float,
+            "ttft_s": float,
+            "tpot_s": float,
+            "e2el_s": float,
+            "itls_s": str,
+        },
+        pk="id",
+    )
     db.table("requests").create_index(["step_id"])
-    db.table("servers").create({
-        "id": int, "run_id": int, "step_id": int, "profile": str, "model": str,
-        "tp": int, "argv": str, "env": str, "host": str, "port": int, "pid": int,
-        "log_path": str, "started_at": float, "ready_s": float, "stopped_at": float,
-        "facts": str,
-    }, pk="id")
-    db.table("notes").create({
-        "item": str, "done": int, "note": str, "at": float,
-    }, pk="item")
+    db.table("servers").create(
+        {
+            "id": int,
+            "run_id": int,
+            "step_id": int,
+            "profile": str,
+            "model": str,
+            "tp": int,
+            "argv": str,
+            "env": str,
+            "host": str,
+            "port": int,
+            "pid": int,
+            "log_path": str,
+            "started_at": float,
+            "ready_s": float,
+            "stopped_at": float,
+            "facts": str,
+        },
+        pk="id",
+    )
+    db.table("notes").create(
+        {
+            "item": str,
+            "done": int,
+            "note": str,
+            "at": float,
+        },
+        pk="item",
+    )
 
 
 def _m2(db: sqlite_utils.Database) -> None:
@@ -77,6 +159,7 @@ def _m2(db: sqlite_utils.Database) -> None:
     JSON list (`itls_s`) to a float32 array (`itls_s_f32`, one BLOB a row), which the report
     reads with one column query; `servers.facts` becomes the typed serve values too."""
     from lab.record.values.legacy import from_v1, serve
+
     conn = db.conn
     conn.execute("ALTER TABLE steps ADD COLUMN value_type TEXT")
     conn.execute("ALTER TABLE steps ADD COLUMN value_version INTEGER")
@@ -85,8 +168,9 @@ def _m2(db: sqlite_utils.Database) -> None:
     conn.execute("ALTER TABLE servers ADD COLUMN facts_version INTEGER")
     # One level of one step's sweep is read without scanning the others (lab.deliver.gather).
     conn.execute("CREATE INDEX requests_step_phase_level ON requests (step_id, phase, concurrency)")
-    rows = conn.execute('SELECT s.id, s.key, s."values", r.profile FROM steps s '
-                        "LEFT JOIN runs r ON r.id = s.run_id").fetchall()
+    rows = conn.execute(
+        'SELECT s.id, s.key, s."values", r.profile FROM steps s LEFT JOIN runs r ON r.id = s.run_id'
+    ).fetchall()
     for step_id, key, text, profile in rows:
         typed: StepValues | None
         try:
@@ -96,13 +180,17 @@ def _m2(db: sqlite_utils.Database) -> None:
         except Exception:  # a shape v1 never wrote: keep it as legacy, read as not measured
             typed = None
         stored, name, version = dump_values(typed)
-        conn.execute('UPDATE steps SET "values" = ?, value_type = ?, value_version = ?, '
-                     "legacy_values = ? WHERE id = ?", (stored, name, version, text, step_id))
+        conn.execute(
+            'UPDATE steps SET "values" = ?, value_type = ?, value_version = ?, '
+            "legacy_values = ? WHERE id = ?",
+            (stored, name, version, text, step_id),
+        )
     cur = conn.execute("SELECT id, itls_s FROM requests WHERE itls_s IS NOT NULL")
     while batch := cur.fetchmany(2000):
-        conn.executemany("UPDATE requests SET itls_s_f32 = ?, itls_s = NULL WHERE id = ?",
-                         [(itls_blob(json.loads(text) if text else []), rid)
-                          for rid, text in batch])
+        conn.executemany(
+            "UPDATE requests SET itls_s_f32 = ?, itls_s = NULL WHERE id = ?",
+            [(itls_blob(json.loads(text) if text else []), rid) for rid, text in batch],
+        )
     for server_id, text in conn.execute("SELECT id, facts FROM servers").fetchall():
         facts = json.loads(text) if text else None
         try:
@@ -110,8 +198,10 @@ def _m2(db: sqlite_utils.Database) -> None:
         except Exception:
             value = None
         stored, _, version = dump_values(value)
-        conn.execute("UPDATE servers SET facts = ?, facts_version = ? WHERE id = ?",
-                     (stored, version, server_id))
+        conn.execute(
+            "UPDATE servers SET facts = ?, facts_version = ? WHERE id = ?",
+            (stored, version, server_id),
+        )
 
 
 # Append-only: each entry runs once, in order; PRAGMA user_version counts those applied.
@@ -167,8 +257,9 @@ class Logbook:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000,
-                               check_same_thread=True)
+        conn = sqlite3.connect(
+            str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=True
+        )
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self.db = sqlite_utils.Database(conn)
         self.db.enable_wal()
@@ -197,16 +288,36 @@ class Logbook:
         self.db.conn.close()
 
     # -- runs ----------------------------------------------------------------
-    def start_run(self, day: str, *, task: str | None = None, profile: str = "",
-                  lang: str = "zh", versions: dict | None = None,
-                  options: dict | None = None) -> int:
+    def start_run(
+        self,
+        day: str,
+        *,
+        task: str | None = None,
+        profile: str = "",
+        lang: str = "zh",
+        versions: dict | None = None,
+        options: dict | None = None,
+    ) -> int:
         with self.db.conn:
-            return _pk(self.db.table("runs").insert({
-                "day": day, "task": task or day, "profile": profile,
-                "host": socket.gethostname(), "pid": os.getpid(), "lang": lang,
-                "versions": _dumps(versions or {}), "options": _dumps(options or {}),
-                "status": RUNNING, "started_at": time.time(), "ended_at": None,
-            }).last_pk)
+            return _pk(
+                self.db.table("runs")
+                .insert(
+                    {
+                        "day": day,
+                        "task": task or day,
+                        "profile": profile,
+                        "host": socket.gethostname(),
+                        "pid": os.getpid(),
+                        "lang": lang,
+                        "versions": _dumps(versions or {}),
+                        "options": _dumps(options or {}),
+                        "status": RUNNING,
+                        "started_at": time.time(),
+                        "ended_at": None,
+                    }
+                )
+                .last_pk
+            )
 
     def update_run(self, run_id: int, **fields: Any) -> None:
         for key in ("versions", "options"):
@@ -226,32 +337,63 @@ class Logbook:
         return [_decode(r) for r in self.db.table("runs").rows_where(where, args, order_by="id")]
 
     # -- steps ---------------------------------------------------------------
-    def start_step(self, run_id: int, key: str, *, title: str, command: str,
-                   expected: str) -> int:
+    def start_step(self, run_id: int, key: str, *, title: str, command: str, expected: str) -> int:
         """Written when the step starts, so a crash leaves evidence of it."""
         with self.db.conn:
-            return _pk(self.db.table("steps").insert({
-                "run_id": run_id, "key": key, "title": title, "status": RUNNING,
-                "reason": None, "command": command, "expected": expected,
-                "actual": None, "criteria": "[]", "values": None, "evidence": None,
-                "fix": None, "started_at": time.time(), "ended_at": None,
-                "duration_s": None,
-            }).last_pk)
+            return _pk(
+                self.db.table("steps")
+                .insert(
+                    {
+                        "run_id": run_id,
+                        "key": key,
+                        "title": title,
+                        "status": RUNNING,
+                        "reason": None,
+                        "command": command,
+                        "expected": expected,
+                        "actual": None,
+                        "criteria": "[]",
+                        "values": None,
+                        "evidence": None,
+                        "fix": None,
+                        "started_at": time.time(),
+                        "ended_at": None,
+                        "duration_s": None,
+                    }
+                )
+                .last_pk
+            )
 
-    def end_step(self, step_id: int, *, status: str, actual: str = "",
-                 criteria: list | None = None, values: StepValues | None = None,
-                 reason: str | None = None, evidence: str | None = None,
-                 fix: str | None = None, command: str | None = None,
-                 expected: str | None = None) -> None:
+    def end_step(
+        self,
+        step_id: int,
+        *,
+        status: str,
+        actual: str = "",
+        criteria: list | None = None,
+        values: StepValues | None = None,
+        reason: str | None = None,
+        evidence: str | None = None,
+        fix: str | None = None,
+        command: str | None = None,
+        expected: str | None = None,
+    ) -> None:
         assert status in STATUSES, status
         ended = time.time()
         started = self.db.table("steps").get(step_id)["started_at"]
         stored, value_type, value_version = dump_values(values)
         fields = {
-            "status": status, "actual": actual, "criteria": _dumps(criteria or []),
-            "values": stored, "value_type": value_type, "value_version": value_version,
-            "reason": reason, "evidence": evidence,
-            "fix": fix, "ended_at": ended, "duration_s": round(ended - started, 3),
+            "status": status,
+            "actual": actual,
+            "criteria": _dumps(criteria or []),
+            "values": stored,
+            "value_type": value_type,
+            "value_version": value_version,
+            "reason": reason,
+            "evidence": evidence,
+            "fix": fix,
+            "ended_at": ended,
+            "duration_s": round(ended - started, 3),
         }
         if command is not None:
             fields["command"] = command
@@ -271,8 +413,9 @@ class Logbook:
     def latest_steps(self, day: str) -> dict[str, dict]:
         """The newest record of each step key across all runs of `day`."""
         rows = self.db.query(
-            "select s.* from steps s join runs r on r.id = s.run_id "
-            "where r.day = ? order by s.id", [day])
+            "select s.* from steps s join runs r on r.id = s.run_id where r.day = ? order by s.id",
+            [day],
+        )
         return {r["key"]: _step_row(r) for r in rows}
 
     # -- recovery ------------------------------------------------------------
@@ -285,10 +428,15 @@ class Logbook:
                 continue
             with self.db.conn:
                 for step in self.db.table("steps").rows_where(
-                        "run_id = ? and status = ?", [run["id"], RUNNING]):
-                    self.db.table("steps").update(step["id"], {
-                        "status": INTERRUPTED,
-                        "reason": "the process recording this step ended before it finished"})
+                    "run_id = ? and status = ?", [run["id"], RUNNING]
+                ):
+                    self.db.table("steps").update(
+                        step["id"],
+                        {
+                            "status": INTERRUPTED,
+                            "reason": "the process recording this step ended before it finished",
+                        },
+                    )
                     changed += 1
                 self.db.table("runs").update(run["id"], {"status": INTERRUPTED})
         return changed
@@ -301,9 +449,17 @@ class Logbook:
             for field, value in row.items():
                 if field in ("t", "source", "device") or value is None:
                     continue
-                flat.append({"run_id": run_id, "step_id": step_id, "t": row["t"],
-                             "source": row["source"], "device": str(row["device"]),
-                             "field": field, "value": float(value)})
+                flat.append(
+                    {
+                        "run_id": run_id,
+                        "step_id": step_id,
+                        "t": row["t"],
+                        "source": row["source"],
+                        "device": str(row["device"]),
+                        "field": field,
+                        "value": float(value),
+                    }
+                )
         if flat:
             with self.db.conn:
                 self.db.table("samples").insert_all(flat)
@@ -312,12 +468,28 @@ class Logbook:
         return list(self.db.table("samples").rows_where("step_id = ?", [step_id], order_by="t, id"))
 
     def add_request(self, run_id: int, step_id: int, phase: str, record: dict) -> None:
-        row = {k: record.get(k) for k in (
-            "level", "concurrency", "idx", "warmup", "ok", "error", "http_status",
-            "input_tokens", "output_tokens", "queue_s", "sent_at_s", "ttft_s",
-            "tpot_s", "e2el_s")}
-        row.update(run_id=run_id, step_id=step_id, phase=phase,
-                   itls_s_f32=itls_blob(record.get("itls_s")))
+        row = {
+            k: record.get(k)
+            for k in (
+                "level",
+                "concurrency",
+                "idx",
+                "warmup",
+                "ok",
+                "error",
+                "http_status",
+                "input_tokens",
+                "output_tokens",
+                "queue_s",
+                "sent_at_s",
+                "ttft_s",
+                "tpot_s",
+                "e2el_s",
+            )
+        }
+        row.update(
+            run_id=run_id, step_id=step_id, phase=phase, itls_s_f32=itls_blob(record.get("itls_s"))
+        )
         row["warmup"] = int(bool(row["warmup"]))
         row["ok"] = int(bool(row["ok"]))
         with self.db.conn:
@@ -328,8 +500,10 @@ class Logbook:
         where, args = "step_id = ?", [step_id]
         if phase:
             where, args = where + " and phase = ?", [*args, phase]
-        return [_request_row(r) for r in
-                self.db.table("requests").rows_where(where, args, order_by="id")]
+        return [
+            _request_row(r)
+            for r in self.db.table("requests").rows_where(where, args, order_by="id")
+        ]
 
     # -- servers -------------------------------------------------------------
     def add_server(self, *, facts: ServeValues | None = None, **fields: Any) -> int:
@@ -354,8 +528,9 @@ class Logbook:
     # -- notes (manual checklist items) --------------------------------------
     def mark_done(self, item: str, note: str = "", done: bool = True) -> None:
         with self.db.conn:
-            self.db.table("notes").upsert({"item": item, "done": int(done), "note": note,
-                                     "at": time.time()}, pk="item")
+            self.db.table("notes").upsert(
+                {"item": item, "done": int(done), "note": note, "at": time.time()}, pk="item"
+            )
 
     def notes(self) -> dict[str, dict]:
         return {r["item"]: r for r in self.db.table("notes").rows}
@@ -410,4 +585,3 @@ def _pid_alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
-

@@ -4,6 +4,7 @@ While a step uses a running server, a watcher (lab.vllm.watch) follows the serve
 process tree: a fatal line or a process exit ends the server at once, and the step fails with
 the diagnosis, keeping what it measured. A failed server start whose failure has a known safe
 fix is retried once with it (`--fix auto`); both attempts are recorded."""
+
 from __future__ import annotations
 
 import contextlib
@@ -23,6 +24,7 @@ StepFn = Callable[[Lab, StepContext], Outcome]
 #: on_retry(failed result, the fix about to be tried): the terminal says what happens.
 OnRetry = Callable[[StepResult, FixApplied], None]
 
+
 @dataclass
 class Planned:
     spec: StepSpec
@@ -32,13 +34,19 @@ class Planned:
 
 
 def _run_one(lab: Lab, run_id: int, item: Planned) -> StepResult:
-    return run_step(lab.book, run_id, item.spec, lab.lang,
-                    lambda ctx: _watched(lab, item.spec.key, lambda: item.fn(lab, ctx)),
-                    diagnose=lambda text: _diagnose_lang(text, lab.lang))
+    return run_step(
+        lab.book,
+        run_id,
+        item.spec,
+        lab.lang,
+        lambda ctx: _watched(lab, item.spec.key, lambda: item.fn(lab, ctx)),
+        diagnose=lambda text: _diagnose_lang(text, lab.lang),
+    )
 
 
 def _diagnose_lang(text: str, lang: str) -> str | None:
     from lab.vllm import diagnose
+
     return diagnose.first_fix(text, lang)
 
 
@@ -56,8 +64,11 @@ def _watch_running(lab: Lab) -> Iterator[watch.Watcher | None]:
     watcher.stop_reports = stops  # type: ignore[attr-defined]
 
     def on_failure(_failure: watch.Failure) -> None:
-        stops.append(server.stop_tree(lab.state_path, server.FAILED_GRACE_S,
-                                      wait_released=lab.release_wait()))
+        stops.append(
+            server.stop_tree(
+                lab.state_path, server.FAILED_GRACE_S, wait_released=lab.release_wait()
+            )
+        )
 
     with watch.watching(watcher, on_failure=on_failure):
         yield watcher
@@ -78,17 +89,24 @@ def _watched(lab: Lab, key: str, run: Callable[[], Outcome]) -> Outcome:
     return out
 
 
-def _step_failure(lab: Lab, watcher: watch.Watcher, key: str, values: object,
-                  cause: LabError | None = None) -> LabError:
+def _step_failure(
+    lab: Lab, watcher: watch.Watcher, key: str, values: object, cause: LabError | None = None
+) -> LabError:
     failure = watcher.failure
     assert failure is not None
     reports = getattr(watcher, "stop_reports", [])
     state = server.load(lab.state_path)
     if state is not None:  # not ended by the watcher (e.g. it raced the step's own stop)
-        reports.append(server.stop_tree(lab.state_path, server.FAILED_GRACE_S,
-                                        wait_released=lab.release_wait()))
-    detect = f"; detected {failure.detect_s:.1f} s after the crash line" \
-        if failure.detect_s is not None else ""
+        reports.append(
+            server.stop_tree(
+                lab.state_path, server.FAILED_GRACE_S, wait_released=lab.release_wait()
+            )
+        )
+    detect = (
+        f"; detected {failure.detect_s:.1f} s after the crash line"
+        if failure.detect_s is not None
+        else ""
+    )
     released = next((r for r in reports if r.pids), None)
     handed = ""
     if released is not None:
@@ -97,12 +115,16 @@ def _step_failure(lab: Lab, watcher: watch.Watcher, key: str, values: object,
             handed += f", GPU memory released in {released.release_s:.1f} s"
         if released.held or released.survivors:
             from lab.record.session import held_message
+
             handed += f"; {held_message(released)}"
     # The step's own account (where it stopped, what it kept), after the diagnosis.
     told = f"; {str(cause).removesuffix('; last log lines below')}" if cause is not None else ""
-    err = ServerDied(f"vLLM server failed during `{key}`: {failure.summary(lab.lang)}"
-                     f"{detect}{handed}{told}; what the step measured is kept; last log lines below",
-                     fix=failure.fix(), evidence=failure.evidence)
+    err = ServerDied(
+        f"vLLM server failed during `{key}`: {failure.summary(lab.lang)}"
+        f"{detect}{handed}{told}; what the step measured is kept; last log lines below",
+        fix=failure.fix(),
+        evidence=failure.evidence,
+    )
     err.values = values
     err.failure = failure  # type: ignore[attr-defined]
     return err
@@ -117,15 +139,23 @@ def _remedy(lab: Lab, res: StepResult) -> FixApplied | None:
         return None  # no known fix, or this already was the retry
     if v.stop is not None and (v.stop.held or v.stop.survivors):
         return None  # the failed server was not handed back: a retry would not fit
-    return dataclasses.replace(v.remedy, failed_step_id=res.step_id, failed=v.failure,
-                               failed_stop=v.stop)
+    return dataclasses.replace(
+        v.remedy, failed_step_id=res.step_id, failed=v.failure, failed_stop=v.stop
+    )
 
 
-def run_plan(lab: Lab, day: str, plan: list[Planned], *, task: str,
-             stop_after: bool, options: dict | None = None,
-             on_start: Callable[[StepSpec], None] | None = None,
-             on_result: Callable[[StepResult], None] | None = None,
-             on_retry: OnRetry | None = None) -> tuple[int, list[StepResult]]:
+def run_plan(
+    lab: Lab,
+    day: str,
+    plan: list[Planned],
+    *,
+    task: str,
+    stop_after: bool,
+    options: dict | None = None,
+    on_start: Callable[[StepSpec], None] | None = None,
+    on_result: Callable[[StepResult], None] | None = None,
+    on_retry: OnRetry | None = None,
+) -> tuple[int, list[StepResult]]:
     """Run `plan` as one recorded run of `day`. Ctrl-C/SIGTERM stops the server, marks the
     step interrupted and re-raises; `stop_after` stops the server when the plan ends (and
     waits for its GPU memory; `lab.last_stop` says how it went).
@@ -134,15 +164,18 @@ def run_plan(lab: Lab, day: str, plan: list[Planned], *, task: str,
     place. `on_start`, `on_result` and `on_retry` let the terminal show each step (lab.ui);
     this layer prints nothing."""
     book = lab.book
-    run_id = book.start_run(day, task=task, profile=lab.profile_name, lang=lab.lang,
-                            options=_public(options or {}))
+    run_id = book.start_run(
+        day, task=task, profile=lab.profile_name, lang=lab.lang, options=_public(options or {})
+    )
     results: list[StepResult] = []
     passed: dict[str, str] = {}
     try:
         with server.stop_on_interrupt(lab.state_path, wait_released=lab.release_wait()):
             for item in plan:
-                blocker = next((n for n in item.needs
-                                if n in passed and passed[n] not in (PASS, SKIPPED)), None)
+                blocker = next(
+                    (n for n in item.needs if n in passed and passed[n] not in (PASS, SKIPPED)),
+                    None,
+                )
                 if blocker is not None:
                     res = _not_run(lab, run_id, item, blocker)
                 else:
@@ -178,8 +211,9 @@ def run_plan(lab: Lab, day: str, plan: list[Planned], *, task: str,
 
 
 def _not_run(lab: Lab, run_id: int, item: Planned, needs: str) -> StepResult:
-    step_id = lab.book.start_step(run_id, item.spec.key, title=item.spec.title_en,
-                                  command=item.spec.command, expected="")
+    step_id = lab.book.start_step(
+        run_id, item.spec.key, title=item.spec.title_en, command=item.spec.command, expected=""
+    )
     reason = f"not run: step `{needs}` did not pass"
     lab.book.end_step(step_id, status=PENDING, reason=reason)
     return StepResult(item.spec.key, PENDING, "", reason, None, 0.0, None, step_id)

@@ -3,6 +3,7 @@ table), and the queries several readers share: the newest step matching some fil
 
 Command line equivalent: `sqlite3 logbook/lab.db 'select id, run_id, key, status from steps'`.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -20,6 +21,7 @@ from lab.record.values import BalanceValues, BenchValues, ServeValues, StepValue
 @dataclass
 class Run:
     """One recorded run (`invoke day3`, `invoke serve`, …)."""
+
     id: int
     day: str
     task: str
@@ -42,6 +44,7 @@ class Run:
 class Step:
     """One recorded step: its verdict, its criteria and its typed values (None: nothing was
     measured, or a row no type reads)."""
+
     id: int
     run_id: int
     key: str
@@ -73,6 +76,7 @@ class Step:
 @dataclass
 class Server:
     """One server started (the `servers` table); `facts` are the serve values of its start."""
+
     id: int
     run_id: int | None
     step_id: int | None
@@ -94,6 +98,7 @@ class Server:
 @dataclass
 class NoteRow:
     """A manual checklist item ticked (or unticked) with `invoke done`."""
+
     item: str
     done: bool
     note: str
@@ -118,37 +123,85 @@ class Records:
         self.path = book.path
         conn = book.db.conn
         self.runs: dict[int, Run] = {}
-        for r in conn.execute("SELECT id, day, task, profile, host, status, started_at, ended_at, "
-                              "pid, lang, versions, options FROM runs ORDER BY id"):
-            self.runs[r[0]] = Run(r[0], r[1], r[2], r[3] or "", r[4] or "", r[5], r[6], r[7], r[8],
-                                  r[9], _json(r[10], {}), _json(r[11], {}))
+        for r in conn.execute(
+            "SELECT id, day, task, profile, host, status, started_at, ended_at, "
+            "pid, lang, versions, options FROM runs ORDER BY id"
+        ):
+            self.runs[r[0]] = Run(
+                r[0],
+                r[1],
+                r[2],
+                r[3] or "",
+                r[4] or "",
+                r[5],
+                r[6],
+                r[7],
+                r[8],
+                r[9],
+                _json(r[10], {}),
+                _json(r[11], {}),
+            )
         self.steps: list[Step] = [
-            Step(id=r[0], run_id=r[1], key=r[2], title=r[3], status=r[4], started_at=r[5],
-                 reason=r[6], command=r[7], expected=r[8], actual=r[9], criteria=_criteria(r[10]),
-                 values=load_values(r[11], r[12], r[13]), evidence=r[14], fix=r[15],
-                 ended_at=r[16], duration_s=r[17])
+            Step(
+                id=r[0],
+                run_id=r[1],
+                key=r[2],
+                title=r[3],
+                status=r[4],
+                started_at=r[5],
+                reason=r[6],
+                command=r[7],
+                expected=r[8],
+                actual=r[9],
+                criteria=_criteria(r[10]),
+                values=load_values(r[11], r[12], r[13]),
+                evidence=r[14],
+                fix=r[15],
+                ended_at=r[16],
+                duration_s=r[17],
+            )
             for r in conn.execute(
-                'SELECT id, run_id, key, title, status, started_at, reason, command, expected, '
+                "SELECT id, run_id, key, title, status, started_at, reason, command, expected, "
                 'actual, criteria, value_type, value_version, "values", evidence, fix, ended_at, '
-                "duration_s FROM steps ORDER BY id")]
+                "duration_s FROM steps ORDER BY id"
+            )
+        ]
         self.by_id: dict[int, Step] = {s.id: s for s in self.steps}
         self.servers: list[Server] = [
-            Server(id=r[0], run_id=r[1], step_id=r[2], profile=r[3], model=r[4], tp=r[5],
-                   argv=_json(r[6], []) or [], env=_json(r[7], {}) or {}, host=r[8], port=r[9],
-                   pid=r[10], log_path=r[11], started_at=r[12], ready_s=r[13], stopped_at=r[14],
-                   facts=_facts(load_values("ServeValues", r[16], r[15])))
+            Server(
+                id=r[0],
+                run_id=r[1],
+                step_id=r[2],
+                profile=r[3],
+                model=r[4],
+                tp=r[5],
+                argv=_json(r[6], []) or [],
+                env=_json(r[7], {}) or {},
+                host=r[8],
+                port=r[9],
+                pid=r[10],
+                log_path=r[11],
+                started_at=r[12],
+                ready_s=r[13],
+                stopped_at=r[14],
+                facts=_facts(load_values("ServeValues", r[16], r[15])),
+            )
             for r in conn.execute(
                 "SELECT id, run_id, step_id, profile, model, tp, argv, env, host, port, pid, "
                 "log_path, started_at, ready_s, stopped_at, facts, facts_version FROM servers "
-                "ORDER BY id")]
+                "ORDER BY id"
+            )
+        ]
         self.notes: dict[str, NoteRow] = {
             r[0]: NoteRow(r[0], bool(r[1]), r[2] or "", r[3])
-            for r in conn.execute("SELECT item, done, note, at FROM notes")}
+            for r in conn.execute("SELECT item, done, note, at FROM notes")
+        }
 
     def run(self, run_id: int) -> Run:
         if run_id not in self.runs:
-            raise LabError(f"no run #{run_id} in {self.path}",
-                           fix="`invoke status` lists the recorded runs")
+            raise LabError(
+                f"no run #{run_id} in {self.path}", fix="`invoke status` lists the recorded runs"
+            )
         return self.runs[run_id]
 
     def day_of(self, step: Step) -> str | None:
@@ -159,11 +212,18 @@ class Records:
         run = self.runs.get(step.run_id)
         return run.host if run else None
 
-    def latest(self, key: str | None = None, *, day: str | None = None,
-               run_id: int | None = None, min_tp: int | None = None,
-               max_tp: int | None = None, criterion: str | None = None,
-               before: float | None = None,
-               where: Callable[[Step], bool] | None = None) -> Step | None:
+    def latest(
+        self,
+        key: str | None = None,
+        *,
+        day: str | None = None,
+        run_id: int | None = None,
+        min_tp: int | None = None,
+        max_tp: int | None = None,
+        criterion: str | None = None,
+        before: float | None = None,
+        where: Callable[[Step], bool] | None = None,
+    ) -> Step | None:
         """The newest finished step matching every filter given. `criterion` is a glob on
         criterion keys (e.g. "*balance*"); `min_tp`/`max_tp` look at the TP it ran with;
         `before` is a time the step started before; `where` any other test."""

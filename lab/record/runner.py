@@ -5,6 +5,7 @@ A step is `pass` only when every one of its criteria was measured and met. A cri
 that cannot be measured here (a GPU-only check on the CPU profile) is `skipped` with its
 reason, and makes the step `skipped`, never `pass`.
 """
+
 from __future__ import annotations
 
 import operator
@@ -19,7 +20,10 @@ from lab.record.logbook import FAIL, INTERRUPTED, PASS, SKIPPED, Logbook
 from lab.record.values import StepValues
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
-    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
     "==": operator.eq,
 }
 
@@ -27,10 +31,11 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 @dataclass
 class Criterion:
     """One acceptance criterion: what was expected, what was measured, and the verdict."""
+
     key: str
     label_zh: str
     label_en: str
-    op: str | None = None          # ">", "<", ... ; None for yes/no checks
+    op: str | None = None  # ">", "<", ... ; None for yes/no checks
     threshold: Any = None
     unit: str = ""
     measured: Any = None
@@ -44,8 +49,9 @@ class Criterion:
         return f"{label} {self.op} {num(self.threshold)}{(' ' + self.unit) if self.unit else ''}"
 
 
-def check(key: str, label_zh: str, label_en: str, measured: Any, op: str,
-          threshold: Any, unit: str = "") -> Criterion:
+def check(
+    key: str, label_zh: str, label_en: str, measured: Any, op: str, threshold: Any, unit: str = ""
+) -> Criterion:
     """Compare a measured value with its threshold. `measured=None` fails: not measured."""
     c = Criterion(key, label_zh, label_en, op, threshold, unit, measured)
     if measured is None:
@@ -55,15 +61,35 @@ def check(key: str, label_zh: str, label_en: str, measured: Any, op: str,
     return c
 
 
-def require(key: str, label_zh: str, label_en: str, ok: bool, measured: Any = None,
-            reason: str | None = None) -> Criterion:
+def require(
+    key: str,
+    label_zh: str,
+    label_en: str,
+    ok: bool,
+    measured: Any = None,
+    reason: str | None = None,
+) -> Criterion:
     """A yes/no criterion (e.g. "HTTP 200 with non-empty content")."""
-    return Criterion(key, label_zh, label_en, measured=measured,
-                     status=PASS if ok else FAIL, reason=None if ok else reason)
+    return Criterion(
+        key,
+        label_zh,
+        label_en,
+        measured=measured,
+        status=PASS if ok else FAIL,
+        reason=None if ok else reason,
+    )
 
 
-def skip(key: str, label_zh: str, label_en: str, reason: str, op: str | None = None,
-         threshold: Any = None, unit: str = "", measured: Any = None) -> Criterion:
+def skip(
+    key: str,
+    label_zh: str,
+    label_en: str,
+    reason: str,
+    op: str | None = None,
+    threshold: Any = None,
+    unit: str = "",
+    measured: Any = None,
+) -> Criterion:
     """A criterion that cannot be judged here; `measured` may still hold what was seen."""
     return Criterion(key, label_zh, label_en, op, threshold, unit, measured, SKIPPED, reason)
 
@@ -74,9 +100,11 @@ def verdict(criteria: list[Criterion]) -> tuple[str, str | None]:
         return FAIL, "no criterion was checked"
     failed = [c for c in criteria if c.status == FAIL]
     if failed:
-        return FAIL, "; ".join(f"{c.label_en}: {c.reason or 'not met'}"
-                               f"{'' if c.measured is None else f' (measured {num(c.measured)})'}"
-                               for c in failed)
+        return FAIL, "; ".join(
+            f"{c.label_en}: {c.reason or 'not met'}"
+            f"{'' if c.measured is None else f' (measured {num(c.measured)})'}"
+            for c in failed
+        )
     skipped = [c for c in criteria if c.status == SKIPPED]
     if skipped:
         return SKIPPED, skipped[0].reason
@@ -86,21 +114,22 @@ def verdict(criteria: list[Criterion]) -> tuple[str, str | None]:
 @dataclass
 class Outcome:
     """What a step function returns: its criteria and the measured values behind them."""
+
     criteria: list[Criterion]
-    actual: str                      # one line of the measured values, for 实际结果
+    actual: str  # one line of the measured values, for 实际结果
     values: StepValues | None = None  # lab.record.values: the step's type
     evidence: str | None = None
-    command: str | None = None       # the exact command, when known only at run time
-    fix: str | None = None           # a remedy to record even without an error (e.g. imbalance)
+    command: str | None = None  # the exact command, when known only at run time
+    fix: str | None = None  # a remedy to record even without an error (e.g. imbalance)
 
 
 @dataclass
 class StepSpec:
-    key: str          # task name, e.g. "serve"
-    number: int       # seed 000 step number
+    key: str  # task name, e.g. "serve"
+    number: int  # seed 000 step number
     title_zh: str
     title_en: str
-    command: str      # the checklist command this step stands for
+    command: str  # the checklist command this step stands for
 
 
 @dataclass
@@ -123,15 +152,19 @@ class StepResult:
     step_id: int | None = None
 
 
-def run_step(book: Logbook, run_id: int, spec: StepSpec, lang: str,
-             fn: Callable[[StepContext], Outcome],
-             diagnose: Callable[[str], str | None] | None = None) -> StepResult:
+def run_step(
+    book: Logbook,
+    run_id: int,
+    spec: StepSpec,
+    lang: str,
+    fn: Callable[[StepContext], Outcome],
+    diagnose: Callable[[str], str | None] | None = None,
+) -> StepResult:
     """Run `fn` as one recorded step. LabErrors become a failed step with their one line and
     what the step measured before it failed (`err.values`, typed like the step's Outcome);
     KeyboardInterrupt marks the step interrupted and propagates."""
     title = spec.title_zh if lang == "zh" else spec.title_en
-    step_id = book.start_step(run_id, spec.key, title=title, command=spec.command,
-                              expected="")
+    step_id = book.start_step(run_id, spec.key, title=title, command=spec.command, expected="")
     ctx = StepContext(book, run_id, step_id, spec)
     try:
         out = fn(ctx)
@@ -141,24 +174,49 @@ def run_step(book: Logbook, run_id: int, spec: StepSpec, lang: str,
     except LabError as err:
         fix = err.fix or (diagnose(err.evidence) if diagnose and err.evidence else None)
         measured = getattr(err, "values", None)
-        book.end_step(step_id, status=FAIL, reason=str(err), evidence=err.evidence, fix=fix,
-                      values=measured if isinstance(measured, StepValues) else None)
+        book.end_step(
+            step_id,
+            status=FAIL,
+            reason=str(err),
+            evidence=err.evidence,
+            fix=fix,
+            values=measured if isinstance(measured, StepValues) else None,
+        )
         return _result(book, step_id)
     except Exception as err:  # a bug of ours: record it, never show a traceback
-        book.end_step(step_id, status=FAIL,
-                      reason=f"internal error: {type(err).__name__}: {err}",
-                      evidence=traceback.format_exc(limit=6))
+        book.end_step(
+            step_id,
+            status=FAIL,
+            reason=f"internal error: {type(err).__name__}: {err}",
+            evidence=traceback.format_exc(limit=6),
+        )
         return _result(book, step_id)
     status, reason = verdict(out.criteria)
     expected = "; ".join(c.expected(lang) for c in out.criteria)
-    book.end_step(step_id, status=status, actual=out.actual, reason=reason, expected=expected,
-                  criteria=[asdict(c) for c in out.criteria], values=out.values,
-                  evidence=out.evidence, command=out.command, fix=out.fix)
+    book.end_step(
+        step_id,
+        status=status,
+        actual=out.actual,
+        reason=reason,
+        expected=expected,
+        criteria=[asdict(c) for c in out.criteria],
+        values=out.values,
+        evidence=out.evidence,
+        command=out.command,
+        fix=out.fix,
+    )
     return _result(book, step_id)
 
 
 def _result(book: Logbook, step_id: int) -> StepResult:
     row = book.step(step_id)
-    return StepResult(row["key"], row["status"], row["actual"] or "", row["reason"],
-                      row["fix"], row["duration_s"] or 0.0, row["values"], step_id)
-
+    return StepResult(
+        row["key"],
+        row["status"],
+        row["actual"] or "",
+        row["reason"],
+        row["fix"],
+        row["duration_s"] or 0.0,
+        row["values"],
+        step_id,
+    )

@@ -1,4 +1,5 @@
 """A lab session: the resolved options, profile, logbook and vLLM env that steps share."""
+
 from __future__ import annotations
 
 import shlex
@@ -21,6 +22,7 @@ from lab.vllm.models import REHEARSAL_CONFIGS, TINY_MODEL
 def detect_profile(nvml_module: Any = None) -> tuple[str, str]:
     """("gpu", why) when NVML finds a GPU, else ("cpu", why)."""
     from lab.measure import nvml
+
     ok, reason = nvml.nvml_available(nvml_module)
     if ok and nvml.gpu_count(nvml_module) > 0:
         return "gpu", "NVML found a GPU"
@@ -44,8 +46,9 @@ class Lab:
     last_stop: Any = None
 
     @classmethod
-    def from_config(cls, overrides: dict[str, Any] | None = None,
-                    console: Console | None = None) -> Lab:
+    def from_config(
+        cls, overrides: dict[str, Any] | None = None, console: Console | None = None
+    ) -> Lab:
         cfg = cfgmod.validate(cfgmod.merged(overrides))
         name = cfg["profile"]
         if name == "auto":
@@ -101,30 +104,36 @@ class Lab:
         wanted = model or self.cfg["models"][day]
         if self.profile_name == "gpu":
             local = self.downloaded(wanted)  # `invoke download` made a verified copy
-            return Profile("gpu", str(local) if local else wanted,
-                           served_model_name=wanted if local else None)
+            return Profile(
+                "gpu", str(local) if local else wanted, served_model_name=wanted if local else None
+            )
         if self.profile_name == "rehearsal":
             if model and Path(model).exists():
                 return Profile("rehearsal", model, load_format="dummy")
             if wanted not in REHEARSAL_CONFIGS:
-                raise ConfigError(f"no shipped rehearsal config for {wanted}; "
-                                  f"choose one of {', '.join(REHEARSAL_CONFIGS)}")
+                raise ConfigError(
+                    f"no shipped rehearsal config for {wanted}; "
+                    f"choose one of {', '.join(REHEARSAL_CONFIGS)}"
+                )
             shipped = self.data_dir / "models" / f"rehearsal-{REHEARSAL_CONFIGS[wanted]}"
-            return Profile("rehearsal", str(shipped), served_model_name=wanted,
-                           load_format="dummy")
-        env = {"VLLM_CPU_KVCACHE_SPACE": str(self.cfg["cpu"]["kvcache_space_gib"]),
-               **preload_env(self.env, self.cfg["cpu"]["preload"])}
+            return Profile("rehearsal", str(shipped), served_model_name=wanted, load_format="dummy")
+        env = {
+            "VLLM_CPU_KVCACHE_SPACE": str(self.cfg["cpu"]["kvcache_space_gib"]),
+            **preload_env(self.env, self.cfg["cpu"]["preload"]),
+        }
         if tp > 1:
             # Without it TP>1 fails with "Not enough allowed NUMA nodes to bind threads".
             env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(str(i) for i in range(tp))
-        return Profile("cpu", model or str(self.data_dir / "models" / TINY_MODEL), env=env,
-                       has_gpu=False)
+        return Profile(
+            "cpu", model or str(self.data_dir / "models" / TINY_MODEL), env=env, has_gpu=False
+        )
 
     def download_dir(self, repo_id: str) -> Path:
         """Where `invoke download` puts a repository: <download.models_dir>/<org>/<name>."""
         root = self.cfg["download"]["models_dir"]
-        return hub.default_local_dir(Path(root).expanduser() if root else self.data_dir / "models",
-                                     repo_id).absolute()
+        return hub.default_local_dir(
+            Path(root).expanduser() if root else self.data_dir / "models", repo_id
+        ).absolute()
 
     def downloaded(self, repo_id: str) -> Path | None:
         """The verified local copy of a hub repository, if `invoke download` made one (read
@@ -143,10 +152,17 @@ class Lab:
     def serve_argv(self, prof: Profile, tp: int = 1, extra: list[str] | None = None) -> list[str]:
         """The vLLM server's argument list for `prof` with this session's options."""
         cfg = self.cfg
-        return build_argv(str(self.env.python), prof, host=cfg["host"], port=cfg["port"],
-                          max_model_len=cfg["max_model_len"],
-                          gpu_memory_utilization=cfg["gpu_memory_utilization"], tp=tp,
-                          api_key=self.api_key, extra=[*(extra or []), *self.extra_args(tp)])
+        return build_argv(
+            str(self.env.python),
+            prof,
+            host=cfg["host"],
+            port=cfg["port"],
+            max_model_len=cfg["max_model_len"],
+            gpu_memory_utilization=cfg["gpu_memory_utilization"],
+            tp=tp,
+            api_key=self.api_key,
+            extra=[*(extra or []), *self.extra_args(tp)],
+        )
 
     # -- stopping: the tree ended and its memory handed back ---------------------------
     def release_wait(self) -> Any:
@@ -155,12 +171,14 @@ class Lab:
         if not self.has_gpu:
             return None
         from lab.measure import nvml
+
         timeout_s = float(self.cfg.get("release_timeout_s", 120))
 
         def wait(state: Any) -> tuple[float | None, list[str]]:
             baseline = state.gpu_baseline_mib or {}
             indices = [int(i) for i in baseline] or None
             return nvml.wait_released(indices, baseline, timeout_s=timeout_s)
+
         return wait
 
     def gpu_baseline(self) -> dict[str, float] | None:
@@ -168,6 +186,7 @@ class Lab:
         if not self.has_gpu:
             return None
         from lab.measure import nvml
+
         return nvml.used_mib_by_index() or None
 
     def stop_server(self, grace_s: float = 30, *, loud: bool = True, why: str = "stop") -> Any:
@@ -177,6 +196,7 @@ class Lab:
         survive SIGKILL or memory still held raise GpuMemoryHeld naming them."""
         from lab.core.errors import GpuMemoryHeld
         from lab.vllm import process as server
+
         state = server.load(self.state_path)
         report = server.stop_tree(self.state_path, grace_s, wait_released=self.release_wait())
         if state is not None and state.server_id is not None and report.pids:
@@ -190,6 +210,7 @@ class Lab:
         import time
 
         from lab.record.values import ServeValues, StopRecord
+
         row = next((s for s in self.book.servers() if s["id"] == server_id), None)
         if row is None:
             return

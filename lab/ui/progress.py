@@ -27,8 +27,13 @@ StartPhase = Callable[[str, "int | None"], Callable[[], None]]
 @contextlib.contextmanager
 def progress_bar(console: Console) -> Iterator[Progress]:
     """A rich progress bar (one line per task) on the lab's console."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         yield progress
 
 
@@ -61,8 +66,14 @@ def byte_progress(console: Console, description: str) -> Iterator[Callable[[int,
     point (bytes already on disk), so the rate counts only what arrives."""
     from rich.progress import DownloadColumn, TaskID, TimeRemainingColumn, TransferSpeedColumn
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                        TransferSpeedColumn(), TimeRemainingColumn(), console=console)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
     task: list[TaskID] = []
     lock = threading.Lock()
 

@@ -1,4 +1,5 @@
 """Rich tables for the terminal: a day's summary, the progress checklist, a run comparison."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,21 +26,32 @@ def styled(text: str, status: str) -> str:
 def status_table(groups: list[dict], lang: str) -> Table:
     """The checklist as a rich table for the terminal."""
     table = Table(title=pick(lang, "vLLM 学习进度", "vLLM learning progress"), show_lines=False)
-    for col in ("ID", pick(lang, "项目", "item"), pick(lang, "状态", "state"),
-                pick(lang, "依据", "evidence")):
+    for col in (
+        "ID",
+        pick(lang, "项目", "item"),
+        pick(lang, "状态", "state"),
+        pick(lang, "依据", "evidence"),
+    ):
         table.add_column(col, overflow="fold")
     for group in groups:
-        table.add_row("", f"[bold]{escape(group['title'])}[/] ({group['done']}/{group['total']})",
-                      "", f"[dim]{group['source']}[/]")
+        table.add_row(
+            "",
+            f"[bold]{escape(group['title'])}[/] ({group['done']}/{group['total']})",
+            "",
+            f"[dim]{group['source']}[/]",
+        )
         for item in group["entries"]:
             status = item["status"]
             glyph = GLYPH.get(status, "")
             state = pick(lang, "已完成", "done") if item["done"] else status
             if item["manual"] and not item["done"]:
                 state = pick(lang, "待完成", "to do")
-            table.add_row(item["id"], escape(item["label"]),
-                          styled(f"{glyph} {state}", status),
-                          escape(item["detail"] or ""))
+            table.add_row(
+                item["id"],
+                escape(item["label"]),
+                styled(f"{glyph} {state}", status),
+                escape(item["detail"] or ""),
+            )
         table.add_section()
     return table
 
@@ -48,19 +60,33 @@ def compare_table(data: dict, lang: str) -> Table:
     """Two runs of one day side by side (`invoke compare-runs A B`)."""
     a, b = data["a"], data["b"]
     table = Table(title=(f"{a['day']}: run #{a['id']} → run #{b['id']}"))
-    for col in (pick(lang, "步骤", "step"), pick(lang, "项目", "item"), f"#{a['id']}",
-                f"#{b['id']}", pick(lang, "变化", "change")):
+    for col in (
+        pick(lang, "步骤", "step"),
+        pick(lang, "项目", "item"),
+        f"#{a['id']}",
+        f"#{b['id']}",
+        pick(lang, "变化", "change"),
+    ):
         table.add_column(col, overflow="fold")
     last = None
     for row in data["rows"]:
         if last is not None and row["section"] != last:
             table.add_section()
         change = row["change"]
-        style = "green" if "better" in change else "red" if "worse" in change else (
-            "yellow" if change == "changed" else "")
-        table.add_row(escape(row["section"]) if row["section"] != last else "", escape(row["item"]),
-                      escape(row["a"]), escape(row["b"]),
-                      f"[{style}]{escape(change)}[/]" if style else escape(change))
+        style = (
+            "green"
+            if "better" in change
+            else "red"
+            if "worse" in change
+            else ("yellow" if change == "changed" else "")
+        )
+        table.add_row(
+            escape(row["section"]) if row["section"] != last else "",
+            escape(row["item"]),
+            escape(row["a"]),
+            escape(row["b"]),
+            f"[{style}]{escape(change)}[/]" if style else escape(change),
+        )
         last = row["section"]
     return table
 
@@ -80,11 +106,21 @@ def print_retry(console: Any, fix: Any, lang: str) -> None:
     caught and handed back, the flag added, why, and what it costs."""
     seen = []
     if fix.failed is not None and fix.failed.detect_s is not None:
-        seen.append(pick(lang, f"崩溃日志行 → 检测 {fix.failed.detect_s:.1f} s",
-                         f"crash line → detected in {fix.failed.detect_s:.1f} s"))
+        seen.append(
+            pick(
+                lang,
+                f"崩溃日志行 → 检测 {fix.failed.detect_s:.1f} s",
+                f"crash line → detected in {fix.failed.detect_s:.1f} s",
+            )
+        )
     if fix.failed_stop is not None and fix.failed_stop.release_s is not None:
-        seen.append(pick(lang, f"显存释放 {fix.failed_stop.release_s:.1f} s",
-                         f"GPU memory released in {fix.failed_stop.release_s:.1f} s"))
+        seen.append(
+            pick(
+                lang,
+                f"显存释放 {fix.failed_stop.release_s:.1f} s",
+                f"GPU memory released in {fix.failed_stop.release_s:.1f} s",
+            )
+        )
     head = pick(lang, "用已知修复重试一次", "retrying once with the known fix")
     line = f"[bold yellow]{head}:[/] {escape(fix.added)} — {escape(fix.why(lang))}"
     if seen:
@@ -100,35 +136,55 @@ def print_fixes(console: Any, results: list[StepResult], lang: str) -> None:
         if fix is None or not hasattr(fix, "added"):
             continue
         failed = fix.failed.title if fix.failed is not None and fix.failed.title else fix.key
-        console.print(f"[bold yellow]{pick(lang, '已知修复', 'known fix')}[/] ({res.key}): "
-                      f"{escape(fix.added)} — {escape(pick(lang, '第一次失败：', 'the first attempt failed: '))}"
-                      f"{escape(failed)}; {escape(fix.why(lang))}\n  {pick(lang, '代价', 'cost')}: "
-                      f"{escape(fix.cost(lang))}")
+        console.print(
+            f"[bold yellow]{pick(lang, '已知修复', 'known fix')}[/] ({res.key}): "
+            f"{escape(fix.added)} — {escape(pick(lang, '第一次失败：', 'the first attempt failed: '))}"
+            f"{escape(failed)}; {escape(fix.why(lang))}\n  {pick(lang, '代价', 'cost')}: "
+            f"{escape(fix.cost(lang))}"
+        )
 
 
 def print_stop(console: Any, report: Any, lang: str) -> None:
     """How the server was handed back: processes ended, seconds, GPU memory released."""
-    line = pick(lang, f"服务已停止：{len(report.pids)} 个进程，用时 {report.stop_s or 0:.1f} s",
-                f"server stopped: {len(report.pids)} process(es) ended in {report.stop_s or 0:.1f} s")
+    line = pick(
+        lang,
+        f"服务已停止：{len(report.pids)} 个进程，用时 {report.stop_s or 0:.1f} s",
+        f"server stopped: {len(report.pids)} process(es) ended in {report.stop_s or 0:.1f} s",
+    )
     if report.release_s is not None:
-        line += pick(lang, f"；GPU 显存释放用时 {report.release_s:.1f} s",
-                     f"; GPU memory released in {report.release_s:.1f} s")
+        line += pick(
+            lang,
+            f"；GPU 显存释放用时 {report.release_s:.1f} s",
+            f"; GPU memory released in {report.release_s:.1f} s",
+        )
     console.print(escape(line))
 
 
-def summary_table(day: str, profile: str, lang: str, results: list[StepResult],
-                  specs: dict[str, StepSpec]) -> Table:
+def summary_table(
+    day: str, profile: str, lang: str, results: list[StepResult], specs: dict[str, StepSpec]
+) -> Table:
     """The end-of-day table: each step's number, key, status, seconds and measured values."""
     table = Table(title=f"{day} — {profile} profile")
-    for col in ("#", pick(lang, "步骤", "step"), pick(lang, "状态", "status"),
-                pick(lang, "耗时 s", "time s"), pick(lang, "实际结果", "actual")):
+    for col in (
+        "#",
+        pick(lang, "步骤", "step"),
+        pick(lang, "状态", "status"),
+        pick(lang, "耗时 s", "time s"),
+        pick(lang, "实际结果", "actual"),
+    ):
         table.add_column(col, overflow="fold")
     for res in results:
         spec = specs[res.key]
-        text = res.actual if res.status in (PASS, FAIL) and res.actual else (res.reason or res.actual)
-        table.add_row(str(spec.number), spec.key,
-                      styled(res.status, res.status),
-                      f"{res.duration_s:.1f}", escape((text or "")[:160]))
+        text = (
+            res.actual if res.status in (PASS, FAIL) and res.actual else (res.reason or res.actual)
+        )
+        table.add_row(
+            str(spec.number),
+            spec.key,
+            styled(res.status, res.status),
+            f"{res.duration_s:.1f}",
+            escape((text or "")[:160]),
+        )
     return table
 
 
@@ -140,8 +196,12 @@ def print_step_start(console: Any, spec: StepSpec, lang: str) -> None:
 def experiments_table(experiments: list[Any], lang: str) -> Table:
     """`invoke experiment --list`: name, question, arms (per profile kind) and profiles."""
     table = Table(title=pick(lang, "实验", "Experiments"), show_lines=True)
-    for col in (pick(lang, "名称", "name"), pick(lang, "问题", "question"),
-                pick(lang, "组（arm）", "arms"), pick(lang, "配置", "profiles")):
+    for col in (
+        pick(lang, "名称", "name"),
+        pick(lang, "问题", "question"),
+        pick(lang, "组（arm）", "arms"),
+        pick(lang, "配置", "profiles"),
+    ):
         table.add_column(col, overflow="fold")
     for exp in experiments:
         arms = []
@@ -152,8 +212,14 @@ def experiments_table(experiments: list[Any], lang: str) -> Table:
             arms.append(f"{kind}: {shown}")
         profiles = ", ".join(exp.runs_on())
         skipped = "; ".join(f"{p}: {why}" for p, why in exp.skip.items())
-        table.add_row(exp.name, escape(exp.question(lang)), escape("\n".join(arms)),
-                      escape(profiles + (f"\n({pick(lang, '跳过', 'skipped')} {skipped})" if skipped else "")))
+        table.add_row(
+            exp.name,
+            escape(exp.question(lang)),
+            escape("\n".join(arms)),
+            escape(
+                profiles + (f"\n({pick(lang, '跳过', 'skipped')} {skipped})" if skipped else "")
+            ),
+        )
     return table
 
 

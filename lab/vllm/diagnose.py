@@ -7,6 +7,7 @@ first, and `diagnose` keeps that order. `diagnose_balance` is the memory check f
 
 Command line equivalent: `grep -nE 'out of memory|CUBLAS_STATUS|NUMA nodes|Address already in use' server.log`
 """
+
 from __future__ import annotations
 
 import re
@@ -188,7 +189,9 @@ SIGNATURES: tuple[Signature, ...] = (
 
 # vLLM's prefix: "(EngineCore_DP0 pid=7) ERROR 11-21 15:20:03 [core.py:843] " (0.32 adds the
 # process part; older versions start at the level).
-_VLLM_PREFIX_RE = re.compile(r"^(?:\([^)]*\) )?(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) \S+ \S+ \[[^\]]*\] ?")
+_VLLM_PREFIX_RE = re.compile(
+    r"^(?:\([^)]*\) )?(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) \S+ \S+ \[[^\]]*\] ?"
+)
 
 
 def _is_code_line(line: str) -> bool:
@@ -226,7 +229,9 @@ def diagnose(log_text: str, lang: str = "zh") -> list[Diagnosis]:
     for sig in SIGNATURES:
         line = _best_line(lines, sig.pattern)
         if line is not None:
-            found.append(Diagnosis(sig.title(lang), sig.fix(lang), sig.source, _short(line), sig.key))
+            found.append(
+                Diagnosis(sig.title(lang), sig.fix(lang), sig.source, _short(line), sig.key)
+            )
     return found
 
 
@@ -255,7 +260,11 @@ def diagnose_balance(
     Command line equivalent: `nvidia-smi --query-gpu=index,memory.used --format=csv`
     """
     check_lang(lang)
-    pairs = used_mib_per_gpu.items() if isinstance(used_mib_per_gpu, Mapping) else enumerate(used_mib_per_gpu)
+    pairs = (
+        used_mib_per_gpu.items()
+        if isinstance(used_mib_per_gpu, Mapping)
+        else enumerate(used_mib_per_gpu)
+    )
     items = [(idx, mib) for idx, mib in pairs if mib is not None]
     spread_pct = imbalance_pct(mib for _, mib in items)
     # Balanced means spread < tolerance, as the step's criterion reads ("误差 < 10%"): a
@@ -263,13 +272,20 @@ def diagnose_balance(
     if spread_pct is None or spread_pct < tolerance_pct:
         return None
     heavy_gpu = max(items, key=lambda kv: kv[1])[0]
-    evidence = ", ".join(f"GPU{idx} {mib:,.0f} MiB" for idx, mib in items) + f" (spread {spread_pct:.1f} %)"
-    title = pick(lang,
-                 f"TP 下显存不均衡：GPU{heavy_gpu} 多用了显存（差 {spread_pct:.1f}% ≥ {tolerance_pct:g}%）",
-                 f"Unbalanced memory under TP: GPU{heavy_gpu} uses more ({spread_pct:.1f} % ≥ {tolerance_pct:g} %)")
-    fix = pick(lang,
-               "检查 `CUDA_VISIBLE_DEVICES`（两张卡都可见且正是 TP 用的卡），并用 nvidia-smi 查看该 GPU 上的其他进程",
-               "Check `CUDA_VISIBLE_DEVICES` (both cards visible, and the ones TP uses) and other processes on that GPU (nvidia-smi)")
+    evidence = (
+        ", ".join(f"GPU{idx} {mib:,.0f} MiB" for idx, mib in items)
+        + f" (spread {spread_pct:.1f} %)"
+    )
+    title = pick(
+        lang,
+        f"TP 下显存不均衡：GPU{heavy_gpu} 多用了显存（差 {spread_pct:.1f}% ≥ {tolerance_pct:g}%）",
+        f"Unbalanced memory under TP: GPU{heavy_gpu} uses more ({spread_pct:.1f} % ≥ {tolerance_pct:g} %)",
+    )
+    fix = pick(
+        lang,
+        "检查 `CUDA_VISIBLE_DEVICES`（两张卡都可见且正是 TP 用的卡），并用 nvidia-smi 查看该 GPU 上的其他进程",
+        "Check `CUDA_VISIBLE_DEVICES` (both cards visible, and the ones TP uses) and other processes on that GPU (nvidia-smi)",
+    )
     return Diagnosis(title, fix, "seed 000 Q2", evidence, "tp_memory_unbalanced")
 
 
@@ -302,10 +318,21 @@ def is_fatal(line: str) -> bool:
 
 def unknown_fatal(line: str, lang: str = "zh") -> Diagnosis:
     """A fatal line no signature knows: the diagnosis is the line itself."""
-    return Diagnosis(pick(lang, "未识别的致命错误（见下面这一行和日志）",
-                          "An unrecognised fatal error (see this line and the log)"),
-                     pick(lang, "读日志末尾的报错；修正后重试", "Read the error at the end of the log; fix it and retry"),
-                     "lab.vllm.diagnose.FATAL_RE", _short(line), "unknown_fatal")
+    return Diagnosis(
+        pick(
+            lang,
+            "未识别的致命错误（见下面这一行和日志）",
+            "An unrecognised fatal error (see this line and the log)",
+        ),
+        pick(
+            lang,
+            "读日志末尾的报错；修正后重试",
+            "Read the error at the end of the log; fix it and retry",
+        ),
+        "lab.vllm.diagnose.FATAL_RE",
+        _short(line),
+        "unknown_fatal",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,8 +349,8 @@ class Remedy:
     """A safe, known fix of one failure: vLLM flags to add (or to set to a new value), or
     server environment variables. Only the failures of `remedy_for` have one."""
 
-    key: str                      # the signature it fixes
-    args: tuple[str, ...] = ()    # vLLM flags (a flag already present is replaced)
+    key: str  # the signature it fixes
+    args: tuple[str, ...] = ()  # vLLM flags (a flag already present is replaced)
     env: tuple[tuple[str, str], ...] = ()
     why_zh: str = ""
     why_en: str = ""
@@ -362,8 +389,14 @@ def _flag_value(argv: Sequence[str], flag: str) -> str | None:
     return None
 
 
-def remedy_for(key: str, argv: Sequence[str], env: Mapping[str, str] | None = None, *,
-               tp: int = 1, log_text: str = "") -> Remedy | None:
+def remedy_for(
+    key: str,
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    tp: int = 1,
+    log_text: str = "",
+) -> Remedy | None:
     """The safe fix of the failure `key` for a server started with `argv` and `env`, or None
     (no safe fix, or the fix is already in place: retrying would fail the same way).
 
@@ -377,23 +410,30 @@ def remedy_for(key: str, argv: Sequence[str], env: Mapping[str, str] | None = No
     if key == "cuda_graph_tp_crash":
         if _has_flag(argv, "--enforce-eager"):
             return None
-        return Remedy(key, ("--enforce-eager",),
-                      why_zh="CUDA Graph 捕获阶段崩溃（cuBLAS / illegal memory access）；eager 模式跳过图捕获",
-                      why_en="the crash happens while capturing CUDA graphs (cuBLAS / illegal memory access); eager mode skips the capture",
-                      cost_zh="每个 token 更慢（无 CUDA Graph）：在 2×H200 上 TP=2 eager 的 TPOT 约 29 ms，TP=1 有图时约 8.8 ms；用 `invoke day4 --compare-tp` 实测",
-                      cost_en="each token is slower (no CUDA graphs): on 2×H200, TPOT about 29 ms with TP=2 eager vs 8.8 ms with TP=1 and graphs; measure it with `invoke day4 --compare-tp`",
-                      source="docs/facts.md: Known failures (2xH200, 14B, TP=2)",
-                      min_tp=2 if tp > 1 else 1)
+        return Remedy(
+            key,
+            ("--enforce-eager",),
+            why_zh="CUDA Graph 捕获阶段崩溃（cuBLAS / illegal memory access）；eager 模式跳过图捕获",
+            why_en="the crash happens while capturing CUDA graphs (cuBLAS / illegal memory access); eager mode skips the capture",
+            cost_zh="每个 token 更慢（无 CUDA Graph）：在 2×H200 上 TP=2 eager 的 TPOT 约 29 ms，TP=1 有图时约 8.8 ms；用 `invoke day4 --compare-tp` 实测",
+            cost_en="each token is slower (no CUDA graphs): on 2×H200, TPOT about 29 ms with TP=2 eager vs 8.8 ms with TP=1 and graphs; measure it with `invoke day4 --compare-tp`",
+            source="docs/facts.md: Known failures (2xH200, 14B, TP=2)",
+            min_tp=2 if tp > 1 else 1,
+        )
     if key == "cuda_oom":
         util = float(_flag_value(argv, "--gpu-memory-utilization") or 0.9)
         if util - 0.2 >= MIN_GPU_MEMORY_UTILIZATION - 1e-9:
             new = round(util - 0.2, 2)
-            return Remedy(key, ("--gpu-memory-utilization", f"{new:g}"),
-                          why_zh=f"加载或 profiling 时显存不足：把 --gpu-memory-utilization 从 {util:g} 降到 {new:g}",
-                          why_en=f"out of memory while loading or profiling: --gpu-memory-utilization {util:g} → {new:g}",
-                          cost_zh="KV Cache 变小：能同时处理的请求（最大并发）变少",
-                          cost_en="a smaller KV cache: fewer requests fit at once (lower max concurrency)",
-                          source="seed 000 Q1, seed 004 Q2", settings={"gpu_memory_utilization": new})
+            return Remedy(
+                key,
+                ("--gpu-memory-utilization", f"{new:g}"),
+                why_zh=f"加载或 profiling 时显存不足：把 --gpu-memory-utilization 从 {util:g} 降到 {new:g}",
+                why_en=f"out of memory while loading or profiling: --gpu-memory-utilization {util:g} → {new:g}",
+                cost_zh="KV Cache 变小：能同时处理的请求（最大并发）变少",
+                cost_en="a smaller KV cache: fewer requests fit at once (lower max concurrency)",
+                source="seed 000 Q1, seed 004 Q2",
+                settings={"gpu_memory_utilization": new},
+            )
         length = int(_flag_value(argv, "--max-model-len") or 0)
         if length >= 512:
             return _shorter_context(key, length, length // 2, "seed 004 Q2")
@@ -403,25 +443,34 @@ def remedy_for(key: str, argv: Sequence[str], env: Mapping[str, str] | None = No
         m = _ESTIMATED_LEN_RE.search(log_text)
         estimate = int(m.group(1).replace(",", "")) if m else length // 2
         if length and 0 < estimate < length:
-            return _shorter_context(key, length, estimate, "vLLM 0.32 source: v1/core/kv_cache_utils.py")
+            return _shorter_context(
+                key, length, estimate, "vLLM 0.32 source: v1/core/kv_cache_utils.py"
+            )
         return None
     if key == "cpu_numa_bind":
         if env.get("VLLM_CPU_OMP_THREADS_BIND"):
             return None
         bind = "|".join(str(i) for i in range(max(tp, 2)))
-        return Remedy(key, env=(("VLLM_CPU_OMP_THREADS_BIND", bind),),
-                      why_zh="CPU 后端 TP>1 无法自动绑定 NUMA 节点：手动给每个 TP rank 指定一个核",
-                      why_en="the CPU backend cannot bind TP>1 ranks to NUMA nodes by itself: give each rank a core by hand",
-                      cost_zh="每个 rank 只用一个核（本机核数少时本来也如此）",
-                      cost_en="each rank gets one core (on a small box that is all there is anyway)",
-                      source="docs/facts.md: The cpu profile (TP=2)")
+        return Remedy(
+            key,
+            env=(("VLLM_CPU_OMP_THREADS_BIND", bind),),
+            why_zh="CPU 后端 TP>1 无法自动绑定 NUMA 节点：手动给每个 TP rank 指定一个核",
+            why_en="the CPU backend cannot bind TP>1 ranks to NUMA nodes by itself: give each rank a core by hand",
+            cost_zh="每个 rank 只用一个核（本机核数少时本来也如此）",
+            cost_en="each rank gets one core (on a small box that is all there is anyway)",
+            source="docs/facts.md: The cpu profile (TP=2)",
+        )
     return None
 
 
 def _shorter_context(key: str, length: int, new: int, source: str) -> Remedy:
-    return Remedy(key, ("--max-model-len", str(new)),
-                  why_zh=f"KV Cache 放不下 max-model-len 长度的请求：--max-model-len 从 {length} 降到 {new}",
-                  why_en=f"the KV cache cannot hold a max-model-len request: --max-model-len {length} → {new}",
-                  cost_zh=f"单个请求最长 {new} tokens（提示词加回复）",
-                  cost_en=f"a request may hold at most {new} tokens (prompt plus reply)",
-                  source=source, settings={"max_model_len": new})
+    return Remedy(
+        key,
+        ("--max-model-len", str(new)),
+        why_zh=f"KV Cache 放不下 max-model-len 长度的请求：--max-model-len 从 {length} 降到 {new}",
+        why_en=f"the KV cache cannot hold a max-model-len request: --max-model-len {length} → {new}",
+        cost_zh=f"单个请求最长 {new} tokens（提示词加回复）",
+        cost_en=f"a request may hold at most {new} tokens (prompt plus reply)",
+        source=source,
+        settings={"max_model_len": new},
+    )

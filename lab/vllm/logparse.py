@@ -8,6 +8,7 @@ what is left when it is not, and the only place for load and init timings.
 Command line equivalent:
     grep -E 'KV cache size|Maximum concurrency|Model loading took|init engine|startup complete' server.log
 """
+
 from __future__ import annotations
 
 import re
@@ -23,7 +24,9 @@ _NUM = r"[0-9][0-9,]*(?:\.[0-9]+)?"
 # vllm/v1/core/kv_cache_utils.py (0.32): "%s KV cache size: %s tokens, Maximum concurrency
 # for %s tokens per request: %.2fx", where %s is "GPU" on CUDA, else the device type in upper
 # case ("CPU", "XPU"), plus " + host" with hisparse. 0.26 prints the two halves on two lines.
-_KV_TOKENS_RE = re.compile(rf"\b(?P<device>[A-Z]{{2,5}}(?: \+ host)?) KV cache size: (?P<tokens>{_NUM}) tokens")
+_KV_TOKENS_RE = re.compile(
+    rf"\b(?P<device>[A-Z]{{2,5}}(?: \+ host)?) KV cache size: (?P<tokens>{_NUM}) tokens"
+)
 _MAX_CONCURRENCY_RE = re.compile(
     rf"Maximum concurrency for (?P<tokens>{_NUM}) tokens per request: (?P<x>{_NUM})x"
 )
@@ -58,7 +61,9 @@ _GRAPH_CAPTURE_RE = re.compile(
 _GPU_BLOCKS_RE = re.compile(rf"(?:# GPU blocks: |num_gpu_blocks is: )(?P<n>{_NUM})")
 # vllm/v1/worker/cpu_worker.py: "Auto set (X/Y) GiB for KV cache on node N, ..." or
 # "Explicitly set (X/Y) GiB for KV cache on node N." (VLLM_CPU_KVCACHE_SPACE).
-_CPU_KV_GIB_RE = re.compile(rf"(?:Auto|Explicitly) set \((?P<gib>{_NUM})/(?P<total_gib>{_NUM})\) GiB for KV cache")
+_CPU_KV_GIB_RE = re.compile(
+    rf"(?:Auto|Explicitly) set \((?P<gib>{_NUM})/(?P<total_gib>{_NUM})\) GiB for KV cache"
+)
 # uvicorn, printed once the API server is serving.
 _STARTUP_COMPLETE_RE = re.compile(r"Application startup complete")
 # vllm/entrypoints/serve/utils/api_utils.py: "vLLM server version %s, serving model %s" when the
@@ -115,7 +120,8 @@ def _last_run(lines: list[str]) -> list[str]:
     A start is recognised by its version banner; a log without one is taken whole.
     """
     starts = [
-        i for i, line in enumerate(lines)
+        i
+        for i, line in enumerate(lines)
         if _VERSION_PLAIN_RE.search(line) or _LOGO_VERSION_RE.search(line)
     ]
     if not starts:

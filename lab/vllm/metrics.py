@@ -6,6 +6,7 @@ Metric names, types and labels follow vLLM 0.32's `vllm/v1/metrics/loggers.py`
 
 Command line equivalent: `curl -s 127.0.0.1:8000/metrics | grep '^vllm:'`
 """
+
 from __future__ import annotations
 
 import math
@@ -24,7 +25,6 @@ from lab.explain.metrics import KEY_SERIES, OLD_NAMES, OldName, SeriesInfo
 from lab.vllm.api import request
 
 __all__ = ["KEY_SERIES", "OLD_NAMES", "OldName", "SeriesInfo"]
-
 
 
 # --------------------------------------------------------------------------- scrape / parse
@@ -64,7 +64,9 @@ class Snapshot:
 
     def names(self, prefix: str = "vllm:") -> list[str]:
         """Family names starting with `prefix`, sorted (the `_created` companions left out)."""
-        return sorted(n for n in self.families if n.startswith(prefix) and not n.endswith("_created"))
+        return sorted(
+            n for n in self.families if n.startswith(prefix) and not n.endswith("_created")
+        )
 
     def _rows(self, name: str) -> list[tuple[dict[str, str], float]]:
         kind = self.families.get(name)
@@ -152,7 +154,9 @@ def parse(text: str) -> Snapshot:
         for family in text_string_to_metric_families(text):
             snap.families[family.name] = family.type
             for sample in family.samples:
-                snap.samples.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
+                snap.samples.setdefault(sample.name, []).append(
+                    (dict(sample.labels), float(sample.value))
+                )
     except (ValueError, TypeError, IndexError) as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ApiError(f"/metrics is not Prometheus text: {first_line[:200]}") from None
@@ -176,7 +180,9 @@ _FORMER_NAMES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _read(snapshot: Snapshot, info: SeriesInfo, name: str) -> tuple[bool, float | None, float | None]:
+def _read(
+    snapshot: Snapshot, info: SeriesInfo, name: str
+) -> tuple[bool, float | None, float | None]:
     """(present, value, observation count) of one series under `name`."""
     if info.kind == "histogram":
         hist = snapshot.histogram(name)
@@ -233,8 +239,11 @@ def old_name_rows(snapshot: Snapshot | None = None, lang: str = "zh") -> list[di
     check_lang(lang)
     rows = []
     for old, info in OLD_NAMES.items():
-        row: dict[str, Any] = {"old_name": old, "current": list(info.current),
-                               "note": info.note(lang)}
+        row: dict[str, Any] = {
+            "old_name": old,
+            "current": list(info.current),
+            "note": info.note(lang),
+        }
         if snapshot is not None:
             row["old_present"] = snapshot.has(old)
             row["current_present"] = [snapshot.has(name) for name in info.current]
@@ -341,8 +350,11 @@ USAGE_GAUGES = (
 def usage_row(snap: Snapshot) -> dict:
     """One timeline row for `lab.measure.sampler.Sampler`: t, source "metrics", device
     "server", and the USAGE_GAUGES (None when the server does not export one)."""
-    row: dict = {"t": snap.taken_at_s if snap.taken_at_s is not None else time.time(),
-                 "source": "metrics", "device": "server"}
+    row: dict = {
+        "t": snap.taken_at_s if snap.taken_at_s is not None else time.time(),
+        "source": "metrics",
+        "device": "server",
+    }
     for key, name, how in USAGE_GAUGES:
         row[key] = snap.value(name, how=how)
     return row
@@ -362,14 +374,18 @@ def sample_usage(base_url: str, *, api_key: str | None = None, timeout_s: float 
 
 #: The counters of speculative decoding (vllm/v1/spec_decode/metrics.py, 0.32), per engine;
 #: `…_per_pos` carries a `position` label (0 … num_speculative_tokens − 1).
-SPEC_DECODE = ("vllm:spec_decode_num_drafts", "vllm:spec_decode_num_draft_tokens",
-               "vllm:spec_decode_num_accepted_tokens")
+SPEC_DECODE = (
+    "vllm:spec_decode_num_drafts",
+    "vllm:spec_decode_num_draft_tokens",
+    "vllm:spec_decode_num_accepted_tokens",
+)
 SPEC_DECODE_PER_POS = "vllm:spec_decode_num_accepted_tokens_per_pos"
 
 
 @dataclass
 class SpecDecodeCounts:
     """The speculative-decoding counters (or their change between two scrapes)."""
+
     drafts: float
     draft_tokens: float
     accepted_tokens: float
@@ -387,12 +403,17 @@ class SpecDecodeCounts:
 
     def minus(self, before: SpecDecodeCounts) -> SpecDecodeCounts | None:
         """The change since `before`; None when a counter went down (the server restarted)."""
-        diffs = [self.drafts - before.drafts, self.draft_tokens - before.draft_tokens,
-                 self.accepted_tokens - before.accepted_tokens]
+        diffs = [
+            self.drafts - before.drafts,
+            self.draft_tokens - before.draft_tokens,
+            self.accepted_tokens - before.accepted_tokens,
+        ]
         if min(diffs) < 0:
             return None
-        pos = [a - (before.accepted_per_pos[i] if i < len(before.accepted_per_pos) else 0.0)
-               for i, a in enumerate(self.accepted_per_pos)]
+        pos = [
+            a - (before.accepted_per_pos[i] if i < len(before.accepted_per_pos) else 0.0)
+            for i, a in enumerate(self.accepted_per_pos)
+        ]
         return SpecDecodeCounts(diffs[0], diffs[1], diffs[2], accepted_per_pos=pos)
 
 
@@ -419,6 +440,7 @@ class LoraInfo:
     """`vllm:lora_requests_info`: a gauge vLLM sets to the current time under labels that
     name the adapters running and waiting (comma-separated) and `max_lora`; the label set
     with the latest time is the present state."""
+
     max_lora: int | None
     running: list[str]
     waiting: list[str]
@@ -440,5 +462,9 @@ def lora_info(snap: Snapshot) -> LoraInfo | None:
         return [n for n in labels.get(key, "").split(",") if n]
 
     max_lora = labels.get("max_lora", "")
-    return LoraInfo(int(max_lora) if max_lora.isdigit() else None,
-                    names("running_lora_adapters"), names("waiting_lora_adapters"), at)
+    return LoraInfo(
+        int(max_lora) if max_lora.isdigit() else None,
+        names("running_lora_adapters"),
+        names("waiting_lora_adapters"),
+        at,
+    )

@@ -3,6 +3,7 @@ the vLLM env (`scripts/build_tiny_model.py`), and the check that a local model e
 
 Command line equivalent: `python lab/vllm/scripts/build_tiny_model.py --out .lab/models/tiny-qwen2`
 """
+
 from __future__ import annotations
 
 import time
@@ -49,8 +50,10 @@ def ensure_model(env: VllmEnv, prof: Profile) -> dict:
     started = time.monotonic()
     proc = env.run_script("build_tiny_model.py", args, timeout_s=900)
     if proc.returncode != 0:
-        raise LabError(f"could not build the model at {path}",
-                       evidence=tail_text(proc.stderr or proc.stdout, 20))
+        raise LabError(
+            f"could not build the model at {path}",
+            evidence=tail_text(proc.stderr or proc.stdout, 20),
+        )
     return {"model_built": True, "model_build_s": round(time.monotonic() - started, 2)}
 
 
@@ -73,9 +76,17 @@ def adapter_dir(models_dir: Path, model: str, rank: int, seed: int, std: float =
     return models_dir / "lora" / f"{Path(model).name}-r{rank}-s{seed}-std{std:g}"
 
 
-def ensure_adapter(env: VllmEnv, model: str, out: Path, *, rank: int, seed: int,
-                   std: float = 0.02, targets: str = "q_proj,v_proj",
-                   timeout_s: float = 600) -> dict:
+def ensure_adapter(
+    env: VllmEnv,
+    model: str,
+    out: Path,
+    *,
+    rank: int,
+    seed: int,
+    std: float = 0.02,
+    targets: str = "q_proj,v_proj",
+    timeout_s: float = 600,
+) -> dict:
     """Build a LoRA adapter (peft, random weights) for the model folder `model` at `out`,
     unless one is there. Returns what was done (built, seconds, the script's answer).
 
@@ -87,11 +98,29 @@ def ensure_adapter(env: VllmEnv, model: str, out: Path, *, rank: int, seed: int,
     started = time.monotonic()
     data, _ = env.run_json_script(
         "build_lora_adapter.py",
-        ["--model", model, "--out", str(out), "--rank", str(rank), "--seed", str(seed),
-         "--std", str(std), "--targets", targets],
-        what=f"building the rank-{rank} LoRA adapter", timeout_s=timeout_s)
-    return {**data, "built": True, "path": str(out),
-            "build_s": round(time.monotonic() - started, 2)}
+        [
+            "--model",
+            model,
+            "--out",
+            str(out),
+            "--rank",
+            str(rank),
+            "--seed",
+            str(seed),
+            "--std",
+            str(std),
+            "--targets",
+            targets,
+        ],
+        what=f"building the rank-{rank} LoRA adapter",
+        timeout_s=timeout_s,
+    )
+    return {
+        **data,
+        "built": True,
+        "path": str(out),
+        "build_s": round(time.monotonic() - started, 2),
+    }
 
 
 def draft_dir(models_dir: Path, served_model_name: str) -> Path:
@@ -108,15 +137,22 @@ def ensure_draft(env: VllmEnv, target: str, served_model_name: str, out: Path) -
     --config models/qwen2.5-0.5b/config.json --tokenizer-from TARGET`
     """
     if served_model_name not in DRAFT_CONFIGS:
-        raise LabError(f"no shipped draft config for {served_model_name}; "
-                       f"drafts exist for {', '.join(DRAFT_CONFIGS)}")
+        raise LabError(
+            f"no shipped draft config for {served_model_name}; "
+            f"drafts exist for {', '.join(DRAFT_CONFIGS)}"
+        )
     if (out / "config.json").exists():
         return {"built": False, "path": str(out)}
     shipped = SHIPPED_CONFIGS / DRAFT_CONFIGS[served_model_name] / "config.json"
     started = time.monotonic()
-    proc = env.run_script("build_tiny_model.py", ["--out", str(out), "--config", str(shipped),
-                                                  "--tokenizer-from", target], timeout_s=300)
+    proc = env.run_script(
+        "build_tiny_model.py",
+        ["--out", str(out), "--config", str(shipped), "--tokenizer-from", target],
+        timeout_s=300,
+    )
     if proc.returncode != 0:
-        raise LabError(f"could not build the draft model at {out}",
-                       evidence=tail_text(proc.stderr or proc.stdout, 20))
+        raise LabError(
+            f"could not build the draft model at {out}",
+            evidence=tail_text(proc.stderr or proc.stdout, 20),
+        )
     return {"built": True, "path": str(out), "build_s": round(time.monotonic() - started, 2)}

@@ -17,6 +17,7 @@ Facts this module relies on (docs/facts.md, "multi-node"):
 
 Nothing here imports vllm, torch or transformers.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -48,6 +49,7 @@ WATCH_INTERVAL_S = 1.0
 @dataclasses.dataclass(frozen=True)
 class Layout:
     """How one model is spread over nodes. `node_rank` is this host's rank."""
+
     nnodes: int = 1
     node_rank: int = 0
     master_addr: str = "127.0.0.1"
@@ -78,27 +80,39 @@ class Layout:
 
     def validate(self) -> Layout:
         """One ConfigError line for a layout vLLM would reject (or one the lab cannot run)."""
-        for name, value in (("--nnodes", self.nnodes), ("--tp", self.tp), ("--pp", self.pp),
-                            ("--dp", self.dp)):
+        for name, value in (
+            ("--nnodes", self.nnodes),
+            ("--tp", self.tp),
+            ("--pp", self.pp),
+            ("--dp", self.dp),
+        ):
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
         if not 0 <= self.node_rank < self.nnodes:
-            raise ConfigError(f"--node-rank must be between 0 and {self.nnodes - 1} "
-                              f"(--nnodes {self.nnodes}), got {self.node_rank}")
+            raise ConfigError(
+                f"--node-rank must be between 0 and {self.nnodes - 1} "
+                f"(--nnodes {self.nnodes}), got {self.node_rank}"
+            )
         if not 1 <= self.master_port <= 65535:
             raise ConfigError(f"--master-port must be between 1 and 65535, got {self.master_port}")
         if self.executor not in EXECUTORS:
             raise ConfigError(f"--executor must be mp or ray, got {self.executor!r}")
         if self.executor == "ray" and self.node_rank != 0:
-            raise ConfigError("with --executor ray only the head runs vLLM: Ray starts the "
-                              "workers on the other nodes (run `ray start --address=…` there)")
+            raise ConfigError(
+                "with --executor ray only the head runs vLLM: Ray starts the "
+                "workers on the other nodes (run `ray start --address=…` there)"
+            )
         if self.dp > 1 and self.nnodes > 1:
-            raise ConfigError("--dp with --nnodes > 1 needs vLLM's data-parallel launcher "
-                              "(--data-parallel-address, --data-parallel-size-local), which "
-                              "the lab does not drive: use --dp on one node, or TP/PP across nodes")
+            raise ConfigError(
+                "--dp with --nnodes > 1 needs vLLM's data-parallel launcher "
+                "(--data-parallel-address, --data-parallel-size-local), which "
+                "the lab does not drive: use --dp on one node, or TP/PP across nodes"
+            )
         if self.executor == "mp" and (self.world_size * self.dp) % self.nnodes:
-            raise ConfigError(f"TP × PP = {self.world_size} workers cannot be split evenly over "
-                              f"{self.nnodes} nodes: choose sizes whose product divides by --nnodes")
+            raise ConfigError(
+                f"TP × PP = {self.world_size} workers cannot be split evenly over "
+                f"{self.nnodes} nodes: choose sizes whose product divides by --nnodes"
+            )
         return self
 
     def flags(self, rank: int | None = None, headless: bool | None = None) -> list[str]:
@@ -112,8 +126,16 @@ class Layout:
         if self.executor == "ray":
             return [*out, "--distributed-executor-backend", "ray"]
         if self.nnodes > 1:
-            out += ["--nnodes", str(self.nnodes), "--node-rank", str(rank),
-                    "--master-addr", self.master_addr, "--master-port", str(self.master_port)]
+            out += [
+                "--nnodes",
+                str(self.nnodes),
+                "--node-rank",
+                str(rank),
+                "--master-addr",
+                self.master_addr,
+                "--master-port",
+                str(self.master_port),
+            ]
         if headless if headless is not None else rank > 0:
             out.append("--headless")
         return out
@@ -134,7 +156,7 @@ def cli_argv(api_server_argv: list[str]) -> list[str]:
     if "--model" in rest:
         i = rest.index("--model")
         model = rest[i + 1]
-        del rest[i:i + 2]
+        del rest[i : i + 2]
     return [python, str(CLI_SCRIPT), "serve", *([model] if model else []), *rest]
 
 
@@ -160,7 +182,9 @@ def devices(layout: Layout, rank: int) -> list[int]:
     return list(range(rank * layout.per_node, (rank + 1) * layout.per_node))
 
 
-def node_env(layout: Layout, rank: int, *, has_gpu: bool, cores: int | None = None) -> dict[str, str]:
+def node_env(
+    layout: Layout, rank: int, *, has_gpu: bool, cores: int | None = None
+) -> dict[str, str]:
     """The variables that give a node rank its own devices. GPU: CUDA_VISIBLE_DEVICES (on a
     local cluster its slice of this host's GPUs; on a real host its first per_node GPUs).
     cpu: VLLM_CPU_OMP_THREADS_BIND, one core per worker ("|"-separated), its own cores on a
@@ -172,12 +196,28 @@ def node_env(layout: Layout, rank: int, *, has_gpu: bool, cores: int | None = No
     return {"VLLM_CPU_OMP_THREADS_BIND": "|".join(str(i % n) for i in own)}
 
 
-def node_command(layout: Layout, rank: int, *, profile: str, model: str | None = None,
-                 python: str | None = None) -> str:
+def node_command(
+    layout: Layout, rank: int, *, profile: str, model: str | None = None, python: str | None = None
+) -> str:
     """The `invoke node …` line that starts rank `rank` on its host."""
-    args = ["invoke", "node", "--node-rank", str(rank), "--nnodes", str(layout.nnodes),
-            "--master-addr", layout.master_addr, "--master-port", str(layout.master_port),
-            "--tp", str(layout.tp), "--pp", str(layout.pp), "--profile", profile]
+    args = [
+        "invoke",
+        "node",
+        "--node-rank",
+        str(rank),
+        "--nnodes",
+        str(layout.nnodes),
+        "--master-addr",
+        layout.master_addr,
+        "--master-port",
+        str(layout.master_port),
+        "--tp",
+        str(layout.tp),
+        "--pp",
+        str(layout.pp),
+        "--profile",
+        profile,
+    ]
     if model:
         args += ["--model", model]
     if python:
@@ -185,14 +225,24 @@ def node_command(layout: Layout, rank: int, *, profile: str, model: str | None =
     return shlex.join(args)
 
 
-def missing_ranks_message(layout: Layout, missing: list[int], timeout_s: float, *,
-                          profile: str, model: str | None = None, python: str | None = None) -> str:
+def missing_ranks_message(
+    layout: Layout,
+    missing: list[int],
+    timeout_s: float,
+    *,
+    profile: str,
+    model: str | None = None,
+    python: str | None = None,
+) -> str:
     """One line: which rank did not join, and the command that starts it."""
     ranks = ", ".join(map(str, missing))
-    cmds = "; ".join(f"`{node_command(layout, r, profile=profile, model=model, python=python)}`"
-                     for r in missing)
-    return (f"node rank {ranks} did not join within {timeout_s:g} s (the engine never came up "
-            f"across {layout.nnodes} nodes): start it on its host with {cmds}")
+    cmds = "; ".join(
+        f"`{node_command(layout, r, profile=profile, model=model, python=python)}`" for r in missing
+    )
+    return (
+        f"node rank {ranks} did not join within {timeout_s:g} s (the engine never came up "
+        f"across {layout.nnodes} nodes): start it on its host with {cmds}"
+    )
 
 
 # ------------------------------------------------------------------------------ state files
@@ -245,14 +295,34 @@ def stop_local(state_path: str | os.PathLike, grace_s: float = 30) -> list[int]:
     return ended
 
 
-def start_node(argv: list[str], *, state_path: str | os.PathLike, rank: int, log_path: Path,
-               model: str, tp: int, profile: str, env: dict[str, str],
-               run_id: int | None = None, server_id: int | None = None) -> server.ServerState:
+def start_node(
+    argv: list[str],
+    *,
+    state_path: str | os.PathLike,
+    rank: int,
+    log_path: Path,
+    model: str,
+    tp: int,
+    profile: str,
+    env: dict[str, str],
+    run_id: int | None = None,
+    server_id: int | None = None,
+) -> server.ServerState:
     """Start one headless node rank in its own session, tracked by its own state file.
     A headless rank listens on no API port: its state records port 0."""
-    return server.start(argv, log_path=log_path, state_path=node_state_path(state_path, rank),
-                        host="127.0.0.1", port=0, model=model, tp=tp, profile=profile,
-                        run_id=run_id, server_id=server_id, env=env)
+    return server.start(
+        argv,
+        log_path=log_path,
+        state_path=node_state_path(state_path, rank),
+        host="127.0.0.1",
+        port=0,
+        model=model,
+        tp=tp,
+        profile=profile,
+        run_id=run_id,
+        server_id=server_id,
+        env=env,
+    )
 
 
 def node_started(state: server.ServerState) -> bool:
@@ -292,9 +362,12 @@ class NodeWatch:
     dies it records which and calls `on_death` once (the step stops the head: a pipeline
     with a missing stage never answers, it hangs)."""
 
-    def __init__(self, nodes: dict[int, server.ServerState],
-                 on_death: Callable[[NodeDeath], None] | None = None,
-                 interval_s: float = WATCH_INTERVAL_S):
+    def __init__(
+        self,
+        nodes: dict[int, server.ServerState],
+        on_death: Callable[[NodeDeath], None] | None = None,
+        interval_s: float = WATCH_INTERVAL_S,
+    ):
         self.nodes = nodes
         self.on_death = on_death
         self.interval_s = interval_s
@@ -308,8 +381,10 @@ class NodeWatch:
             for rank in dead_ranks(self.nodes):
                 state = self.nodes[rank]
                 from lab.core.text import tail_file
-                self.death = NodeDeath(rank, state.pid, time.time(), _how(state),
-                                       tail_file(state.log_path, 15))
+
+                self.death = NodeDeath(
+                    rank, state.pid, time.time(), _how(state), tail_file(state.log_path, 15)
+                )
                 if self.on_death is not None:
                     self.on_death(self.death)
                 break
@@ -332,16 +407,19 @@ class NodeWatch:
 
 
 @contextlib.contextmanager
-def watching(state_path: str | os.PathLike, on_death: Callable[[NodeDeath], None] | None = None
-             ) -> Iterator[NodeWatch]:
+def watching(
+    state_path: str | os.PathLike, on_death: Callable[[NodeDeath], None] | None = None
+) -> Iterator[NodeWatch]:
     """Watch the local node ranks (none: a watch that never fires) for the block."""
     with NodeWatch(local_nodes(state_path), on_death) as watch:
         yield watch
 
 
 def death_line(death: NodeDeath, during: str) -> str:
-    return (f"node rank {death.rank} (pid {death.pid}) {death.how} {during}; the head was "
-            "stopped (a pipeline with a missing node never answers)")
+    return (
+        f"node rank {death.rank} (pid {death.pid}) {death.how} {during}; the head was "
+        "stopped (a pipeline with a missing node never answers)"
+    )
 
 
 # ------------------------------------------------------------------------------ Ray
@@ -352,11 +430,15 @@ def ray_fit(found: dict, layout: Layout) -> str | None:
     gpus = float(found.get("resources", {}).get("GPU", 0) or 0)
     need = layout.world_size * layout.dp
     if len(nodes) < layout.nnodes:
-        return (f"the Ray cluster has {len(nodes)} live node(s), {layout.nnodes} asked for: "
-                "run `ray start --address=HEAD:6379` on the others")
+        return (
+            f"the Ray cluster has {len(nodes)} live node(s), {layout.nnodes} asked for: "
+            "run `ray start --address=HEAD:6379` on the others"
+        )
     if gpus < need:
-        return (f"the Ray cluster has {gpus:g} GPU(s), TP × PP = {need} needed: add nodes "
-                "or lower --tp/--pp")
+        return (
+            f"the Ray cluster has {gpus:g} GPU(s), TP × PP = {need} needed: add nodes "
+            "or lower --tp/--pp"
+        )
     return None
 
 

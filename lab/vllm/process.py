@@ -10,6 +10,7 @@ died or when one of them moved to its own session. An orphaned vLLM process hold
 
 Nothing here imports vllm, torch or transformers.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -182,7 +183,9 @@ def _port_busy_message(host: str, port: int) -> str:
 
 def _bind_address(host: str, port: int) -> tuple[int, tuple]:
     if is_wildcard(host):
-        return (socket.AF_INET6, ("::", port)) if ":" in host else (socket.AF_INET, ("0.0.0.0", port))
+        return (
+            (socket.AF_INET6, ("::", port)) if ":" in host else (socket.AF_INET, ("0.0.0.0", port))
+        )
     try:
         infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
     except socket.gaierror as err:
@@ -340,10 +343,15 @@ def wait_ready(
 def make_watcher(state: ServerState, *, from_start: bool = True, lang: str = "en") -> watch.Watcher:
     """A Watcher of this server: its log, its root process and its `VLLM::` processes;
     the exit of a server the lab is stopping on purpose is no failure."""
-    return watch.Watcher(state.log_path, root_alive=lambda: is_alive(state),
-                         members=lambda: vllm_members(state),
-                         stopping=lambda: is_stopping(state), root_pid=state.pid,
-                         from_start=from_start, lang=lang)
+    return watch.Watcher(
+        state.log_path,
+        root_alive=lambda: is_alive(state),
+        members=lambda: vllm_members(state),
+        stopping=lambda: is_stopping(state),
+        root_pid=state.pid,
+        from_start=from_start,
+        lang=lang,
+    )
 
 
 def vllm_members(state: ServerState) -> list[tuple[str, psutil.Process]]:
@@ -385,28 +393,41 @@ def is_stopping(state: ServerState) -> bool:
     return saved is None or saved.tag != state.tag or saved.stopping
 
 
-def failed_error(state: ServerState, failure: watch.Failure, during: str,
-                 wait_released: ReleaseWait | None = None,
-                 lang: str = "en") -> ServerDied:
+def failed_error(
+    state: ServerState,
+    failure: watch.Failure,
+    during: str,
+    wait_released: ReleaseWait | None = None,
+    lang: str = "en",
+) -> ServerDied:
     """ServerDied for a server the watcher found failed; ends its tree first (short grace:
     a failed server has nothing to shut down cleanly). The error carries `failure`, the
     diagnosis's fix and the last log lines; `stop_report` says what was ended and released."""
     code = exit_code(state)
-    report = stop_tree(state.state_path, grace_s=FAILED_GRACE_S, wait_released=wait_released) \
-        if state.state_path else StopReport(end_processes(tracked_processes(state), FAILED_GRACE_S))
+    report = (
+        stop_tree(state.state_path, grace_s=FAILED_GRACE_S, wait_released=wait_released)
+        if state.state_path
+        else StopReport(end_processes(tracked_processes(state), FAILED_GRACE_S))
+    )
     if code is None:
         code = exit_code(state)
     if failure.process == f"API server (pid {state.pid})" and code is not None:
-        head = (f"vLLM server was killed by signal {-code} ({_signal_name(-code)})" if code < 0
-                else f"vLLM server exited with code {code}")
+        head = (
+            f"vLLM server was killed by signal {-code} ({_signal_name(-code)})"
+            if code < 0
+            else f"vLLM server exited with code {code}"
+        )
         what = failure.summary(lang, with_process=False)
         message = f"{head} {during}" + (f": {what}" if failure.diagnosis else "")
     else:
         message = f"vLLM server failed {during}: {failure.summary(lang)}"
     if report.held:
         message += f"; still holding GPU memory: {', '.join(report.held)}"
-    err = ServerDied(f"{message}; last log lines below", fix=failure.fix(),
-                     evidence=failure.evidence or tail_file(state.log_path, 20))
+    err = ServerDied(
+        f"{message}; last log lines below",
+        fix=failure.fix(),
+        evidence=failure.evidence or tail_file(state.log_path, 20),
+    )
     err.failure = failure  # type: ignore[attr-defined]
     err.stop_report = report  # type: ignore[attr-defined]
     return err
@@ -550,8 +571,11 @@ def stop(state_path: str | os.PathLike, grace_s: float = 30) -> list[int]:
     return stop_tree(state_path, grace_s).pids
 
 
-def stop_tree(state_path: str | os.PathLike | None, grace_s: float = 30,
-              wait_released: ReleaseWait | None = None) -> StopReport:
+def stop_tree(
+    state_path: str | os.PathLike | None,
+    grace_s: float = 30,
+    wait_released: ReleaseWait | None = None,
+) -> StopReport:
     """`stop`, then check the hand-back: every process gone (else `survivors`, named), and,
     with `wait_released`, the GPU memory released (`release_s`, else `held`)."""
     report = StopReport()
@@ -572,7 +596,9 @@ def stop_tree(state_path: str | os.PathLike | None, grace_s: float = 30,
         ended = end_processes(procs, grace_s=grace_s, pgid=group)
         ended += _end_late_forks(state, set(ended), grace_s)
         report.pids = ended
-        report.survivors = [f"{p.pid} {report.names.get(p.pid, '?')}" for p in procs if not _gone(p)]
+        report.survivors = [
+            f"{p.pid} {report.names.get(p.pid, '?')}" for p in procs if not _gone(p)
+        ]
         report.stop_s = round(time.monotonic() - t0, 3)
         _POPENS.pop(state.pid, None)
         if wait_released is not None and ended:
@@ -632,9 +658,11 @@ def _session_members(state: ServerState) -> Iterator[psutil.Process]:
     environment (and so the tag). A session id is not reused while any member lives."""
     for proc in psutil.process_iter(["name", "cmdline", "create_time"]):
         try:
-            if (os.getsid(proc.pid) == state.pgid
-                    and (proc.info["create_time"] or 0) >= state.started_at - STARTED_AT_TOLERANCE_S
-                    and _looks_like_vllm(proc.info["name"] or "", proc.info["cmdline"] or [])):
+            if (
+                os.getsid(proc.pid) == state.pgid
+                and (proc.info["create_time"] or 0) >= state.started_at - STARTED_AT_TOLERANCE_S
+                and _looks_like_vllm(proc.info["name"] or "", proc.info["cmdline"] or [])
+            ):
                 yield proc
         except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
             continue
@@ -831,8 +859,9 @@ def restore_signal_handlers(previous: Mapping[int, Handler]) -> None:
 
 
 @contextlib.contextmanager
-def stop_on_interrupt(state_path: str | os.PathLike, grace_s: float = 30,
-                      wait_released: ReleaseWait | None = None) -> Iterator[None]:
+def stop_on_interrupt(
+    state_path: str | os.PathLike, grace_s: float = 30, wait_released: ReleaseWait | None = None
+) -> Iterator[None]:
     """On Ctrl-C or SIGTERM inside the block: stop the server tree, then re-raise KeyboardInterrupt.
 
     While stopping, a second Ctrl-C/SIGTERM skips the grace period (SIGKILL at once) instead of

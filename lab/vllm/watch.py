@@ -23,6 +23,7 @@ It knows nothing of the state file: lab.vllm.process builds a Watcher for a serv
 Command line equivalent: `tail -F server.log | grep -E 'ERROR|CUBLAS|died'` beside
 `watch -n1 'ps -o pid,stat,args --ppid PID'`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -57,7 +58,9 @@ MAX_READ_BYTES = 4_000_000
 
 # vLLM's line prefix "(Worker_TP1 pid=3121) ERROR 11-21 15:20:03 [file.py:671] ": the time of
 # the line, in the server's local time, to the second.
-_STAMP_RE = re.compile(r"\b(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) (\d\d)-(\d\d) (\d\d):(\d\d):(\d\d) ")
+_STAMP_RE = re.compile(
+    r"\b(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) (\d\d)-(\d\d) (\d\d):(\d\d):(\d\d) "
+)
 
 
 def line_time(line: str, seen_at: float) -> float:
@@ -97,7 +100,10 @@ class Phase:
 
 #: Phase key -> (zh, en) label.
 PHASE_LABELS: dict[str, tuple[str, str]] = {
-    "engine": ("启动引擎（进程、分布式初始化）", "starting the engine (processes, distributed init)"),
+    "engine": (
+        "启动引擎（进程、分布式初始化）",
+        "starting the engine (processes, distributed init)",
+    ),
     "loading": ("加载权重", "loading weights"),
     "profiling": ("显存 profiling", "profiling memory"),
     "compiling": ("torch.compile 编译", "compiling (torch.compile)"),
@@ -120,10 +126,25 @@ PHASE_LABELS: dict[str, tuple[str, str]] = {
 # uvicorn "Application startup complete.".
 _PHASE_RULES: tuple[tuple[re.Pattern, str], ...] = (
     (re.compile(r"Initializing a V1 LLM engine|Initializing an LLM engine"), "engine"),
-    (re.compile(r"Starting to load model|Loading model from scratch|Loading safetensors checkpoint shards|Loading weights\b(?! took)"), "loading"),
+    (
+        re.compile(
+            r"Starting to load model|Loading model from scratch|Loading safetensors checkpoint shards|Loading weights\b(?! took)"
+        ),
+        "loading",
+    ),
     (re.compile(r"Model loading took|Loading weights took"), "profiling"),
-    (re.compile(r"Dynamo bytecode transform time|Compiling a graph for|for vLLM's torch\.compile|torch\.compile (?:takes|took|and initial)|Warming up model for the compilation"), "compiling"),
-    (re.compile(r"Available KV cache memory|(?:[A-Z]{2,5}) KV cache size: |Auto set \(|Explicitly set \("), "kv_cache"),
+    (
+        re.compile(
+            r"Dynamo bytecode transform time|Compiling a graph for|for vLLM's torch\.compile|torch\.compile (?:takes|took|and initial)|Warming up model for the compilation"
+        ),
+        "compiling",
+    ),
+    (
+        re.compile(
+            r"Available KV cache memory|(?:[A-Z]{2,5}) KV cache size: |Auto set \(|Explicitly set \("
+        ),
+        "kv_cache",
+    ),
     (re.compile(r"Capturing (?:CUDA graphs|cudagraphs)"), "cuda_graphs"),
     (re.compile(r"Graph capturing finished"), "warmup"),
     (re.compile(r"init engine \(profile, create kv cache, warmup model\) took"), "api_server"),
@@ -197,7 +218,9 @@ class PhaseTracker:
         label = pick(lang, *PHASE_LABELS[cur.key])
         detail = f" {cur.detail}" if cur.detail else ""
         took = cur.duration_s(now if now is not None else time.time())
-        return f"{label}{detail} ({took:.0f} s)" if spent and took is not None else f"{label}{detail}"
+        return (
+            f"{label}{detail} ({took:.0f} s)" if spent and took is not None else f"{label}{detail}"
+        )
 
 
 def _order(key: str) -> int:
@@ -216,7 +239,7 @@ def phase_label(key: str, lang: str) -> str:
 class Failure:
     """Why the server can no longer serve, and when we knew."""
 
-    kind: str                      # "fatal_line" | "process_exit"
+    kind: str  # "fatal_line" | "process_exit"
     diagnosis: Diagnosis | None
     #: The first fatal line (for a fatal_line failure) and when vLLM printed it.
     line: str | None = None
@@ -285,9 +308,12 @@ class LogFollower:
         if cut < 0:
             self._partial = data
             return []
-        self._partial = data[cut + 1:]
-        return [line for line in clean_lines(data[:cut + 1].decode("utf-8", errors="replace"))
-                if line.strip()]
+        self._partial = data[cut + 1 :]
+        return [
+            line
+            for line in clean_lines(data[: cut + 1].decode("utf-8", errors="replace"))
+            if line.strip()
+        ]
 
 
 class Watcher:
@@ -299,11 +325,20 @@ class Watcher:
     held before (a step watching a server that is already up).
     """
 
-    def __init__(self, log_path: str | Path, *, root_alive: Callable[[], bool],
-                 members: Callable[[], list[tuple[str, psutil.Process]]],
-                 stopping: Callable[[], bool] = lambda: False, root_name: str = "API server",
-                 root_pid: int | None = None, from_start: bool = True, lang: str = "en",
-                 settle_s: float = SETTLE_S, exit_settle_s: float = EXIT_SETTLE_S) -> None:
+    def __init__(
+        self,
+        log_path: str | Path,
+        *,
+        root_alive: Callable[[], bool],
+        members: Callable[[], list[tuple[str, psutil.Process]]],
+        stopping: Callable[[], bool] = lambda: False,
+        root_name: str = "API server",
+        root_pid: int | None = None,
+        from_start: bool = True,
+        lang: str = "en",
+        settle_s: float = SETTLE_S,
+        exit_settle_s: float = EXIT_SETTLE_S,
+    ) -> None:
         self.log = LogFollower(log_path, from_start)
         self.root_alive = root_alive
         self.members = members
@@ -392,9 +427,15 @@ class Watcher:
         if line is not None:
             kind = "fatal_line"
         self.phases.close(now)
-        self.failure = Failure(kind, diag, line=line, line_at=line_at,
-                               process=self._exit[0] if self._exit else None, detected_at=now,
-                               evidence="\n".join(list(self.lines)[-EVIDENCE_LINES:]))
+        self.failure = Failure(
+            kind,
+            diag,
+            line=line,
+            line_at=line_at,
+            process=self._exit[0] if self._exit else None,
+            detected_at=now,
+            evidence="\n".join(list(self.lines)[-EVIDENCE_LINES:]),
+        )
         return self.failure
 
 
@@ -408,8 +449,9 @@ def _exited(proc: psutil.Process) -> bool:
 
 
 @contextlib.contextmanager
-def watching(watcher: Watcher, on_failure: Callable[[Failure], None] | None = None,
-             poll_s: float = POLL_S) -> Iterator[Watcher]:
+def watching(
+    watcher: Watcher, on_failure: Callable[[Failure], None] | None = None, poll_s: float = POLL_S
+) -> Iterator[Watcher]:
     """Poll `watcher` in a background thread while the block runs. On a failure, call
     `on_failure(failure)` once from that thread (e.g. end the server tree, so that the step's
     requests fail at once instead of hanging) and stop polling; the block reads

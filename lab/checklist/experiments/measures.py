@@ -8,6 +8,7 @@ with the experiment's `measure` name ("load", the standard one, when it names no
 
 A new measurement is a function `fn(run: ArmRun) -> None` added to MEASURES.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -30,6 +31,7 @@ PHASE = "experiment"
 class ArmRun:
     """What an arm's measurement gets: the arm's session (its options applied), the running
     server's URL, model and API key, where to record, and the values to fill."""
+
     lab: Lab
     exp: Experiment
     arm: Arm
@@ -75,14 +77,24 @@ def counters(before: Any, after: Any) -> dict[str, float | None]:
 def prompt_set(load: Load, pool: list[int], n: int, seed: int) -> Any:
     """The load's prompts (lab.measure.workloads), `n` of them."""
     from lab.measure import workloads
+
     if load.kind == "random":
         return workloads.random_set(pool, n, load.input_len, load.output_len, seed)
     if load.kind == "shared-prefix":
-        return workloads.shared_prefix_set(pool, n, load.prefix_len, load.input_len,
-                                           load.output_len, seed)
+        return workloads.shared_prefix_set(
+            pool, n, load.prefix_len, load.input_len, load.output_len, seed
+        )
     if load.kind == "mixed":
-        return workloads.mixed_set(pool, n, load.input_len, load.output_len, load.long_len,
-                                   load.long_output_len, load.long_count, seed)
+        return workloads.mixed_set(
+            pool,
+            n,
+            load.input_len,
+            load.output_len,
+            load.long_len,
+            load.long_output_len,
+            load.long_count,
+            seed,
+        )
     raise ConfigError(f"unknown load kind {load.kind!r} (random, shared-prefix, mixed)")
 
 
@@ -92,23 +104,39 @@ def run_load(run: ArmRun, load: Load) -> None:
     the arm's values (`load` = the first level, `classes` = per level and per label)."""
     from lab.measure import loadgen, prompts, workloads
     from lab.vllm import metrics
+
     pool = prompts.token_pool(run.url, run.model, api_key=run.api_key)
     before = metrics.fetch(run.url, api_key=run.api_key)
     levels = load.levels or (load.concurrency,)
     for i, c in enumerate(levels):
         seed = run.seed * 100 + i
-        warm = workloads.random_set(pool, load.warmup, min(load.input_len, 32), 4, seed + 50,
-                                    label="warmup")
+        warm = workloads.random_set(
+            pool, load.warmup, min(load.input_len, 32), 4, seed + 50, label="warmup"
+        )
         pset = workloads.concat(warm, prompt_set(load, pool, load.num_requests, seed))
-        w = loadgen.Workload(input_len=load.input_len, output_len=load.output_len,
-                             concurrency=c, num_requests=load.num_requests,
-                             warmup_requests=load.warmup, request_rate=load.request_rate,
-                             burstiness=load.burstiness, seed=seed,
-                             timeout_s=float(run.lab.cfg.get("api", {}).get("timeout_s") or 600))
-        res = loadgen.run_level_sync(run.url, run.model, pset.prompts, w, api_key=run.api_key,
-                                     on_record=run.record, level=f"c{c}",
-                                     output_lens=pset.output_lens, labels=pset.labels,
-                                     goodput=dict(load.goodput) or None)
+        w = loadgen.Workload(
+            input_len=load.input_len,
+            output_len=load.output_len,
+            concurrency=c,
+            num_requests=load.num_requests,
+            warmup_requests=load.warmup,
+            request_rate=load.request_rate,
+            burstiness=load.burstiness,
+            seed=seed,
+            timeout_s=float(run.lab.cfg.get("api", {}).get("timeout_s") or 600),
+        )
+        res = loadgen.run_level_sync(
+            run.url,
+            run.model,
+            pset.prompts,
+            w,
+            api_key=run.api_key,
+            on_record=run.record,
+            level=f"c{c}",
+            output_lens=pset.output_lens,
+            labels=pset.labels,
+            goodput=dict(load.goodput) or None,
+        )
         summary = LevelSummary.from_summary(res.summary, concurrency=c, level=f"c{c}")
         if i == 0:
             run.values.load = summary
@@ -117,8 +145,9 @@ def run_load(run: ArmRun, load: Load) -> None:
         by_label = _by_label(res.records)
         if len(by_label) > 1:
             for label, recs in by_label.items():
-                run.values.classes[label if len(levels) == 1 else f"c{c}:{label}"] = \
+                run.values.classes[label if len(levels) == 1 else f"c{c}:{label}"] = (
                     LevelSummary.from_summary(_summarize(recs), concurrency=c, level=label)
+                )
         _export(run, load, res, c)
     after = metrics.fetch(run.url, api_key=run.api_key)
     run.values.counters = counters(before, after)
@@ -135,19 +164,34 @@ def _by_label(records: list[Any]) -> dict[str, list[Any]]:
 
 def _summarize(records: list[Any]) -> dict[str, Any]:
     from lab.measure.stats import summarize
+
     return summarize(records, None)
 
 
 def _export(run: ArmRun, load: Load, res: Any, concurrency: int) -> None:
     """Write the level as `vllm bench serve --save-result` JSON beside the logbook."""
     from lab.measure import export
-    path = (run.lab.logbook_dir / "experiments" / run.exp.name /
-            f"run{run.ctx.run_id}-{run.arm.name}-r{run.round}-c{concurrency}.json")
-    export.write(path, export.bench_serve_json(
-        res.records, res.wall_s, model_id=run.model, num_prompts=load.num_requests,
-        request_rate=load.request_rate, burstiness=load.burstiness,
-        max_concurrency=concurrency, goodput=dict(load.goodput) or None,
-        label=f"{run.exp.name}:{run.arm.name}"))
+
+    path = (
+        run.lab.logbook_dir
+        / "experiments"
+        / run.exp.name
+        / f"run{run.ctx.run_id}-{run.arm.name}-r{run.round}-c{concurrency}.json"
+    )
+    export.write(
+        path,
+        export.bench_serve_json(
+            res.records,
+            res.wall_s,
+            model_id=run.model,
+            num_prompts=load.num_requests,
+            request_rate=load.request_rate,
+            burstiness=load.burstiness,
+            max_concurrency=concurrency,
+            goodput=dict(load.goodput) or None,
+            label=f"{run.exp.name}:{run.arm.name}",
+        ),
+    )
     run.values.export_path = str(path)
 
 
@@ -176,16 +220,25 @@ def measure_api_key(run: ArmRun) -> None:
     (every request recorded, with its HTTP status); then look for the key in every file the
     lab wrote (logbook, state file, exports) and in the server's log."""
     from lab.measure import loadgen, prompts, workloads
+
     assert run.api_key, "the api-key arm starts its server with a key"
     pool = prompts.token_pool(run.url, run.model, api_key=run.api_key)
     keys = {"wrong": "wrong-" + secrets.token_urlsafe(12), "right": run.api_key}
     for name, which in PROBES:
         pset = workloads.random_set(pool, 2, 16, 4, run.seed, label=name)
-        w = loadgen.Workload(input_len=16, output_len=4, concurrency=1, num_requests=2,
-                             seed=run.seed)
-        res = loadgen.run_level_sync(run.url, run.model, pset.prompts, w,
-                                     api_key=keys.get(which or ""), on_record=run.record,
-                                     level=name, labels=pset.labels)
+        w = loadgen.Workload(
+            input_len=16, output_len=4, concurrency=1, num_requests=2, seed=run.seed
+        )
+        res = loadgen.run_level_sync(
+            run.url,
+            run.model,
+            pset.prompts,
+            w,
+            api_key=keys.get(which or ""),
+            on_record=run.record,
+            level=name,
+            labels=pset.labels,
+        )
         statuses = {r.http_status for r in res.records}
         status = statuses.pop() if len(statuses) == 1 else None
         errors = [r.error for r in res.records if r.error]
@@ -193,13 +246,21 @@ def measure_api_key(run: ArmRun) -> None:
         if which == "right":
             run.values.load = LevelSummary.from_summary(res.summary, concurrency=1, level=name)
     lab = run.lab
-    run.values.counters["key_in_lab_files"] = float(_files_holding(
-        run.api_key, [lab.logbook_dir / "lab.db", lab.logbook_dir / "lab.db-wal",
-                      lab.state_path, lab.logbook_dir / "experiments"]))
+    run.values.counters["key_in_lab_files"] = float(
+        _files_holding(
+            run.api_key,
+            [
+                lab.logbook_dir / "lab.db",
+                lab.logbook_dir / "lab.db-wal",
+                lab.state_path,
+                lab.logbook_dir / "experiments",
+            ],
+        )
+    )
     log = run.values.serve.log_path if run.values.serve else None
-    run.values.counters["key_in_server_log"] = float(_files_holding(run.api_key, [log])) \
-        if log else None
-
+    run.values.counters["key_in_server_log"] = (
+        float(_files_holding(run.api_key, [log])) if log else None
+    )
 
 
 #: Measurement name -> function.

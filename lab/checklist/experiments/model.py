@@ -1,6 +1,7 @@
 """What an experiment is, as data: its question, its arms (exact serve flags and variables),
 the profiles it runs on (and why not on the others), its load, its metrics and what it
 expects to see. The runner (lab.checklist.experiments.runner) does the rest."""
+
 from __future__ import annotations
 
 import math
@@ -21,7 +22,7 @@ PROFILES = ("cpu", "gpu", "rehearsal")
 
 
 def kind_of(profile: str) -> str:
-    """"cpu" for the cpu profile, "gpu" for gpu and rehearsal."""
+    """ "cpu" for the cpu profile, "gpu" for gpu and rehearsal."""
     return "cpu" if profile == "cpu" else "gpu"
 
 
@@ -37,6 +38,7 @@ class Arm:
     """One configuration under test. `flags` go on the serve command line after the lab's
     own; `env` is set for the server; `cfg` overrides the lab's options for this arm
     (e.g. {"gpu_memory_utilization": 0.5}, which the serve command already carries)."""
+
     name: str
     flags: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
@@ -69,6 +71,7 @@ class Load:
     Arrivals: all at once under the `concurrency` cap (`request_rate` inf), or Poisson at
     `request_rate` req/s with gamma `burstiness` (as `vllm bench serve`).
     """
+
     kind: str = "random"
     input_len: int = 64
     output_len: int = 32
@@ -88,19 +91,39 @@ class Load:
 
     def describe(self, lang: str = "en") -> str:
         """One line a learner can read (and redo with `vllm bench serve`)."""
-        parts = [pick(lang, f"{self.num_requests} 个请求 × {self.input_len}→{self.output_len} token",
-                      f"{self.num_requests} × {self.input_len}→{self.output_len} tokens")]
+        parts = [
+            pick(
+                lang,
+                f"{self.num_requests} 个请求 × {self.input_len}→{self.output_len} token",
+                f"{self.num_requests} × {self.input_len}→{self.output_len} tokens",
+            )
+        ]
         if self.kind == "shared-prefix":
-            parts.append(pick(lang, f"共享前缀 {self.prefix_len} tokens",
-                              f"a shared prefix of {self.prefix_len} tokens"))
+            parts.append(
+                pick(
+                    lang,
+                    f"共享前缀 {self.prefix_len} tokens",
+                    f"a shared prefix of {self.prefix_len} tokens",
+                )
+            )
         if self.kind == "mixed":
-            parts.append(pick(lang, f"其中 {self.long_count} 个长提示 {self.long_len}→{self.long_output_len}",
-                              f"{self.long_count} of them long: {self.long_len}→{self.long_output_len}"))
+            parts.append(
+                pick(
+                    lang,
+                    f"其中 {self.long_count} 个长提示 {self.long_len}→{self.long_output_len}",
+                    f"{self.long_count} of them long: {self.long_len}→{self.long_output_len}",
+                )
+            )
         levels = self.levels or (self.concurrency,)
         parts.append(pick(lang, "并发 ", "concurrency ") + ", ".join(map(str, levels)))
         if not math.isinf(self.request_rate):
-            parts.append(pick(lang, f"到达率 {self.request_rate:g} req/s（burstiness {self.burstiness:g}）",
-                              f"{self.request_rate:g} req/s (burstiness {self.burstiness:g})"))
+            parts.append(
+                pick(
+                    lang,
+                    f"到达率 {self.request_rate:g} req/s（burstiness {self.burstiness:g}）",
+                    f"{self.request_rate:g} req/s (burstiness {self.burstiness:g})",
+                )
+            )
         if self.goodput:
             parts.append("goodput " + " ".join(f"{k}:{v:g}" for k, v in self.goodput.items()))
         parts.append(pick(lang, f"预热 {self.warmup}", f"{self.warmup} warm-up"))
@@ -111,6 +134,7 @@ class Load:
 class Metric:
     """A figure every arm measures. `read` takes the arm's values and returns the figure in
     `unit` (None: not measured). `better` says which way is good ("lower"/"higher"/"")."""
+
     key: str
     label_zh: str
     label_en: str
@@ -129,6 +153,7 @@ class Change:
     `min_change_pct` % of it. With
     `relative=False` the change is the difference in the metric's unit (for counts that are
     0 on the baseline, such as preemptions)."""
+
     metric: str
     baseline: str
     treatment: str
@@ -141,6 +166,7 @@ class Change:
 class Equals:
     """Expect `arm`'s `metric` to equal `target` in every round; `required` fails the
     experiment when it does not (e.g. HTTP 401 without the API key)."""
+
     metric: str
     arm: str
     target: float
@@ -162,6 +188,7 @@ class Experiment:
     `lesson` turns the verdict into one sentence (zh, en) with its numbers; None uses the
     generic sentence of the first finding.
     """
+
     name: str
     question_zh: str
     question_en: str

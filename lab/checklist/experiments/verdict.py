@@ -1,6 +1,7 @@
 """The verdict of an experiment, from its measured arms only: per metric and arm the median
 and min–max over rounds; per expectation the change in each round, its median and range, and
 whether the expected direction was seen. Pure arithmetic, no I/O (unit-tested)."""
+
 from __future__ import annotations
 
 import statistics
@@ -23,8 +24,12 @@ def _median(values: Iterable[float | None]) -> float | None:
     return float(statistics.median(vals)) if vals else None
 
 
-def arm_stats(figures: Mapping[tuple[int, str], Mapping[str, float | None]],
-              arms: Sequence[str], metrics: Sequence[Metric], rounds: int) -> list[ArmStat]:
+def arm_stats(
+    figures: Mapping[tuple[int, str], Mapping[str, float | None]],
+    arms: Sequence[str],
+    metrics: Sequence[Metric],
+    rounds: int,
+) -> list[ArmStat]:
     """Per arm and metric: the value of each round, the median and the min–max.
     `figures[(round, arm)][metric]` is what that arm measured in that round."""
     out = []
@@ -32,8 +37,16 @@ def arm_stats(figures: Mapping[tuple[int, str], Mapping[str, float | None]],
         for m in metrics:
             values = [figures.get((r, arm), {}).get(m.key) for r in range(1, rounds + 1)]
             seen = [v for v in values if v is not None]
-            out.append(ArmStat(arm=arm, metric=m.key, values=values, median=_median(values),
-                               min=min(seen) if seen else None, max=max(seen) if seen else None))
+            out.append(
+                ArmStat(
+                    arm=arm,
+                    metric=m.key,
+                    values=values,
+                    median=_median(values),
+                    min=min(seen) if seen else None,
+                    max=max(seen) if seen else None,
+                )
+            )
     return out
 
 
@@ -51,8 +64,9 @@ def difference(baseline: float | None, treatment: float | None) -> float | None:
     return treatment - baseline
 
 
-def judge(expect: Expectation, figures: Mapping[tuple[int, str], Mapping[str, float | None]],
-          rounds: int) -> Finding:
+def judge(
+    expect: Expectation, figures: Mapping[tuple[int, str], Mapping[str, float | None]], rounds: int
+) -> Finding:
     """One expectation against the rounds.
 
     Change: seen when the median change goes the expected way by more than
@@ -63,10 +77,16 @@ def judge(expect: Expectation, figures: Mapping[tuple[int, str], Mapping[str, fl
         values = [figures.get((r, expect.arm), {}).get(expect.metric) for r in range(1, rounds + 1)]
         measured = [v for v in values if v is not None]
         agree = sum(1 for v in measured if v == expect.target)
-        return Finding(kind="equals", metric=expect.metric, treatment=expect.arm,
-                       target=expect.target, rounds_agreeing=agree,
-                       rounds_measured=len(measured), required=expect.required,
-                       seen=(agree == len(measured)) if measured else None)
+        return Finding(
+            kind="equals",
+            metric=expect.metric,
+            treatment=expect.arm,
+            target=expect.target,
+            rounds_agreeing=agree,
+            rounds_measured=len(measured),
+            required=expect.required,
+            seen=(agree == len(measured)) if measured else None,
+        )
     assert isinstance(expect, Change)
     sign = -1.0 if expect.direction == "lower" else 1.0
 
@@ -74,22 +94,34 @@ def judge(expect: Expectation, figures: Mapping[tuple[int, str], Mapping[str, fl
         if expect.direction == "same":
             return abs(c) <= expect.min_change_pct
         return sign * c > expect.min_change_pct
+
     how = change_pct if expect.relative else difference
-    changes = [how(figures.get((r, expect.baseline), {}).get(expect.metric),
-                   figures.get((r, expect.treatment), {}).get(expect.metric))
-               for r in range(1, rounds + 1)]
+    changes = [
+        how(
+            figures.get((r, expect.baseline), {}).get(expect.metric),
+            figures.get((r, expect.treatment), {}).get(expect.metric),
+        )
+        for r in range(1, rounds + 1)
+    ]
     measured = [c for c in changes if c is not None]
     med = _median(measured)
     agree = sum(1 for c in measured if agrees(c))
-    return Finding(kind="change", metric=expect.metric, treatment=expect.treatment,
-                   baseline=expect.baseline, direction=expect.direction,
-                   min_change_pct=expect.min_change_pct, relative=expect.relative,
-                   change_pct=changes,
-                   change_pct_median=med,
-                   change_pct_min=min(measured) if measured else None,
-                   change_pct_max=max(measured) if measured else None,
-                   rounds_agreeing=agree, rounds_measured=len(measured),
-                   seen=None if med is None else agrees(med))
+    return Finding(
+        kind="change",
+        metric=expect.metric,
+        treatment=expect.treatment,
+        baseline=expect.baseline,
+        direction=expect.direction,
+        min_change_pct=expect.min_change_pct,
+        relative=expect.relative,
+        change_pct=changes,
+        change_pct_median=med,
+        change_pct_min=min(measured) if measured else None,
+        change_pct_max=max(measured) if measured else None,
+        rounds_agreeing=agree,
+        rounds_measured=len(measured),
+        seen=None if med is None else agrees(med),
+    )
 
 
 def failed_required(values: ExperimentValues) -> list[Finding]:
@@ -111,36 +143,50 @@ def _arm_value(values: ExperimentValues, arm: str, metric: Metric) -> str:
     return f"{num(stat.median)}{(' ' + metric.unit) if metric.unit else ''}{rng}"
 
 
-def finding_line(f: Finding, metrics: Sequence[Metric], values: ExperimentValues,
-                 lang: str) -> str:
+def finding_line(f: Finding, metrics: Sequence[Metric], values: ExperimentValues, lang: str) -> str:
     """One finding as a sentence with its numbers."""
     m = next((x for x in metrics if x.key == f.metric), None)
     label = m.label(lang) if m else f.metric
     if f.kind == "equals":
-        return pick(lang,
-                    f"{f.treatment}：{label} 应为 {num(f.target)}，{f.rounds_agreeing}/{f.rounds_measured} 轮符合（{_word(f.seen, lang)}）",
-                    f"{f.treatment}: {label} expected {num(f.target)}, {f.rounds_agreeing}/{f.rounds_measured} rounds agree ({_word(f.seen, lang)})")
+        return pick(
+            lang,
+            f"{f.treatment}：{label} 应为 {num(f.target)}，{f.rounds_agreeing}/{f.rounds_measured} 轮符合（{_word(f.seen, lang)}）",
+            f"{f.treatment}: {label} expected {num(f.target)}, {f.rounds_agreeing}/{f.rounds_measured} rounds agree ({_word(f.seen, lang)})",
+        )
     b = _arm_value(values, f.baseline or "", m) if m else "—"
     t = _arm_value(values, f.treatment, m) if m else "—"
-    way = pick(lang, {"lower": "更低", "higher": "更高"}.get(f.direction or "", "相同"),
-               {"same": "about the same"}.get(f.direction or "", f.direction or ""))
+    way = pick(
+        lang,
+        {"lower": "更低", "higher": "更高"}.get(f.direction or "", "相同"),
+        {"same": "about the same"}.get(f.direction or "", f.direction or ""),
+    )
     unit = " %" if f.relative else (f" {m.unit}" if m and m.unit else "")
 
     def fmt(x: float | None) -> str:
         if x is None:
             return "—"
         return f"{x:+.1f}" if f.relative else ("+" if x > 0 else "") + num(x)
+
     if f.change_pct_median is None:
         change = pick(lang, "变化未测得", "change not measured")
     elif f.rounds_measured > 1:
-        change = pick(lang, f"变化中位数 {fmt(f.change_pct_median)}{unit}（各轮 {fmt(f.change_pct_min)} … {fmt(f.change_pct_max)}{unit}）",
-                      f"median change {fmt(f.change_pct_median)}{unit} (rounds {fmt(f.change_pct_min)} … {fmt(f.change_pct_max)}{unit})")
+        change = pick(
+            lang,
+            f"变化中位数 {fmt(f.change_pct_median)}{unit}（各轮 {fmt(f.change_pct_min)} … {fmt(f.change_pct_max)}{unit}）",
+            f"median change {fmt(f.change_pct_median)}{unit} (rounds {fmt(f.change_pct_min)} … {fmt(f.change_pct_max)}{unit})",
+        )
     else:
-        change = pick(lang, f"变化 {fmt(f.change_pct_median)}{unit}", f"change {fmt(f.change_pct_median)}{unit}")
-    return pick(lang,
-                f"预期 {f.treatment} 的{label}比 {f.baseline} {way}：{f.baseline} {b}，{f.treatment} {t}，{change}；{_word(f.seen, lang)}",
-                f"expected {label} {way} with {f.treatment} than {f.baseline}: {f.baseline} {b}, "
-                f"{f.treatment} {t}, {change}; {_word(f.seen, lang)}")
+        change = pick(
+            lang,
+            f"变化 {fmt(f.change_pct_median)}{unit}",
+            f"change {fmt(f.change_pct_median)}{unit}",
+        )
+    return pick(
+        lang,
+        f"预期 {f.treatment} 的{label}比 {f.baseline} {way}：{f.baseline} {b}，{f.treatment} {t}，{change}；{_word(f.seen, lang)}",
+        f"expected {label} {way} with {f.treatment} than {f.baseline}: {f.baseline} {b}, "
+        f"{f.treatment} {t}, {change}; {_word(f.seen, lang)}",
+    )
 
 
 def verdict_line(values: ExperimentValues, metrics: Sequence[Metric], lang: str) -> str:

@@ -1,4 +1,5 @@
 """Step 2: the vLLM env, and `import vllm; print(vllm.__version__)` in it."""
+
 from __future__ import annotations
 
 from lab.core.errors import VllmEnvMissing
@@ -19,8 +20,9 @@ def install(lab: Lab, ctx: StepContext, reinstall: bool = False) -> Outcome:
         log_path = lab.logbook_dir / "logs" / f"install-{ctx.run_id}.log"
         say(lab.console, f"installing vLLM into {env.root} (log: {log_path}) …")
         with status(lab.console, "installing vLLM …"):
-            done = vllm_env.create(env, lab.cfg, lab.profile_name, log_path,
-                                   say=lambda m: warn(lab.console, m))
+            done = vllm_env.create(
+                env, lab.cfg, lab.profile_name, log_path, say=lambda m: warn(lab.console, m)
+            )
         commands = done.commands
         values.install_s, values.install_log = round(done.install_s, 1), str(log_path)
         values.installer, values.uv_version = done.installer, done.uv_version
@@ -32,10 +34,20 @@ def install(lab: Lab, ctx: StepContext, reinstall: bool = False) -> Outcome:
         err.values = values  # keep what was learnt in the failed step's record
         raise
     values.versions = VllmVersions.from_probe(versions)
-    took = (f", installed with {values.installer} in {values.install_s:.0f} s"
-            if values.install_s is not None else ", already installed")
-    actual = (f"vllm {versions['vllm']} ({versions['dist']}), torch {versions['torch']}, "
-              f"transformers {versions['transformers']}{took}; env {env.root}")
-    crit = require("vllm_version", "打印 vllm 版本号", "vllm prints its version",
-                   bool(versions.get("vllm")), versions.get("vllm"))
+    took = (
+        f", installed with {values.installer} in {values.install_s:.0f} s"
+        if values.install_s is not None
+        else ", already installed"
+    )
+    actual = (
+        f"vllm {versions['vllm']} ({versions['dist']}), torch {versions['torch']}, "
+        f"transformers {versions['transformers']}{took}; env {env.root}"
+    )
+    crit = require(
+        "vllm_version",
+        "打印 vllm 版本号",
+        "vllm prints its version",
+        bool(versions.get("vllm")),
+        versions.get("vllm"),
+    )
     return Outcome([crit], actual, values, command="\n".join(commands))

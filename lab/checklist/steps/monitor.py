@@ -1,4 +1,5 @@
 """Step 5: NVML (or, on the cpu profile, the server's processes) sampled while a load runs."""
+
 from __future__ import annotations
 
 from lab.checklist.steps.serve import server_env_gpus
@@ -22,10 +23,14 @@ def monitor(lab: Lab, ctx: StepContext, duration_s: float | None = None) -> Outc
     th = lab.cfg["thresholds"]
     model = state.served_model_name or state.model
     default_s = mon["duration_s"] if lab.has_gpu else lab.cfg["cpu"]["monitor_duration_s"]
-    workload = loadgen.Workload(input_len=mon["input_len"], output_len=mon["output_len"],
-                                concurrency=mon["concurrency"],
-                                duration_s=duration_s or default_s, warmup_requests=0,
-                                timeout_s=lab.cfg["api"]["timeout_s"])
+    workload = loadgen.Workload(
+        input_len=mon["input_len"],
+        output_len=mon["output_len"],
+        concurrency=mon["concurrency"],
+        duration_s=duration_s or default_s,
+        warmup_requests=0,
+        timeout_s=lab.cfg["api"]["timeout_s"],
+    )
     loadgen.validate_workload(workload, lab.cfg["max_model_len"])
     pool = prompts.token_pool(lab.url, model, api_key=lab.api_key)
     plist = prompts.synthetic_prompts(pool, 512, workload.input_len, seed=ctx.step_id)
@@ -49,29 +54,56 @@ def monitor(lab: Lab, ctx: StepContext, duration_s: float | None = None) -> Outc
         book.add_request(run_id, step_id, "monitor", rec.to_dict())
 
     sampler = Sampler(sample_fn, sink_factory, interval_s=mon["interval_s"])
-    with sampler, lab.console.status(f"driving load (c={workload.concurrency}) for "
-                                     f"{workload.duration_s:g} s while sampling {source} …"):
-        result = loadgen.run_level_sync(lab.url, model, plist, workload, api_key=lab.api_key,
-                                        on_record=on_record, level="monitor")
+    with (
+        sampler,
+        lab.console.status(
+            f"driving load (c={workload.concurrency}) for "
+            f"{workload.duration_s:g} s while sampling {source} …"
+        ),
+    ):
+        result = loadgen.run_level_sync(
+            lab.url,
+            model,
+            plist,
+            workload,
+            api_key=lab.api_key,
+            on_record=on_record,
+            level="monitor",
+        )
     summary = [SampleSummary(**r) for r in sampler.summary_rows()]
     stats = SamplerStats(**sampler.stats())
     load = result.summary
     top = stats_mod.error_counts(result.records)
     values = MonitorValues(
-        source=source, summary=summary, sampler=stats,
-        load=LoadSummary(completed=load.get("completed"), failed=load.get("failed"),
-                         output_tok_s=load.get("output_throughput"),
-                         requests_per_s=load.get("request_throughput"), errors=dict(top)),
-        workload=LoadPlan(input_tokens=workload.input_len, output_tokens=workload.output_len,
-                          concurrency=workload.concurrency, num_requests=workload.num_requests,
-                          duration_s=workload.duration_s,
-                          warmup_requests=workload.warmup_requests,
-                          timeout_s=workload.timeout_s, seed=workload.seed))
-    load_crit = require("load", "负载请求全部完成", "the load's requests completed",
-                        load.get("completed", 0) > 0 and not load.get("failed"),
-                        f"{load.get('completed')} ok, {load.get('failed')} failed",
-                        reason=f"{load.get('failed')} requests failed: "
-                               f"{stats_mod.errors_line(result.records)}")
+        source=source,
+        summary=summary,
+        sampler=stats,
+        load=LoadSummary(
+            completed=load.get("completed"),
+            failed=load.get("failed"),
+            output_tok_s=load.get("output_throughput"),
+            requests_per_s=load.get("request_throughput"),
+            errors=dict(top),
+        ),
+        workload=LoadPlan(
+            input_tokens=workload.input_len,
+            output_tokens=workload.output_len,
+            concurrency=workload.concurrency,
+            num_requests=workload.num_requests,
+            duration_s=workload.duration_s,
+            warmup_requests=workload.warmup_requests,
+            timeout_s=workload.timeout_s,
+            seed=workload.seed,
+        ),
+    )
+    load_crit = require(
+        "load",
+        "负载请求全部完成",
+        "the load's requests completed",
+        load.get("completed", 0) > 0 and not load.get("failed"),
+        f"{load.get('completed')} ok, {load.get('failed')} failed",
+        reason=f"{load.get('failed')} requests failed: {stats_mod.errors_line(result.records)}",
+    )
     mem_label = ("显存利用率", "GPU memory used")
     util_label = ("GPU 利用率（峰值）", "GPU utilisation (peak)")
     if not lab.has_gpu:
@@ -80,22 +112,31 @@ def monitor(lab: Lab, ctx: StepContext, duration_s: float | None = None) -> Outc
         values.peak_rss_mib = rss[0].peak if rss else None
         values.peak_cpu_pct = cpu[0].peak if cpu else None
         reason = lab.no_gpu_reason()
-        crits = [skip("mem_used_pct", *mem_label, reason, ">", th["mem_used_pct"], "%"),
-                 skip("gpu_util_pct", *util_label, reason, ">", th["gpu_util_pct"], "%"),
-                 load_crit]
-        actual = (f"CPU profile: server process tree peak RSS {fixed(values.peak_rss_mib)} MiB, "
-                  f"peak CPU {fixed(values.peak_cpu_pct)} %; load {load.get('completed')} requests, "
-                  f"{fixed(load.get('output_throughput'))} output tok/s; {stats.samples} samples")
+        crits = [
+            skip("mem_used_pct", *mem_label, reason, ">", th["mem_used_pct"], "%"),
+            skip("gpu_util_pct", *util_label, reason, ">", th["gpu_util_pct"], "%"),
+            load_crit,
+        ]
+        actual = (
+            f"CPU profile: server process tree peak RSS {fixed(values.peak_rss_mib)} MiB, "
+            f"peak CPU {fixed(values.peak_cpu_pct)} %; load {load.get('completed')} requests, "
+            f"{fixed(load.get('output_throughput'))} output tok/s; {stats.samples} samples"
+        )
         return Outcome(crits, actual, values)
     mem_pct = _peak_pct(summary, "mem_used_mib", "mem_total_mib")
     util = max((r.peak for r in summary if r.field == "util_pct"), default=None)
     mean_util = max((r.mean for r in summary if r.field == "util_pct"), default=None)
     values.peak_mem_used_pct, values.peak_util_pct, values.mean_util_pct = mem_pct, util, mean_util
-    crits = [check("mem_used_pct", *mem_label, mem_pct, ">", th["mem_used_pct"], "%"),
-             check("gpu_util_pct", *util_label, util, ">", th["gpu_util_pct"], "%"), load_crit]
-    actual = (f"peak memory used {fixed(mem_pct)} %, peak util {fixed(util)} % (mean {fixed(mean_util)} %), "
-              f"{stats.samples} samples over {workload.duration_s:g} s; load "
-              f"{load.get('completed')} requests, {fixed(load.get('output_throughput'))} output tok/s")
+    crits = [
+        check("mem_used_pct", *mem_label, mem_pct, ">", th["mem_used_pct"], "%"),
+        check("gpu_util_pct", *util_label, util, ">", th["gpu_util_pct"], "%"),
+        load_crit,
+    ]
+    actual = (
+        f"peak memory used {fixed(mem_pct)} %, peak util {fixed(util)} % (mean {fixed(mean_util)} %), "
+        f"{stats.samples} samples over {workload.duration_s:g} s; load "
+        f"{load.get('completed')} requests, {fixed(load.get('output_throughput'))} output tok/s"
+    )
     return Outcome(crits, actual, values)
 
 

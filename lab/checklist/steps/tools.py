@@ -1,4 +1,5 @@
 """Step 3: the monitoring tools (nvitop, gpustat) installed or found."""
+
 from __future__ import annotations
 
 import shlex
@@ -20,19 +21,29 @@ def tools(lab: Lab, ctx: StepContext) -> Outcome:
     if not all(found.values()):
         argv = [str(lab.env.python), "-m", "pip", "install", "-q", "nvitop", "gpustat"]
         command.append(shlex.join(argv))
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=600,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL
+        )
         found = {name: _which(name, bindir) for name in found}
         if not found["nvitop"]:  # gpustat is optional in the seed; nvitop is the criterion
-            raise VllmEnvMissing("pip install nvitop gpustat failed and nvitop is not on PATH",
-                                 evidence="\n".join(proc.stderr.splitlines()[-10:]))
+            raise VllmEnvMissing(
+                "pip install nvitop gpustat failed and nvitop is not on PATH",
+                evidence="\n".join(proc.stderr.splitlines()[-10:]),
+            )
     versions = {name: _version(path) for name, path in found.items()}
     command += [f"{found['nvitop'] or 'nvitop'} --version"]
-    crit = require("nvitop", "nvitop --version 有输出", "nvitop --version answers",
-                   bool(versions["nvitop"]), versions["nvitop"], reason="nvitop did not answer")
+    crit = require(
+        "nvitop",
+        "nvitop --version 有输出",
+        "nvitop --version answers",
+        bool(versions["nvitop"]),
+        versions["nvitop"],
+        reason="nvitop did not answer",
+    )
     actual = ", ".join(v or f"{k} missing" for k, v in versions.items())
-    return Outcome([crit], actual, ToolsValues(versions=versions, paths=found),
-                   command="\n".join(command))
+    return Outcome(
+        [crit], actual, ToolsValues(versions=versions, paths=found), command="\n".join(command)
+    )
 
 
 def _which(name: str, bindir: Path) -> str | None:
@@ -44,8 +55,13 @@ def _version(path: str | None) -> str | None:
     if not path:
         return None
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60,
-                             stdin=subprocess.DEVNULL)
+        out = subprocess.run(
+            [path, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     text = (out.stdout or out.stderr).strip().splitlines()

@@ -1,5 +1,6 @@
 """The measured values of the Day 3 steps (also run on Day 4): gpus, install, tools, serve,
 monitor, api-test, metrics."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from lab.record.values.lifecycle import FixApplied, ServerFailure, StartupPhase,
 @dataclass
 class GpusValues(StepValues):
     """`gpus`: the GPUs NVML found (none on the CPU profile, with NVML's reason)."""
+
     KEY = "gpus"
     gpus: list[GpuInfo] = field(default_factory=list)
     free_gpus: int | None = None
@@ -30,6 +32,7 @@ class GpusValues(StepValues):
 @dataclass
 class InstallValues(StepValues):
     """`install`: the vLLM env and the versions `import vllm` reports in it."""
+
     KEY = "install"
     python: str | None = None
     managed: bool | None = None
@@ -46,6 +49,7 @@ class InstallValues(StepValues):
 @dataclass
 class ToolsValues(StepValues):
     """`tools`: nvitop and gpustat, their `--version` line and where they were found."""
+
     KEY = "tools"
     versions: dict[str, str | None] = field(default_factory=dict)
     paths: dict[str, str | None] = field(default_factory=dict)
@@ -54,6 +58,7 @@ class ToolsValues(StepValues):
 @dataclass
 class TpWorker:
     """One `VLLM::Worker_TP*` process of a TP server."""
+
     pid: int
     title: str
     rss_mib: float | None
@@ -62,6 +67,7 @@ class TpWorker:
 @dataclass
 class ServeValues(StepValues):
     """`serve`: what one server start cost (also the `facts` of its `servers` row)."""
+
     KEY = "serve"
     model: str | None = None
     model_path: str | None = None
@@ -102,6 +108,7 @@ class ServeValues(StepValues):
 @dataclass
 class SampleSummary:
     """Peak, lowest and mean of one sampled field on one device."""
+
     source: str
     device: str
     field: str
@@ -114,6 +121,7 @@ class SampleSummary:
 @dataclass
 class SamplerStats:
     """The sampler's counters and first errors (so a lost sample is never silent)."""
+
     samples: int = 0
     rows: int = 0
     rows_written: int = 0
@@ -131,6 +139,7 @@ class SamplerStats:
 @dataclass
 class LoadSummary:
     """The load driven while sampling."""
+
     completed: int | None = None
     failed: int | None = None
     output_tok_s: float | None = None
@@ -143,6 +152,7 @@ class LoadSummary:
 @dataclass
 class LoadPlan:
     """A load of fixed-length prompts (lab.measure.loadgen.Workload as recorded)."""
+
     input_tokens: int
     output_tokens: int
     concurrency: int
@@ -156,8 +166,9 @@ class LoadPlan:
 @dataclass
 class MonitorValues(StepValues):
     """`monitor`: NVML (or, on CPU, the server's process tree) sampled under a load."""
+
     KEY = "monitor"
-    source: str | None = None          # "nvml" or "process"
+    source: str | None = None  # "nvml" or "process"
     summary: list[SampleSummary] = field(default_factory=list)
     sampler: SamplerStats | None = None
     load: LoadSummary | None = None
@@ -177,6 +188,7 @@ class MonitorValues(StepValues):
 @dataclass
 class StreamReply:
     """The streamed chat reply of api-test."""
+
     chunks: int | None = None
     ttft_s: float | None = None
     e2el_s: float | None = None
@@ -187,6 +199,7 @@ class StreamReply:
 @dataclass
 class ApiTestValues(StepValues):
     """`api-test`: the seed's chat prompt, /v1/models and a streamed reply."""
+
     KEY = "api-test"
     prompt: str | None = None
     max_tokens: int | None = None
@@ -203,6 +216,7 @@ class ApiTestValues(StepValues):
 @dataclass
 class SeriesReading:
     """One key `vllm:` series as the server exported it (its meaning: lab.explain.metrics)."""
+
     name: str
     present: bool
     value: float | None = None
@@ -214,6 +228,7 @@ class SeriesReading:
 @dataclass
 class OldNameReading:
     """Whether the server exports a name the seeds cite, and today's names for it."""
+
     old_name: str
     old_present: bool | None = None
     current_present: list[bool] = field(default_factory=list)
@@ -224,6 +239,7 @@ class MetricsValues(StepValues):
     """`metrics`: the key series now (Day 3 and Day 4); on Day 4 also what the server counted
     during the recorded benchmark (its step, the deltas, the KV-cache usage, the client's
     totals), read from that bench step's record."""
+
     KEY = "metrics"
     series: list[SeriesReading] = field(default_factory=list)
     old_names: list[OldNameReading] = field(default_factory=list)

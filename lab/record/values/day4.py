@@ -1,4 +1,5 @@
 """The measured values of the Day 4 steps: balance, bench, compare, compare-tp."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from lab.vllm.logparse import StartupFacts
 @dataclass
 class BalanceDevice:
     """One device's memory: a GPU (NVML used) or, on CPU, a TP worker process (RSS)."""
+
     device: str
     used_mib: float | None
     pid: int | None = None
@@ -32,8 +34,9 @@ class BalanceDevice:
 @dataclass
 class BalanceValues(StepValues):
     """`balance`: how evenly the TP server's memory is spread, (max - min) / max."""
+
     KEY = "balance"
-    source: str | None = None           # "nvml" or "process_rss"
+    source: str | None = None  # "nvml" or "process_rss"
     devices: list[BalanceDevice] = field(default_factory=list)
     threshold_pct: float | None = None
     tp: int = 1
@@ -56,6 +59,7 @@ class BalanceValues(StepValues):
 @dataclass
 class SweepPlan:
     """What `bench` was asked to run (lab.measure.bench.BenchPlan as recorded)."""
+
     levels: list[int]
     input_tokens: int
     output_tokens: int
@@ -79,6 +83,7 @@ class SweepPlan:
 class LatencyLoop:
     """Seed 000's latency script: sequential chat requests (avg/min/max ms, the seed's names,
     plus median/p90/p99)."""
+
     runs: int = 0
     ok: int = 0
     failed: int = 0
@@ -97,29 +102,41 @@ class LatencyLoop:
     @classmethod
     def from_summary(cls, lat: dict[str, Any]) -> LatencyLoop:
         """From lab.measure.bench.latency_loop's dict."""
-        return cls(runs=lat.get("runs") or 0, ok=lat.get("ok") or 0, failed=lat.get("failed") or 0,
-                   timeouts=lat.get("timeouts") or 0, avg_latency_ms=lat.get("avg_latency_ms"),
-                   min_latency_ms=lat.get("min_latency_ms"),
-                   max_latency_ms=lat.get("max_latency_ms"),
-                   median_latency_ms=lat.get("median_latency_ms"),
-                   p90_latency_ms=lat.get("p90_latency_ms"),
-                   p99_latency_ms=lat.get("p99_latency_ms"),
-                   mean_output_tokens=lat.get("mean_output_tokens"),
-                   mean_output_tok_s=lat.get("mean_tokens_per_s"), prompt=lat.get("prompt"),
-                   max_tokens=lat.get("max_tokens"))
+        return cls(
+            runs=lat.get("runs") or 0,
+            ok=lat.get("ok") or 0,
+            failed=lat.get("failed") or 0,
+            timeouts=lat.get("timeouts") or 0,
+            avg_latency_ms=lat.get("avg_latency_ms"),
+            min_latency_ms=lat.get("min_latency_ms"),
+            max_latency_ms=lat.get("max_latency_ms"),
+            median_latency_ms=lat.get("median_latency_ms"),
+            p90_latency_ms=lat.get("p90_latency_ms"),
+            p99_latency_ms=lat.get("p99_latency_ms"),
+            mean_output_tokens=lat.get("mean_output_tokens"),
+            mean_output_tok_s=lat.get("mean_tokens_per_s"),
+            prompt=lat.get("prompt"),
+            max_tokens=lat.get("max_tokens"),
+        )
 
     @property
     def seed_output(self) -> dict[str, float | None]:
         """What the seed's script prints (json.dumps of these three), rounded."""
-        return {k: None if v is None else round(v, 2) for k, v in (
-            ("avg_latency_ms", self.avg_latency_ms), ("min_latency_ms", self.min_latency_ms),
-            ("max_latency_ms", self.max_latency_ms))}
+        return {
+            k: None if v is None else round(v, 2)
+            for k, v in (
+                ("avg_latency_ms", self.avg_latency_ms),
+                ("min_latency_ms", self.min_latency_ms),
+                ("max_latency_ms", self.max_latency_ms),
+            )
+        }
 
 
 @dataclass
 class BenchMetrics:
     """/metrics around the whole benchmark: the deltas, the polled KV-cache usage, and why a
     scrape failed (when one did)."""
+
     delta: MetricsDelta | None = None
     kv: KvUsage | None = None
     error: str | None = None
@@ -129,6 +146,7 @@ class BenchMetrics:
 class BenchValues(StepValues):
     """`bench`: the latency loop, then the concurrency sweep (each level's summary as the
     client measured it when it ran; the report recomputes them from the requests table)."""
+
     KEY = "bench"
     plan: SweepPlan | None = None
     latency: LatencyLoop | None = None
@@ -149,6 +167,7 @@ class BenchValues(StepValues):
 @dataclass
 class CompareSide:
     """One side of vLLM vs HuggingFace: throughput, latency and memory, with what each is."""
+
     output_tok_s: float | None = None
     samples_per_min: float | None = None
     latency_s: float | None = None
@@ -188,14 +207,18 @@ class CompareSide:
     def measured(self) -> bool:
         """Throughput, latency and a memory reading. On GPU vLLM's `peak_mem_mib` is its
         computed budget, so the reading that counts there is NVML's `device_used_mib`."""
-        memory = self.device_used_mib if (self.mem_basis or "").startswith("reserved") \
+        memory = (
+            self.device_used_mib
+            if (self.mem_basis or "").startswith("reserved")
             else self.peak_mem_mib
+        )
         return bool(self.output_tok_s) and self.latency_s is not None and memory is not None
 
 
 @dataclass
 class Speedup:
     """vLLM ÷ HF for throughput (tok/s, samples/min); HF ÷ vLLM for latency."""
+
     throughput_x: float | None
     samples_x: float | None
     latency_x: float | None
@@ -205,6 +228,7 @@ class Speedup:
 class Cost:
     """Seed 004's cost table for `samples` samples. On CPU the unit is CPU-minutes (the
     machine counts as one device) and `note` says it is not a GPU figure."""
+
     samples: int
     unit: str
     note: str | None
@@ -225,10 +249,11 @@ class CompareWorkload:
 @dataclass
 class CompareValues(StepValues):
     """`compare`: vLLM against a HuggingFace transformers baseline on the same token ids."""
+
     KEY = "compare"
     profile: str | None = None
     on_gpu: bool = False
-    source: str | None = None            # "server" or "offline"
+    source: str | None = None  # "server" or "offline"
     model: str | None = None
     dummy_weights: bool | None = None
     hf: CompareSide | None = None
@@ -242,22 +267,30 @@ class CompareValues(StepValues):
     @property
     def speedup(self) -> Speedup:
         h, v = self.hf or CompareSide(), self.vllm or CompareSide()
-        return Speedup(throughput_x=ratio(v.output_tok_s, h.output_tok_s),
-                       samples_x=ratio(v.samples_per_min, h.samples_per_min),
-                       latency_x=ratio(h.latency_s, v.latency_s))
+        return Speedup(
+            throughput_x=ratio(v.output_tok_s, h.output_tok_s),
+            samples_x=ratio(v.samples_per_min, h.samples_per_min),
+            latency_x=ratio(h.latency_s, v.latency_s),
+        )
 
     @property
     def cost(self) -> Cost:
         h, v = self.hf or CompareSide(), self.vllm or CompareSide()
         hc, vc = cost_side(h.samples_per_min, h.devices), cost_side(v.samples_per_min, v.devices)
-        return Cost(samples=COST_SAMPLES, unit="GPU-minutes" if self.on_gpu else "CPU-minutes",
-                    note=None if self.on_gpu else "CPU profile: CPU-minutes, not a GPU figure",
-                    hf=hc, vllm=vc, saving_x=ratio(hc.device_minutes, vc.device_minutes))
+        return Cost(
+            samples=COST_SAMPLES,
+            unit="GPU-minutes" if self.on_gpu else "CPU-minutes",
+            note=None if self.on_gpu else "CPU profile: CPU-minutes, not a GPU figure",
+            hf=hc,
+            vllm=vc,
+            saving_x=ratio(hc.device_minutes, vc.device_minutes),
+        )
 
 
 @dataclass
 class TpRatios:
     """TP=2 ÷ TP=1 of the same level."""
+
     output_tok_s: float | None
     tpot_median: float | None
     ttft_median: float | None
@@ -269,6 +302,7 @@ class TpRatios:
 @dataclass
 class TpSide:
     """One TP size's run of the level, and what its server start cost."""
+
     tp: int
     summary: LevelSummary
     ready_s: float | None = None
@@ -279,6 +313,7 @@ class TpSide:
 @dataclass
 class CompareTpValues(StepValues):
     """`compare-tp`: one benchmark level on TP=2 and on TP=1 with the same prompts."""
+
     KEY = "compare-tp"
     concurrency: int | None = None
     plan: SweepPlan | None = None
@@ -302,4 +337,5 @@ class CompareTpValues(StepValues):
             ttft_median=r(s2.ttft_ms.median, s1.ttft_ms.median),
             e2el_median=r(s2.e2el_ms.median, s1.e2el_ms.median),
             server_tpot=r(m2.mean_tpot_ms if m2 else None, m1.mean_tpot_ms if m1 else None),
-            server_ttft=r(m2.mean_ttft_ms if m2 else None, m1.mean_ttft_ms if m1 else None))
+            server_ttft=r(m2.mean_ttft_ms if m2 else None, m1.mean_ttft_ms if m1 else None),
+        )

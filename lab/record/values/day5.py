@@ -1,4 +1,5 @@
 """The measured values of the Day 5 steps (seed 002): offline, kv-cache, memory, params."""
+
 from __future__ import annotations
 
 import itertools
@@ -14,6 +15,7 @@ Scalar = str | int | float | bool | None
 @dataclass
 class EngineInfo:
     """The engine's configuration as offline_generate.py read it back from vLLM."""
+
     params: dict[str, Scalar] = field(default_factory=dict)
     params_missing: list[str] = field(default_factory=list)
     num_gpu_blocks: int | None = None
@@ -26,6 +28,7 @@ class EngineInfo:
 @dataclass
 class GpuMemory:
     """One GPU during an offline run: NVML's peak used, its total, vLLM's budget."""
+
     index: int
     peak_used_mib: float | None = None
     total_mib: float | None = None
@@ -54,6 +57,7 @@ class OfflineRequest:
 @dataclass
 class OfflineRun:
     """One LLM.generate call of offline_generate.py."""
+
     name: str | None = None
     n: int | None = None
     elapsed_s: float | None = None
@@ -70,6 +74,7 @@ class OfflineRun:
 @dataclass
 class BatchRow:
     """One row of the seed's batch-size benchmark: Batch, Time, Tokens, Throughput."""
+
     batch_size: int
     n: int | None = None
     time_s: float | None = None
@@ -82,6 +87,7 @@ class BatchRow:
 @dataclass
 class OfflineValues(StepValues):
     """`offline`: one engine load, the seed's example, then each batch size."""
+
     KEY = "offline"
     profile: str | None = None
     model: str | None = None
@@ -116,6 +122,7 @@ class OfflineValues(StepValues):
 @dataclass
 class KvCacheValues(StepValues):
     """`kv-cache`: the blocks the engine allocated, against the logged KV-cache capacity."""
+
     KEY = "kv-cache"
     num_gpu_blocks: int | None = None
     num_cpu_blocks: int | None = None
@@ -138,6 +145,7 @@ class KvCacheValues(StepValues):
 @dataclass
 class MemoryValues(StepValues):
     """`memory`: the offline run's memory (NVML per GPU; on CPU the process tree's RSS)."""
+
     KEY = "memory"
     peak_tree_rss_mib: float | None = None
     gpus: list[GpuMemory] = field(default_factory=list)
@@ -156,6 +164,7 @@ class MemoryValues(StepValues):
 class ParamReading:
     """One parameter of the seed's table, as the engine really set it (its meaning and the
     seed's default: lab.explain.params)."""
+
     name: str
     value: Scalar = None
     present: bool = False
@@ -165,6 +174,7 @@ class ParamReading:
 @dataclass
 class ParamsValues(StepValues):
     """`params`: the seed's key-parameter table with the values the engine used."""
+
     KEY = "params"
     rows: list[ParamReading] = field(default_factory=list)
     on_gpu: bool = False

@@ -1,5 +1,6 @@
 """The measured values of Day 6 (one model across several nodes): the nodes, the node ranks
 started, the multi-node serve, each node's share of memory, and one node against several."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from lab.record.values.day4 import SweepPlan
 @dataclass
 class NodeLayout:
     """How the model is spread (lab.vllm.nodes.Layout as recorded)."""
+
     nnodes: int = 1
     node_rank: int = 0
     master_addr: str = "127.0.0.1"
@@ -38,6 +40,7 @@ class NodeGpu:
 @dataclass
 class NodeInfo:
     """One node rank as the `nodes` step saw it."""
+
     rank: int
     host: str
     #: "nvml" (its GPUs on this host), "cores" (cpu profile: its CPU cores, not GPUs),
@@ -53,6 +56,7 @@ class NodeInfo:
 @dataclass
 class NodesValues(StepValues):
     """`nodes`: each node's devices and free memory before (or under) the multi-node serve."""
+
     KEY = "nodes"
     layout: NodeLayout = field(default_factory=NodeLayout)
     nodes: list[NodeInfo] = field(default_factory=list)
@@ -67,6 +71,7 @@ class NodesValues(StepValues):
 @dataclass
 class NodeProc:
     """One node rank's process (the head's API server, or a headless rank)."""
+
     rank: int
     pid: int | None
     alive: bool
@@ -79,6 +84,7 @@ class NodeProc:
 @dataclass
 class NodeValues(StepValues):
     """`node`: a headless node rank started on this host (`invoke node`)."""
+
     KEY = "node"
     layout: NodeLayout = field(default_factory=NodeLayout)
     node: NodeProc | None = None
@@ -89,6 +95,7 @@ class NodeValues(StepValues):
 @dataclass
 class ServeNodesValues(StepValues):
     """`serve-nodes`: the model served across nodes; the head's startup figures in `serve`."""
+
     KEY = "serve-nodes"
     layout: NodeLayout = field(default_factory=NodeLayout)
     serve: ServeValues | None = None
@@ -109,6 +116,7 @@ class ServeNodesValues(StepValues):
 @dataclass
 class NodeShare:
     """One node rank's memory: NVML used on its GPUs, or (cpu) the RSS of its processes."""
+
     rank: int
     used_mib: float | None
     pids: list[int] = field(default_factory=list)
@@ -119,8 +127,9 @@ class NodeShare:
 @dataclass
 class NodeShareValues(StepValues):
     """`node-share`: does every node hold its share? (max - min) / max per node."""
+
     KEY = "node-share"
-    source: str | None = None          # "nvml" or "process_rss"
+    source: str | None = None  # "nvml" or "process_rss"
     nodes: list[NodeShare] = field(default_factory=list)
     threshold_pct: float | None = None
     max_mib: float | None = None
@@ -135,6 +144,7 @@ class NodeShareValues(StepValues):
 @dataclass
 class NodesSide:
     """One arm of the comparison: its shape, startup and one benchmark level."""
+
     label: str
     tp: int
     pp: int
@@ -147,6 +157,7 @@ class NodesSide:
 @dataclass
 class CompareNodesValues(StepValues):
     """`compare-nodes`: the same model on one node (TP) against across nodes (PP)."""
+
     KEY = "compare-nodes"
     concurrency: int | None = None
     plan: SweepPlan | None = None

@@ -3,6 +3,7 @@ and round (a step `experiment-arm`), and one `ExperimentValues` with the verdict
 `experiment`). Figures are keyed by the experiment's metric keys (`ttft_median_ms`,
 `prefix_hit_rate`, ...), declared with their units by the experiment itself
 (lab.checklist.experiments)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from lab.record.values.features import Artefact, LoraReadings, RankMemory, SpecR
 @dataclass
 class ProbeResult:
     """One request whose answer is the point (e.g. the api-key experiment's HTTP status)."""
+
     name: str
     http_status: int | None = None
     error: str | None = None
@@ -23,6 +25,7 @@ class ProbeResult:
 @dataclass
 class ArmValues(StepValues):
     """One arm in one round: the server it started, the load it ran, what it measured."""
+
     KEY = "experiment-arm"
     experiment: str = ""
     arm: str = ""
@@ -60,6 +63,7 @@ class ArmValues(StepValues):
 @dataclass
 class ArmStat:
     """One metric of one arm over the rounds: the median and the range."""
+
     arm: str
     metric: str
     values: list[float | None] = field(default_factory=list)
@@ -76,6 +80,7 @@ class Finding:
     ("lower" or "higher"); the change is (treatment − baseline) / baseline in % per round.
     `kind` "equals": `treatment`'s metric expected to equal `target` in every round.
     """
+
     kind: str
     metric: str
     treatment: str
@@ -104,6 +109,7 @@ class Finding:
 @dataclass
 class ArmInfo:
     """What an arm is: its name, its serve flags and variables, its exact command."""
+
     name: str
     flags: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
@@ -115,6 +121,7 @@ class ArmInfo:
 @dataclass
 class ExperimentValues(StepValues):
     """An experiment's verdict: the arms, their statistics over rounds, the findings."""
+
     KEY = "experiment"
     name: str = ""
     profile: str = ""

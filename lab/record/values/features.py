@@ -2,6 +2,7 @@
 artefacts an arm serves (LoRA adapters, a draft model) and how they were built, the LoRA
 adapters as the server listed and ran them, the speculative-decoding counters, and the
 memory of each parallel rank. They hang off an arm's values (ArmValues)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,19 +11,21 @@ from dataclasses import dataclass, field
 @dataclass
 class Artefact:
     """Something built offline for an arm (a LoRA adapter, a draft model)."""
-    kind: str                       # "lora-adapter" | "draft-model"
+
+    kind: str  # "lora-adapter" | "draft-model"
     name: str
     path: str
-    built: bool = False             # False: it was there already
+    built: bool = False  # False: it was there already
     build_s: float | None = None
-    rank: int | None = None         # LoRA rank
-    params: int | None = None       # adapter parameters
+    rank: int | None = None  # LoRA rank
+    params: int | None = None  # adapter parameters
     size_bytes: int | None = None
 
 
 @dataclass
 class ModelCard:
     """One entry of `/v1/models`: an adapter has the base model as `parent`."""
+
     id: str
     parent: str | None = None
     root: str | None = None
@@ -33,6 +36,7 @@ class LoraReadings:
     """A LoRA arm: what `/v1/models` listed before the run-time load, after it and after the
     unload; the load and unload call times; and `vllm:lora_requests_info` sampled while
     adapter requests ran."""
+
     models_at_start: list[ModelCard] = field(default_factory=list)
     models_after_load: list[ModelCard] = field(default_factory=list)
     models_after_unload: list[ModelCard] = field(default_factory=list)
@@ -60,6 +64,7 @@ class LoraReadings:
 @dataclass
 class SpecReadings:
     """The `vllm:spec_decode_*` counters over an arm's load (end − start)."""
+
     method: str = ""
     num_speculative_tokens: int | None = None
     drafts: float | None = None
@@ -74,7 +79,8 @@ class SpecReadings:
 class RankMemory:
     """One rank's memory while the server ran: a GPU (NVML used MiB) or, on CPU, one vLLM
     worker or engine process (RSS MiB: host memory, not GPU memory)."""
-    rank: str                       # "GPU 0", "VLLM::Worker_TP0", …
-    kind: str                       # "gpu" | "process-rss"
+
+    rank: str  # "GPU 0", "VLLM::Worker_TP0", …
+    kind: str  # "gpu" | "process-rss"
     used_mib: float | None = None
     pid: int | None = None

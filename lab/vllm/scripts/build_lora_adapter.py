@@ -14,6 +14,7 @@ B = 0) and written in the standard adapter format: `adapter_config.json` (peft's
 
 Prints one JSON line: {"ok": true, "out": …, "rank": …, "tensors": …, "params": …, "bytes": …}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,9 @@ from script_common import deadline
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, type=Path, help="the base model's folder (config.json)")
+    ap.add_argument(
+        "--model", required=True, type=Path, help="the base model's folder (config.json)"
+    )
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--alpha", type=int, default=16)
@@ -40,8 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import peft
     except ImportError:
-        print(json.dumps({"ok": False, "error": "peft is not installed in the vLLM env: run "
-                          "`invoke install --reinstall` (vllm_extras: peft)"}))
+        print(
+            json.dumps(
+                {
+                    "ok": False,
+                    "error": "peft is not installed in the vLLM env: run "
+                    "`invoke install --reinstall` (vllm_extras: peft)",
+                }
+            )
+        )
         return 0
     import torch
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
@@ -51,23 +61,41 @@ def main(argv: list[str] | None = None) -> int:
     config = AutoConfig.from_pretrained(args.model)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-    lora = LoraConfig(r=args.rank, lora_alpha=args.alpha, lora_dropout=0.0, bias="none",
-                      task_type="CAUSAL_LM", target_modules=args.targets.split(","),
-                      init_lora_weights=False)
+    lora = LoraConfig(
+        r=args.rank,
+        lora_alpha=args.alpha,
+        lora_dropout=0.0,
+        bias="none",
+        task_type="CAUSAL_LM",
+        target_modules=args.targets.split(","),
+        init_lora_weights=False,
+    )
     peft_model = get_peft_model(model, lora)
     shapes = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(peft_model).items()}
     gen = torch.Generator().manual_seed(args.seed)
-    tensors = {k: (torch.randn(shape, generator=gen) * args.std).to(torch.bfloat16).contiguous()
-               for k, shape in sorted(shapes.items())}
+    tensors = {
+        k: (torch.randn(shape, generator=gen) * args.std).to(torch.bfloat16).contiguous()
+        for k, shape in sorted(shapes.items())
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     lora.base_model_name_or_path = str(args.model)
     lora.save_pretrained(str(args.out))
     save_file(tensors, str(args.out / "adapter_model.safetensors"), metadata={"format": "pt"})
-    print(json.dumps({"ok": True, "out": str(args.out), "rank": args.rank, "alpha": args.alpha,
-                      "targets": args.targets.split(","), "tensors": len(tensors),
-                      "params": sum(t.numel() for t in tensors.values()),
-                      "bytes": (args.out / "adapter_model.safetensors").stat().st_size,
-                      "peft": peft.__version__}))
+    print(
+        json.dumps(
+            {
+                "ok": True,
+                "out": str(args.out),
+                "rank": args.rank,
+                "alpha": args.alpha,
+                "targets": args.targets.split(","),
+                "tensors": len(tensors),
+                "params": sum(t.numel() for t in tensors.values()),
+                "bytes": (args.out / "adapter_model.safetensors").stat().st_size,
+                "peft": peft.__version__,
+            }
+        )
+    )
     return 0
 
 

@@ -17,6 +17,7 @@ Qwen2Tokenizer beside a `model_type: qwen2` config, for both chat and completion
     python build_tiny_model.py --out DIR [--config real/config.json] [--bpe-size 4096]
     python build_tiny_model.py --out DRAFT --config draft/config.json --tokenizer-from TARGET
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,7 @@ TINY_CONFIG = {
     "hidden_size": 256,
     "intermediate_size": 512,
     "num_hidden_layers": 2,
-    "num_attention_heads": 4,      # head_dim = 256 / 4 = 64
+    "num_attention_heads": 4,  # head_dim = 256 / 4 = 64
     "num_key_value_heads": 2,
     "max_position_embeddings": 4096,
     "max_window_layers": 2,
@@ -66,6 +67,7 @@ def corpus() -> list[str]:
     """Training text available offline: the standard library's own docstrings, plus the
     checklist's Chinese so common CJK byte pairs merge."""
     import pydoc  # noqa: F401  (imports many stdlib modules with long docstrings)
+
     texts = ["你好，请介绍一下你自己。写一首关于春天的诗。解释一下什么是深度学习。" * 20]
     for _name, mod in sorted(sys.modules.items()):
         for obj in [mod] + [getattr(mod, a, None) for a in dir(mod)[:200]]:
@@ -77,12 +79,16 @@ def corpus() -> list[str]:
 
 def train_tokenizer(bpe_size: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=bpe_size, special_tokens=[],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        vocab_size=bpe_size,
+        special_tokens=[],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(corpus(), trainer=trainer)
     return tok
 
@@ -91,6 +97,7 @@ def padded(tok, vocab_size: int):
     """Rebuild the BPE with filler entries so ids [0, vocab_size - specials) all exist.
     Fillers are strings over the byte-level alphabet, so they decode to (random) bytes."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
     model = json.loads(tok.to_str())["model"]
     vocab: dict[str, int] = dict(model["vocab"])
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
@@ -113,10 +120,14 @@ def padded(tok, vocab_size: int):
 def save_tokenizer(tok, out: Path, model_max_length: int) -> int:
     from tokenizers import AddedToken
     from transformers import PreTrainedTokenizerFast
+
     tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in SPECIALS])
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        model_max_length=model_max_length)
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        model_max_length=model_max_length,
+    )
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(out)
     # Beside a qwen2 config, transformers loads Qwen2Tokenizer: say so, and give it the
@@ -136,11 +147,16 @@ def save_tokenizer(tok, out: Path, model_max_length: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--config", type=Path, help="a real architecture's config.json (rehearsal: no weights)")
+    ap.add_argument(
+        "--config", type=Path, help="a real architecture's config.json (rehearsal: no weights)"
+    )
     ap.add_argument("--bpe-size", type=int, default=4096)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--tokenizer-from", type=Path,
-                    help="a built model folder: copy its tokenizer and take its vocab_size (a draft model)")
+    ap.add_argument(
+        "--tokenizer-from",
+        type=Path,
+        help="a built model folder: copy its tokenizer and take its vocab_size (a draft model)",
+    )
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.tokenizer_from:
@@ -154,33 +170,49 @@ def main(argv: list[str] | None = None) -> int:
     if not args.config:
         config["vocab_size"] = vocab
     config["bos_token_id"] = None
-    config["eos_token_id"] = vocab - 1          # <|im_end|>, the last special
-    (args.out / "generation_config.json").write_text(json.dumps(
-        {"eos_token_id": [vocab - 1, vocab - 3], "do_sample": False}))
+    config["eos_token_id"] = vocab - 1  # <|im_end|>, the last special
+    (args.out / "generation_config.json").write_text(
+        json.dumps({"eos_token_id": [vocab - 1, vocab - 3], "do_sample": False})
+    )
 
     if args.config:
         (args.out / "config.json").write_text(json.dumps(config, indent=2))
     else:
         import torch
         from transformers import Qwen2Config, Qwen2ForCausalLM
+
         torch.manual_seed(args.seed)
         model = Qwen2ForCausalLM(Qwen2Config(**config)).to(torch.bfloat16)
         model.save_pretrained(args.out, safe_serialization=True)
-    print(json.dumps({"out": str(args.out), "vocab_size": vocab,
-                      "hidden_size": config["hidden_size"],
-                      "head_dim": config["hidden_size"] // config["num_attention_heads"],
-                      "weights": not args.config}))
+    print(
+        json.dumps(
+            {
+                "out": str(args.out),
+                "vocab_size": vocab,
+                "hidden_size": config["hidden_size"],
+                "head_dim": config["hidden_size"] // config["num_attention_heads"],
+                "weights": not args.config,
+            }
+        )
+    )
     return 0
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "vocab.json", "merges.txt", "generation_config.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "generation_config.json",
+)
 
 
 def build_draft(args) -> int:
     """A config-only draft model (served with the target's `--load-format dummy`): the draft
     architecture's config with the target's vocab_size and eos, and the target's tokenizer."""
     import shutil
+
     if not args.config:
         raise SystemExit("--tokenizer-from needs --config (the draft's architecture)")
     target = json.loads((args.tokenizer_from / "config.json").read_text())
@@ -192,10 +224,18 @@ def build_draft(args) -> int:
         if (args.tokenizer_from / name).exists():
             shutil.copy2(args.tokenizer_from / name, args.out / name)
     (args.out / "config.json").write_text(json.dumps(config, indent=2))
-    print(json.dumps({"out": str(args.out), "vocab_size": config["vocab_size"],
-                      "hidden_size": config["hidden_size"],
-                      "num_hidden_layers": config["num_hidden_layers"],
-                      "tokenizer_from": str(args.tokenizer_from), "weights": False}))
+    print(
+        json.dumps(
+            {
+                "out": str(args.out),
+                "vocab_size": config["vocab_size"],
+                "hidden_size": config["hidden_size"],
+                "num_hidden_layers": config["num_hidden_layers"],
+                "tokenizer_from": str(args.tokenizer_from),
+                "weights": False,
+            }
+        )
+    )
     return 0
 
 

@@ -29,6 +29,7 @@ of the visible GPUs (device-wide: other processes included).
     python offline_generate.py --model DIR --runs-file runs.json [--load-format dummy] \
         [--tp 1] [--max-model-len 2048] [--gpu-memory-utilization 0.9] [--deadline-s 1800]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,6 @@ PARAMS = {
 }
 
 
-
-
 class MemorySampler(threading.Thread):
     """Peak RSS of this process tree and, on CUDA, peak NVML used memory per GPU."""
 
@@ -77,6 +76,7 @@ class MemorySampler(threading.Thread):
     def use_gpus(self, indices: list[int]) -> None:
         try:
             import pynvml
+
             pynvml.nvmlInit()
             self._nvml = pynvml
             self._handles = {str(i): pynvml.nvmlDeviceGetHandleByIndex(i) for i in indices}
@@ -85,6 +85,7 @@ class MemorySampler(threading.Thread):
 
     def sample(self) -> None:
         import psutil
+
         try:
             me = psutil.Process()
             procs = [me, *me.children(recursive=True)]
@@ -133,10 +134,13 @@ def engine_facts(llm) -> dict:
             missing.append(name)  # not a field of this vLLM version
             continue
         value = getattr(obj, attr)
-        params[name] = value if isinstance(value, (int, float, bool, str, type(None))) else str(value)
+        params[name] = (
+            value if isinstance(value, (int, float, bool, str, type(None))) else str(value)
+        )
     cache = cfg.cache_config
     return {
-        "params": params, "params_missing": missing,
+        "params": params,
+        "params_missing": missing,
         "num_gpu_blocks": getattr(cache, "num_gpu_blocks", None),
         "num_cpu_blocks": getattr(cache, "num_cpu_blocks", None),
         "block_size": getattr(cache, "block_size", None),
@@ -148,13 +152,19 @@ def engine_facts(llm) -> dict:
 def make_prompts(run: dict) -> list:
     if "prompt_ids" in run:
         from vllm.inputs import TokensPrompt
+
         return [TokensPrompt(prompt_token_ids=[int(i) for i in ids]) for ids in run["prompt_ids"]]
     return list(run["prompts"])
 
 
 def sampling_params(llm, run: dict):
     from vllm import SamplingParams
-    base = dict(llm.llm_engine.vllm_config.model_config.get_diff_sampling_param()) if run.get("model_defaults") else {}
+
+    base = (
+        dict(llm.llm_engine.vllm_config.model_config.get_diff_sampling_param())
+        if run.get("model_defaults")
+        else {}
+    )
     base.pop("max_tokens", None)
     merged = {**base, **run.get("sampling", {})}
     return SamplingParams(**merged), merged
@@ -170,9 +180,13 @@ def timed_run(llm, run: dict) -> dict:
     for out in outputs:
         comp = out.outputs[0]
         m = out.metrics  # engine timestamps (time.monotonic, the same clock across processes)
-        req = {"prompt_tokens": len(out.prompt_token_ids or []),
-               "output_tokens": len(comp.token_ids), "finish_reason": comp.finish_reason,
-               "ttft_s": None, "e2el_s": None}
+        req = {
+            "prompt_tokens": len(out.prompt_token_ids or []),
+            "output_tokens": len(comp.token_ids),
+            "finish_reason": comp.finish_reason,
+            "ttft_s": None,
+            "e2el_s": None,
+        }
         if m is not None and getattr(m, "last_token_ts", 0):
             req["ttft_s"] = m.first_token_ts - t0
             req["e2el_s"] = m.last_token_ts - t0
@@ -182,14 +196,19 @@ def timed_run(llm, run: dict) -> dict:
         requests.append(req)
     tokens = sum(r["output_tokens"] for r in requests)
     e2el = [r["e2el_s"] for r in requests if r["e2el_s"] is not None]
-    return {"name": run.get("name"), "n": len(requests), "elapsed_s": elapsed,
-            "prompt_tokens": sum(r["prompt_tokens"] for r in requests), "output_tokens": tokens,
-            "output_tok_s": tokens / elapsed if elapsed > 0 else None,
-            "samples_per_min": len(requests) / elapsed * 60 if elapsed > 0 else None,
-            "latency_s": sum(e2el) / len(e2el) if len(e2el) == len(requests) and e2el else None,
-            "latency_basis": "engine timestamps" if e2el else None,
-            "sampling": {k: v for k, v in effective.items() if isinstance(v, (int, float, bool, str))},
-            "requests": requests}
+    return {
+        "name": run.get("name"),
+        "n": len(requests),
+        "elapsed_s": elapsed,
+        "prompt_tokens": sum(r["prompt_tokens"] for r in requests),
+        "output_tokens": tokens,
+        "output_tok_s": tokens / elapsed if elapsed > 0 else None,
+        "samples_per_min": len(requests) / elapsed * 60 if elapsed > 0 else None,
+        "latency_s": sum(e2el) / len(e2el) if len(e2el) == len(requests) and e2el else None,
+        "latency_basis": "engine timestamps" if e2el else None,
+        "sampling": {k: v for k, v in effective.items() if isinstance(v, (int, float, bool, str))},
+        "requests": requests,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,9 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     on_cuda = current_platform.is_cuda()
     if on_cuda:
         sampler.use_gpus(visible_gpus(args.tp))
-    kwargs = {"model": args.model, "tensor_parallel_size": args.tp,
-              "max_model_len": args.max_model_len,
-              "disable_log_stats": False}  # keeps per-request timestamps in RequestOutput.metrics
+    kwargs = {
+        "model": args.model,
+        "tensor_parallel_size": args.tp,
+        "max_model_len": args.max_model_len,
+        "disable_log_stats": False,
+    }  # keeps per-request timestamps in RequestOutput.metrics
     if args.load_format:
         kwargs["load_format"] = args.load_format
     if args.gpu_memory_utilization is not None and on_cuda:
@@ -235,17 +257,38 @@ def main(argv: list[str] | None = None) -> int:
         warmup_s = time.monotonic() - t0
     runs = [timed_run(llm, run) for run in spec["runs"]]
     sampler.stop()
-    memory = {"peak_tree_rss_mib": sampler.peak_tree_rss_mib, "samples": sampler.samples,
-              "ru_maxrss_self_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MIB}
+    memory = {
+        "peak_tree_rss_mib": sampler.peak_tree_rss_mib,
+        "samples": sampler.samples,
+        "ru_maxrss_self_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MIB,
+    }
     if on_cuda:
         util = facts["params"].get("gpu_memory_utilization")
-        memory["gpus"] = [{"index": k, "peak_used_mib": sampler.peak_gpu_used_mib.get(k),
-                           "total_mib": total,
-                           "reserved_budget_mib": total * util if util else None}
-                          for k, total in sampler.gpu_total_mib.items()]
-    print(json.dumps({"ok": True, "side": "vllm", "vllm": vllm.__version__, "cuda": on_cuda,
-                      "load_s": load_s, "warmup_s": warmup_s, "engine": facts,
-                      "runs": runs, "memory": memory}), flush=True)
+        memory["gpus"] = [
+            {
+                "index": k,
+                "peak_used_mib": sampler.peak_gpu_used_mib.get(k),
+                "total_mib": total,
+                "reserved_budget_mib": total * util if util else None,
+            }
+            for k, total in sampler.gpu_total_mib.items()
+        ]
+    print(
+        json.dumps(
+            {
+                "ok": True,
+                "side": "vllm",
+                "vllm": vllm.__version__,
+                "cuda": on_cuda,
+                "load_s": load_s,
+                "warmup_s": warmup_s,
+                "engine": facts,
+                "runs": runs,
+                "memory": memory,
+            }
+        ),
+        flush=True,
+    )
     del llm  # shut the engine processes down before exiting
     return 0
 

@@ -6,6 +6,7 @@ or {"ok": false, "error": "…"} when ray is missing or no cluster answers.
 
 Command line equivalent: `ray status`
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,14 +30,26 @@ def main() -> int:
         print(json.dumps({"ok": False, "error": f"no Ray cluster at {args.address}: {err}"}))
         return 0
     try:
-        nodes = [{"id": n.get("NodeID"), "host": n.get("NodeManagerAddress"),
-                  "alive": bool(n.get("Alive")),
-                  "gpus": float(n.get("Resources", {}).get("GPU", 0)),
-                  "cpus": float(n.get("Resources", {}).get("CPU", 0)),
-                  "memory_gib": float(n.get("Resources", {}).get("memory", 0)) / 2**30}
-                 for n in ray.nodes()]
-        print(json.dumps({"ok": True, "nodes": nodes,
-                          "resources": {k: float(v) for k, v in ray.cluster_resources().items()}}))
+        nodes = [
+            {
+                "id": n.get("NodeID"),
+                "host": n.get("NodeManagerAddress"),
+                "alive": bool(n.get("Alive")),
+                "gpus": float(n.get("Resources", {}).get("GPU", 0)),
+                "cpus": float(n.get("Resources", {}).get("CPU", 0)),
+                "memory_gib": float(n.get("Resources", {}).get("memory", 0)) / 2**30,
+            }
+            for n in ray.nodes()
+        ]
+        print(
+            json.dumps(
+                {
+                    "ok": True,
+                    "nodes": nodes,
+                    "resources": {k: float(v) for k, v in ray.cluster_resources().items()},
+                }
+            )
+        )
     finally:
         ray.shutdown()
     return 0

