@@ -5,6 +5,7 @@ the record (running and recording it), the terminal (lab.ui) and the deliverable
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,17 @@ def records(lab: Lab) -> LabData:
     return gather(lab.book, now=time.time(), measurements=False)
 
 
-def terminal(lab: Lab) -> dict:
-    """The terminal callbacks of run_plan."""
-    return {
+def terminal(lab: Lab, retries: bool = True) -> dict:
+    """The terminal callbacks of a runner: each step's start and result, and, for run_plan
+    (`retries`), the retry of a failed start with its known fix (an experiment retries
+    nothing)."""
+    shown: dict[str, Callable[..., None]] = {
         "on_start": lambda spec: tables.print_step_start(lab.console, spec, lab.lang),
         "on_result": lambda res: tables.print_result(lab.console, res),
-        "on_retry": lambda res, fix: tables.print_retry(lab.console, fix, lab.lang),
     }
+    if retries:
+        shown["on_retry"] = lambda res, fix: tables.print_retry(lab.console, fix, lab.lang)
+    return shown
 
 
 def run_step_task(lab: Lab, day: str, key: str, **kwargs: Any) -> int:
@@ -260,8 +265,7 @@ def run_experiment(
             exp, int(number(num_requests, "--num-requests", low=1, integer=True)), lab.profile_name
         )
     lab.console.rule(f"[bold]experiment {exp.name}[/] — {exp.question(lab.lang)}")
-    shown = terminal(lab)  # an experiment retries nothing: no on_retry
-    _, values, results = run(lab, exp, n, on_start=shown["on_start"], on_result=shown["on_result"])
+    _, values, results = run(lab, exp, n, **terminal(lab, retries=False))
     from lab.checklist.experiments.verdict import verdict_line
 
     lab.console.print(f"verdict: {verdict_line(values, exp.metrics, lab.lang)}", markup=False)
