@@ -12,6 +12,7 @@ what Invoke parses the flag into, and a value that does not parse is one line, n
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import types
@@ -51,6 +52,9 @@ class _TypedArgument(Argument):
         self.label = label or (self.name if self.positional else f"--{self.names[0]}")
         #: A flag that, when given, makes this positional argument unnecessary.
         self.waiver: Argument | None = None
+        #: The task's help, printed when this positional argument is given `--help` (Invoke
+        #: would otherwise take `invoke experiment --help` as the experiment named "--help").
+        self.task_help: str | None = None
 
     @property
     def value(self) -> Any:
@@ -64,6 +68,10 @@ class _TypedArgument(Argument):
         self.set_value(arg, cast=True)
 
     def set_value(self, value: Any, cast: bool = True) -> None:
+        if self.positional and self.task_help and value in ("-h", "--help"):
+            with contextlib.suppress(BrokenPipeError):  # `invoke experiment --help | head`
+                print(self.task_help, flush=True)
+            raise Exit(code=0)
         if not (cast and self.cast is not None):
             super().set_value(value, cast)
             return
@@ -130,8 +138,22 @@ class LabTask(Task):
         by_name = {a.name: a for a in typed}
         for positional, flag in self.waived_by.items():
             by_name[positional].waiver = by_name[flag]
+        for a in typed:
+            if a.positional:
+                a.task_help = self.help_text(typed)
         args: list[Argument] = list(typed)
         return args
+
+    def help_text(self, arguments: list[_TypedArgument]) -> str:
+        """What `invoke --help NAME` prints, in short: usage, docstring, every option's help."""
+        name = self.name.replace("_", "-")
+        positional = " ".join(f"[{(a.name or "").upper()}]" for a in arguments if a.positional)
+        lines = [f"Usage: invoke {name} [--options] {positional}".rstrip(), ""]
+        lines += ["Docstring:", f"  {(self.__doc__ or '').strip()}", "", "Options:"]
+        for a in sorted(arguments, key=lambda a: a.names[0]):
+            flag = f"--{a.names[0].replace('_', '-')}"
+            lines.append(f"  {flag:<22}{a.help or ''}")
+        return "\n".join(lines)
 
 
 def task(*args: Any, **kwargs: Any) -> Any:

@@ -113,6 +113,20 @@ def test_a_managed_env_never_sees_the_tool_envs_pythonpath(stand_in):
     assert stand_in.run(["-c", code]).stdout.split()[0] == os.environ["PYTHONPATH"]
 
 
+def test_a_managed_env_writes_its_bytecode_a_users_env_is_left_alone(stand_in, monkeypatch):
+    """uv installs no .pyc; with PYTHONDONTWRITEBYTECODE=1 every vLLM process would compile
+    vLLM and torch from source again. The managed env's processes (scripts and servers) write
+    bytecode; a user's --python env keeps the user's setting."""
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    managed = VllmEnv(stand_in.python, managed=True)
+    code = "import sys; print(sys.dont_write_bytecode)"
+    assert managed.run(["-c", code]).stdout.strip() == "False"
+    assert stand_in.run(["-c", code]).stdout.strip() == "True"
+    server = {"PYTHONDONTWRITEBYTECODE": "1", "VLLM_X": "1"}
+    assert managed.child_environ(server) == {"VLLM_X": "1"}
+    assert stand_in.child_environ(server) == server
+
+
 @pytest.fixture
 def scripts(tmp_path, monkeypatch):
     """lab/vllm/scripts/ replaced by a folder of small scripts of our own."""

@@ -134,3 +134,15 @@ def test_list_imports_nothing_heavy():
     modules = imported_by_list()
     assert "tasks" in modules and "invoke" in modules     # it did load the collection
     assert sorted(m for m in modules if m.split(".")[0] in HEAVY) == []
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_after_a_task_with_a_positional_argument_is_help_not_a_name(flag, tmp_path):
+    """`invoke experiment --help` once answered "unknown experiment '--help'": Invoke hands the
+    token to the waiting positional argument before it looks at its own flags."""
+    proc = run(["experiment", flag], {"INVOKE_LAB_PROFILE": "cpu"}, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Usage: invoke experiment [--options] [NAME]")
+    assert "--num-requests" in proc.stdout and "measured requests per arm" in proc.stdout
+    assert "unknown experiment" not in proc.stderr
+    assert not (tmp_path / "logbook" / "lab.db").exists()

@@ -556,7 +556,7 @@ def _start_rank(lab: Lab, ctx: StepContext, layout: Layout, prof: launch.Profile
         model=prof.model,
         tp=layout.tp,
         profile=prof.name,
-        env={**os.environ, **env},
+        env=lab.env.child_environ({**os.environ, **env}),
         run_id=ctx.run_id,
         server_id=server_id,
     )

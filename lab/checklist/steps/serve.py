@@ -90,7 +90,7 @@ def start_and_wait(
         profile=prof.name,
         run_id=ctx.run_id,
         server_id=server_id,
-        env={**os.environ, **env},
+        env=lab.env.child_environ({**os.environ, **env}),
         gpu_baseline_mib=baseline,
     )
     lab.book.update_server(server_id, pid=state.pid)
