@@ -147,7 +147,7 @@ class LabTask(Task):
     def help_text(self, arguments: list[_TypedArgument]) -> str:
         """What `invoke --help NAME` prints, in short: usage, docstring, every option's help."""
         name = self.name.replace("_", "-")
-        positional = " ".join(f"[{(a.name or "").upper()}]" for a in arguments if a.positional)
+        positional = " ".join(f"[{(a.name or '').upper()}]" for a in arguments if a.positional)
         lines = [f"Usage: invoke {name} [--options] {positional}".rstrip(), ""]
         lines += ["Docstring:", f"  {(self.__doc__ or '').strip()}", "", "Options:"]
         for a in sorted(arguments, key=lambda a: a.names[0]):
