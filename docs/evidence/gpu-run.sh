@@ -9,12 +9,8 @@
 # After each command: nvidia-smi (to see that no memory is left held). At the end the logbook
 # folder (rendered markdown, plots, database, server logs) is packed into $OUT/logbook.tgz.
 set -uo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/tool "$root"/.whl/*.whl >/dev/null 2>&1 || true
-export PYTHONPATH=/tmp/site:/tmp/tool:$root PATH=/tmp/tool/bin:$PATH
-export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 PIP_NO_INDEX=1 COLUMNS=160
-export INVOKE_LAB_LOGBOOK_DIR=${INVOKE_LAB_LOGBOOK_DIR:-/tmp/lab-logbook}
-export INVOKE_LAB_DATA_DIR=${INVOKE_LAB_DATA_DIR:-/tmp/lab-data}
+# shellcheck source=docs/evidence/gpu-env.sh
+source "$(dirname "$0")/gpu-env.sh"
 limit=${GPU_RUN_LIMIT_S:-420}
 cd "$root"
 nvidia-smi --query-gpu=index,name,memory.total,memory.used --format=csv

@@ -7,12 +7,8 @@
 #
 #   bash docs/evidence/gpu-serve-check.sh
 set -uo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/tool "$root"/.whl/*.whl >/dev/null 2>&1 || true
-export PYTHONPATH=/tmp/site:/tmp/tool:$root PATH=/tmp/tool/bin:$PATH
-export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 PIP_NO_INDEX=1 COLUMNS=160
-export INVOKE_LAB_LOGBOOK_DIR=${INVOKE_LAB_LOGBOOK_DIR:-/tmp/lab-logbook}
-export INVOKE_LAB_DATA_DIR=${INVOKE_LAB_DATA_DIR:-/tmp/lab-data}
+# shellcheck source=docs/evidence/gpu-env.sh
+source "$(dirname "$0")/gpu-env.sh"
 out=${OUT:-/tmp}
 cd "$root"
 stamp() { echo "=== $(date -u +%H:%M:%S.%N | cut -c1-12) $*"; }
