@@ -3,7 +3,9 @@
 Arm A: `INVOKE_LAB_CPU_PRELOAD=off` (no LD_PRELOAD from vllm-lab; vLLM preloads torch's
 libgomp itself). Arm B: `auto` (the libraries lab.vllm.env.cpu_preload finds: TCMalloc and
 Intel OpenMP). With `--attribute`, also T (TCMalloc only) and I (Intel OpenMP only), given
-as the user's own LD_PRELOAD. Rounds alternate A B (T I) A B …; each arm starts its own
+as the user's own LD_PRELOAD. `--arms AC` compares instead the default (A) with C: A
+with torch.compile off (`--compilation-config '{"mode":0}'`, vLLM's eager mode), to see
+what the tiny model's 25 s compile at startup buys per token. Rounds alternate A B (T I) A B …; each arm starts its own
 server (`invoke serve`), runs `invoke bench --concurrency 1,16`, stops it, and reads the
 figures from the logbook. Prints every run, then per level and arm the medians of output
 throughput (tok/s), TPOT as the server measures it (mean over the level, /metrics) and the
@@ -36,12 +38,16 @@ from lab.vllm.env import cpu_preload, managed_env  # noqa: E402
 
 LEVELS = (1, 16)
 LABELS = {"A": "no preload", "B": "TCMalloc + Intel OpenMP (auto)", "T": "TCMalloc only",
-          "I": "Intel OpenMP only"}
+          "I": "Intel OpenMP only", "C": "compile off (mode 0)"}
+#: `invoke serve` flags per arm.
+ARM_SERVE = {"C": ["--extra-args", "--compilation-config '{\"mode\":0}'"]}
 
 
 def arm_env(arm: str) -> dict[str, str]:
     """INVOKE_LAB_CPU_PRELOAD, and for T and I the user's own LD_PRELOAD."""
-    if arm in "AB":
+    if arm in "ABC":
+        if arm == "C":
+            arm = "A"
         return {"INVOKE_LAB_CPU_PRELOAD": "off" if arm == "A" else "auto"}
     data = cfgmod.data_dir({"data_dir": os.environ.get("INVOKE_LAB_DATA_DIR", ".lab")})
     libs = cpu_preload(managed_env(data, "cpu"))
@@ -71,7 +77,7 @@ def one_run(arm: str, logbook: Path, num_requests: int, warmup: int) -> dict:
     env.pop("LD_PRELOAD", None)
     env.update(arm_env(arm))
     try:
-        invoke(["serve"], env, 900)
+        invoke(["serve", *ARM_SERVE.get(arm, [])], env, 900)
         invoke(["bench", "--concurrency", ",".join(map(str, LEVELS)),
                 "--num-requests", str(num_requests), "--warmup", str(warmup),
                 "--latency-runs", "1"], env, 1800)
@@ -92,7 +98,7 @@ def one_run(arm: str, logbook: Path, num_requests: int, warmup: int) -> dict:
         "ready_s": ready_s,
         "warns_tcmalloc": "libtcmalloc is not found in LD_PRELOAD" in log,
         "warns_iomp": "libiomp is not found in LD_PRELOAD" in log,
-        **{f"c{c}_out_tok_s": levels[c]["output_throughput"] for c in LEVELS},
+        **{f"c{c}_out_tok_s": levels[c]["output_tok_s"] for c in LEVELS},
         **{f"c{c}_tpot_ms": levels[c]["tpot_ms"]["median"] for c in LEVELS},
         **{f"c{c}_server_tpot_ms": (levels[c]["server"] or {}).get("mean_tpot_ms") for c in LEVELS},
         **{f"c{c}_failed": levels[c]["failed"] for c in LEVELS},
@@ -110,12 +116,14 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=4, help="warm-up requests per level")
     ap.add_argument("--attribute", action="store_true",
                     help="also TCMalloc alone (T) and Intel OpenMP alone (I)")
+    ap.add_argument("--arms", default=None,
+                    help="the arms, in order, e.g. AC (default AB, or ABTI with --attribute)")
     args = ap.parse_args()
     runs = []
     with tempfile.TemporaryDirectory(prefix="preload-ab-") as tmp:
         print(f"load average at start: {loadavg()}", flush=True)
         for r in range(args.rounds):
-            for arm in "ABTI" if args.attribute else "AB":
+            for arm in args.arms or ("ABTI" if args.attribute else "AB"):
                 started = time.monotonic()
                 row = one_run(arm, Path(tmp) / f"{arm}{r}", args.num_requests, args.warmup)
                 runs.append(row)
@@ -127,7 +135,7 @@ def main() -> None:
                     f"{row['warns_tcmalloc']}/{row['warns_iomp']} "
                     f"({time.monotonic() - started:.0f} s, load {loadavg()})", flush=True)
         print(f"load average at end: {loadavg()}")
-    arms = [a for a in "ABTI" if any(x["arm"] == a for x in runs)]
+    arms = [a for a in "ABTIC" if any(x["arm"] == a for x in runs)]
     print("\nmedians over the rounds: " + "; ".join(f"{a} = {LABELS[a]}" for a in arms))
     print(f"{'figure':<30}" + "".join(f"{a:>10}" for a in arms)
           + "".join(f"{a + '/A':>8}" for a in arms[1:]))

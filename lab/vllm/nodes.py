@@ -34,6 +34,8 @@ import psutil
 
 from lab.core.errors import ConfigError
 from lab.core.net import is_loopback
+from lab.core.poll import polling
+from lab.core.text import tail_file
 from lab.vllm import process as server
 from lab.vllm.env import SCRIPTS
 
@@ -358,9 +360,9 @@ def _how(state: server.ServerState) -> str:
 
 
 class NodeWatch:
-    """Watches the local node ranks' root processes (psutil, every WATCH_INTERVAL_S). When one
-    dies it records which and calls `on_death` once (the step stops the head: a pipeline
-    with a missing stage never answers, it hangs)."""
+    """Watches the local node ranks' root processes (psutil, every WATCH_INTERVAL_S, through
+    lab.core.poll). When one dies it records which and calls `on_death` once (the step stops
+    the head: a pipeline with a missing stage never answers, it hangs)."""
 
     def __init__(
         self,
@@ -372,38 +374,36 @@ class NodeWatch:
         self.on_death = on_death
         self.interval_s = interval_s
         self.death: NodeDeath | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="node-watch", daemon=True)
+        self._lock = threading.Lock()
+        self._polling: contextlib.AbstractContextManager[None] | None = None
 
     def check(self) -> NodeDeath | None:
-        """Look once; the first dead rank (remembered), else None."""
-        if self.death is None:
-            for rank in dead_ranks(self.nodes):
-                state = self.nodes[rank]
-                from lab.core.text import tail_file
-
-                self.death = NodeDeath(
-                    rank, state.pid, time.time(), _how(state), tail_file(state.log_path, 15)
-                )
-                if self.on_death is not None:
-                    self.on_death(self.death)
-                break
+        """Look once; the first dead rank (remembered, and told to `on_death` once, whether
+        the poll or the step found it), else None."""
+        with self._lock:
+            if self.death is not None:
+                return self.death
+            dead = dead_ranks(self.nodes)
+            if not dead:
+                return None
+            state = self.nodes[dead[0]]
+            self.death = NodeDeath(
+                dead[0], state.pid, time.time(), _how(state), tail_file(state.log_path, 15)
+            )
+        if self.on_death is not None:
+            self.on_death(self.death)
         return self.death
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            if self.check() is not None:
-                return
 
     def __enter__(self) -> NodeWatch:
         if self.nodes:
-            self._thread.start()
+            self._polling = polling(self.check, None, self.interval_s, name="node-watch")
+            self._polling.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+        if self._polling is not None:
+            self._polling.__exit__(None, None, None)
+            self._polling = None
 
 
 @contextlib.contextmanager

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -38,6 +37,7 @@ from pathlib import Path
 import psutil
 
 from lab.core.lang import pick
+from lab.core.poll import polling
 from lab.core.text import clean_lines
 from lab.vllm import diagnose
 from lab.vllm.diagnose import Diagnosis
@@ -452,32 +452,14 @@ def _exited(proc: psutil.Process) -> bool:
 def watching(
     watcher: Watcher, on_failure: Callable[[Failure], None] | None = None, poll_s: float = POLL_S
 ) -> Iterator[Watcher]:
-    """Poll `watcher` in a background thread while the block runs. On a failure, call
-    `on_failure(failure)` once from that thread (e.g. end the server tree, so that the step's
-    requests fail at once instead of hanging) and stop polling; the block reads
-    `watcher.failure` when its work returns or fails."""
-    done = threading.Event()
-
-    def loop() -> None:
-        while not done.is_set():
-            try:
-                failure = watcher.check()
-            except Exception:  # a watcher bug must not kill the step
-                failure = None
-            if failure is not None:
-                if on_failure is not None:
-                    with contextlib.suppress(Exception):
-                        on_failure(failure)
-                return
-            done.wait(poll_s)
-
-    thread = threading.Thread(target=loop, name="vllm-watch", daemon=True)
-    thread.start()
+    """Poll `watcher` in a background thread while the block runs (lab.core.poll). On a
+    failure, call `on_failure(failure)` once from that thread (e.g. end the server tree, so
+    that the step's requests fail at once instead of hanging) and stop polling; the block
+    reads `watcher.failure` when its work returns or fails."""
     try:
-        yield watcher
+        with polling(watcher.check, on_failure, poll_s, name="vllm-watch"):
+            yield watcher
     finally:
-        done.set()
-        thread.join(timeout=30)
         # The block may end while a crash is still settling (its requests fail fast when the
         # engine dies, before the watcher's next poll): finish judging it, so the step gets
         # the diagnosis, not only its failed requests.
