@@ -375,7 +375,7 @@ class NodeWatch:
         self.interval_s = interval_s
         self.death: NodeDeath | None = None
         self._lock = threading.Lock()
-        self._polling: contextlib.AbstractContextManager[None] | None = None
+        self._stack = contextlib.ExitStack()
 
     def check(self) -> NodeDeath | None:
         """Look once; the first dead rank (remembered, and told to `on_death` once, whether
@@ -396,14 +396,11 @@ class NodeWatch:
 
     def __enter__(self) -> NodeWatch:
         if self.nodes:
-            self._polling = polling(self.check, None, self.interval_s, name="node-watch")
-            self._polling.__enter__()
+            self._stack.enter_context(polling(self.check, None, self.interval_s, name="node-watch"))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._polling is not None:
-            self._polling.__exit__(None, None, None)
-            self._polling = None
+        self._stack.close()
 
 
 @contextlib.contextmanager
