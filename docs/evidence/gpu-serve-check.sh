@@ -3,7 +3,8 @@
 # rehearsal model with `invoke serve`, run bench/fidelity.py against it (this project's client
 # against `vllm bench serve`), then start `invoke bench` and SIGKILL the server's EngineCore
 # KILL_AFTER_S seconds into it, to see the step fail with the watcher's diagnosis. Ends with
-# `invoke stop` and nvidia-smi. Everything lands in one logbook, packed into $OUT/logbook.tgz.
+# `invoke stop` and nvidia-smi. Everything lands in one logbook, packed into $OUT/logbook-serve-check.tgz.
+# KILL_AFTER_S=0 skips the kill; KEEP_SERVER=1 leaves the server up for the next command.
 #
 #   bash docs/evidence/gpu-serve-check.sh
 set -uo pipefail
@@ -21,20 +22,21 @@ timeout --kill-after=10 "${FIDELITY_LIMIT_S:-200}" python3 bench/fidelity.py --m
   --concurrency 1,16,64 --input-len 128 --output-len 64 --num-prompts 64 --rounds 2 \
   --json-out "$out/fidelity.json"
 echo "fidelity exit $?"
-stamp "invoke bench (EngineCore killed after ${KILL_AFTER_S:-20} s)"
-timeout --kill-after=10 120 python3 -m invoke bench --profile rehearsal --concurrency 16 \
-  --num-requests 2000 --warmup 0 --latency-runs 1 &
-bench=$!
-sleep "${KILL_AFTER_S:-20}"
-pgrep -af 'VLLM::EngineCore' | head -3
-stamp "kill -9 EngineCore"
-pkill -9 -f 'VLLM::EngineCore'
-wait $bench
-echo "bench exit $?"
-stamp "bench ended"
-nvidia-smi --query-gpu=index,memory.used,utilization.gpu --format=csv,noheader
-python3 -m invoke stop
-stamp "stopped"
+if [ "${KILL_AFTER_S:-20}" != 0 ]; then
+  stamp "invoke bench (EngineCore killed after ${KILL_AFTER_S:-20} s)"
+  timeout --kill-after=10 120 python3 -m invoke bench --profile rehearsal --concurrency 16 \
+    --num-requests 2000 --warmup 0 --latency-runs 1 &
+  bench=$!
+  sleep "${KILL_AFTER_S:-20}"
+  pgrep -af 'VLLM::EngineCore' | head -3
+  stamp "kill -9 EngineCore"
+  pkill -9 -f 'VLLM::EngineCore'
+  wait $bench
+  echo "bench exit $?"
+  stamp "bench ended"
+  nvidia-smi --query-gpu=index,memory.used,utilization.gpu --format=csv,noheader
+fi
+[ "${KEEP_SERVER:-0}" = 1 ] || { python3 -m invoke stop; stamp "stopped"; }
 nvidia-smi --query-gpu=index,memory.used,utilization.gpu --format=csv,noheader
 pgrep -af 'vllm|VLLM' | grep -v pgrep | head -5
 tar -C "$INVOKE_LAB_LOGBOOK_DIR" -czf "$out/logbook-serve-check.tgz" . 2>/dev/null
