@@ -88,3 +88,14 @@ def test_the_verdict_line_carries_the_numbers():
     assert "median change -45.0 % (rounds -50.0 … -40.0 %); seen" in line
     assert "已看到" in verdict_line(v, [TTFT], "zh")
     assert verdict_line(ExperimentValues(name="x", skipped="no GPU"), [TTFT], "en") == "skipped: no GPU"
+
+
+def test_an_expected_sameness_reads_as_a_comparison_of_equals():
+    figures = {(1, "off"): {"ttft_median_ms": 100.0}, (1, "on"): {"ttft_median_ms": 102.0}}
+    v = ExperimentValues(name="x", profile="gpu", rounds=1,
+                         stats=arm_stats(figures, ["off", "on"], [TTFT], 1),
+                         findings=[judge(Change("ttft_median_ms", "off", "on", "same",
+                                                min_change_pct=10), figures, 1)])
+    en = finding_line(v.findings[0], [TTFT], v, "en")
+    assert en.startswith("expected median TTFT about the same with on as off:")
+    assert "与 off 相同" in finding_line(v.findings[0], [TTFT], v, "zh")

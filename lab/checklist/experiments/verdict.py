@@ -181,11 +181,12 @@ def finding_line(f: Finding, metrics: Sequence[Metric], values: ExperimentValues
             f"变化 {fmt(f.change_pct_median)}{unit}",
             f"change {fmt(f.change_pct_median)}{unit}",
         )
+    same = f.direction == "same"
     return pick(
         lang,
-        f"预期 {f.treatment} 的{label}比 {f.baseline} {way}：{f.baseline} {b}，{f.treatment} {t}，{change}；{_word(f.seen, lang)}",
-        f"expected {label} {way} with {f.treatment} than {f.baseline}: {f.baseline} {b}, "
-        f"{f.treatment} {t}, {change}; {_word(f.seen, lang)}",
+        f"预期 {f.treatment} 的{label}{'与' if same else '比'} {f.baseline} {way}：{f.baseline} {b}，{f.treatment} {t}，{change}；{_word(f.seen, lang)}",
+        f"expected {label} {way} with {f.treatment} {'as' if same else 'than'} {f.baseline}: "
+        f"{f.baseline} {b}, {f.treatment} {t}, {change}; {_word(f.seen, lang)}",
     )
 
 
