@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -263,6 +264,41 @@ def main(argv: list[str] | None = None) -> int:
 
     results: list[SideResult] = []
     started = time.perf_counter()
+
+    def keep(result: SideResult) -> None:
+        """Record one run, and rewrite --json-out now: a run cut off later keeps it."""
+        results.append(result)
+        if args.json_out:
+            with open(args.json_out, "w") as fh:
+                json.dump([r.__dict__ for r in results], fh, indent=1)
+
+    # `timeout` sends SIGTERM: end the loop and still report the runs that finished.
+    before = signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        _sweep(args, pool, api_key, max_len, concurrencies, result_dir, keep)
+    except _Interrupted:
+        print("\ninterrupted (SIGTERM): the table below holds only the runs that finished",
+              flush=True)
+    except LabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    report(results, concurrencies, args.dry_run)
+    print(f"\nTotal time: {time.perf_counter() - started:.0f} s; vLLM results in {result_dir}")
+    return 0
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise _Interrupted
+
+
+def _sweep(args, pool, api_key, max_len, concurrencies, result_dir, keep) -> None:
+    """Every round, every concurrency, both sides, in alternating order."""
     for rnd in range(args.rounds):
         for conc in concurrencies:
             seed = args.seed + 1000 * rnd + conc  # new prompts every run, same on both sides
@@ -271,12 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             sides = ("ours", "theirs") if rnd % 2 == 0 or args.dry_run else ("theirs", "ours")
             for side in sides:
                 if side == "ours":
-                    try:
-                        ours = run_ours(args, pool, rnd, conc, seed, api_key, max_len)
-                    except LabError as err:
-                        print(f"error: {err}", file=sys.stderr)
-                        return 1
-                    results.append(ours)
+                    ours = run_ours(args, pool, rnd, conc, seed, api_key, max_len)
+                    keep(ours)
                     print(f"round {rnd} C={conc} ours:   {ours.figures or ours.error}", flush=True)
                 elif args.dry_run:
                     cmd = theirs_argv(args, conc, seed, result_dir, f"theirs-r{rnd}-c{conc}.json")
@@ -284,16 +316,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"round {rnd} C={conc} theirs: (dry run) {' '.join(shown)}", flush=True)
                 else:
                     theirs = run_theirs(args, rnd, conc, seed, result_dir)
-                    results.append(theirs)
+                    keep(theirs)
                     print(f"round {rnd} C={conc} theirs: {theirs.figures or theirs.error}",
                           flush=True)
-
-    report(results, concurrencies, args.dry_run)
-    print(f"\nTotal time: {time.perf_counter() - started:.0f} s; vLLM results in {result_dir}")
-    if args.json_out:
-        with open(args.json_out, "w") as fh:
-            json.dump([r.__dict__ for r in results], fh, indent=1)
-    return 0
 
 
 if __name__ == "__main__":

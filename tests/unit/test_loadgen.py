@@ -292,3 +292,36 @@ def test_a_request_on_a_connection_the_server_closed_is_sent_again_not_failed(mo
 def test_without_the_retry_those_requests_are_lost(monkeypatch, fake):
     lost = [r for r in _level_with_stale_connections(monkeypatch, fake, retry=False) if not r.ok]
     assert [r.error for r in lost] == ["ServerDisconnectedError: Server disconnected"] * 2
+
+
+def test_fidelity_cut_off_by_sigterm_keeps_the_runs_that_finished(fake, capsys, tmp_path,
+                                                                   monkeypatch):
+    """`timeout` ends a long comparison with SIGTERM: the table and --json-out still hold
+    every run measured before it (on the lent H100 a 230 s limit once lost all seven)."""
+    import json
+    import os
+    import signal
+
+    fidelity = _load_fidelity()
+    real = fidelity.run_ours
+    calls = {"n": 0}
+
+    def run_ours(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fidelity, "run_ours", run_ours)
+    before = signal.getsignal(signal.SIGTERM)
+    out_json = tmp_path / "fidelity.json"
+    rc = fidelity.main(["--base-url", fake.base_url, "--model", "fake-model", "--dry-run",
+                        "--concurrency", "1,2", "--num-prompts", "2", "--warmup", "1",
+                        "--rounds", "1", "--input-len", "8", "--output-len", "4",
+                        "--json-out", str(out_json)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "interrupted (SIGTERM)" in out
+    kept = json.loads(out_json.read_text())
+    assert [(r["side"], r["concurrency"]) for r in kept] == [("ours", 1)]
+    assert kept[0]["figures"]["median_ttft_ms"] > 0
+    assert signal.getsignal(signal.SIGTERM) == before
