@@ -97,5 +97,5 @@ def test_an_expected_sameness_reads_as_a_comparison_of_equals():
                          findings=[judge(Change("ttft_median_ms", "off", "on", "same",
                                                 min_change_pct=10), figures, 1)])
     en = finding_line(v.findings[0], [TTFT], v, "en")
-    assert en.startswith("expected median TTFT about the same with on as off:")
-    assert "与 off 相同" in finding_line(v.findings[0], [TTFT], v, "zh")
+    assert en.startswith("expected median TTFT about the same (within ±10 %) with on as off:")
+    assert "与 off 大致相同（±10 % 以内）" in finding_line(v.findings[0], [TTFT], v, "zh")

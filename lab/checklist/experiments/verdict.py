@@ -155,12 +155,15 @@ def finding_line(f: Finding, metrics: Sequence[Metric], values: ExperimentValues
         )
     b = _arm_value(values, f.baseline or "", m) if m else "—"
     t = _arm_value(values, f.treatment, m) if m else "—"
-    way = pick(
-        lang,
-        {"lower": "更低", "higher": "更高"}.get(f.direction or "", "相同"),
-        {"same": "about the same"}.get(f.direction or "", f.direction or ""),
-    )
     unit = " %" if f.relative else (f" {m.unit}" if m and m.unit else "")
+    same = f.direction == "same"
+    if same:  # judged within ±min_change_pct: say so, "the same" alone would overclaim
+        tol = f"±{num(f.min_change_pct)}{unit}"
+        way = pick(lang, f"大致相同（{tol} 以内）", f"about the same (within {tol})")
+    else:
+        way = pick(
+            lang, {"lower": "更低", "higher": "更高"}.get(f.direction or "", ""), f.direction or ""
+        )
 
     def fmt(x: float | None) -> str:
         if x is None:
@@ -181,7 +184,6 @@ def finding_line(f: Finding, metrics: Sequence[Metric], values: ExperimentValues
             f"变化 {fmt(f.change_pct_median)}{unit}",
             f"change {fmt(f.change_pct_median)}{unit}",
         )
-    same = f.direction == "same"
     return pick(
         lang,
         f"预期 {f.treatment} 的{label}{'与' if same else '比'} {f.baseline} {way}：{f.baseline} {b}，{f.treatment} {t}，{change}；{_word(f.seen, lang)}",
