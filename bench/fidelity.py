@@ -274,11 +274,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # `timeout` sends SIGTERM: end the loop and still report the runs that finished.
     before = signal.signal(signal.SIGTERM, _interrupted)
+    rc = 0
     try:
         _sweep(args, pool, api_key, max_len, concurrencies, result_dir, keep)
     except _Interrupted:
         print("\ninterrupted (SIGTERM): the table below holds only the runs that finished",
               flush=True)
+        rc = 128 + signal.SIGTERM  # a cut-off comparison is not a finished one
     except LabError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -286,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, before)
     report(results, concurrencies, args.dry_run)
     print(f"\nTotal time: {time.perf_counter() - started:.0f} s; vLLM results in {result_dir}")
-    return 0
+    return rc
 
 
 class _Interrupted(Exception):

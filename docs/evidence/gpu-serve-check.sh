@@ -4,7 +4,9 @@
 # against `vllm bench serve`), then start `invoke bench` and SIGKILL the server's EngineCore
 # KILL_AFTER_S seconds into it, to see the step fail with the watcher's diagnosis. Ends with
 # `invoke stop` and nvidia-smi. Everything lands in one logbook, packed into $OUT/logbook-serve-check.tgz.
-# KILL_AFTER_S=0 skips the kill; KEEP_SERVER=1 leaves the server up for the next command.
+# KILL_AFTER_S=0 skips the kill. Budget (one H100, 2026-12-07): a fresh machine's first serve
+# ~260 s; fidelity's 12 runs ~400 s (each `vllm bench serve` imports vLLM, ~30 s there), so
+# FIDELITY_LIMIT_S=230 after a cold serve kept 7 of them.
 #
 #   bash docs/evidence/gpu-serve-check.sh
 set -uo pipefail
@@ -36,7 +38,8 @@ if [ "${KILL_AFTER_S:-20}" != 0 ]; then
   stamp "bench ended"
   nvidia-smi --query-gpu=index,memory.used,utilization.gpu --format=csv,noheader
 fi
-[ "${KEEP_SERVER:-0}" = 1 ] || { python3 -m invoke stop; stamp "stopped"; }
+python3 -m invoke stop
+stamp "stopped"
 nvidia-smi --query-gpu=index,memory.used,utilization.gpu --format=csv,noheader
 pgrep -af 'vllm|VLLM' | grep -v pgrep | head -5
 tar -C "$INVOKE_LAB_LOGBOOK_DIR" -czf "$out/logbook-serve-check.tgz" . 2>/dev/null
